@@ -1,0 +1,45 @@
+# agentkernel-pool: a Nomad task driver plugin for instantly starting sandboxes.
+SHELL       := /bin/bash
+NAME        := agentkernel-pool
+BUILD_DIR   ?= build
+PLUGIN_DIR  := $(BUILD_DIR)/plugins
+NOMAD       ?= $(if $(NOMAD_BIN),$(NOMAD_BIN),nomad)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BUF         := github.com/bufbuild/buf/cmd/buf@v1.75.0
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+build: ## build the plugin into build/plugins/
+	@mkdir -p $(PLUGIN_DIR)
+	go build -o $(PLUGIN_DIR)/$(NAME) .
+
+test: ## unit tests, plus e2e tests when a nomad binary exists (NOMAD_BIN or PATH)
+	go test -count=1 ./...
+
+e2e: ## e2e tests against a real Nomad dev agent (needs nomad)
+	@command -v $(NOMAD) >/dev/null || { echo "make e2e needs nomad >= 1.6: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
+	go test -count=1 -v -timeout 30m ./e2e/...
+
+bench: ## benchmarks against a real Nomad dev agent (needs nomad)
+	@command -v $(NOMAD) >/dev/null || { echo "make bench needs nomad >= 1.6: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
+	go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./pool/... ./e2e/...
+
+dev: build ## run a Nomad dev agent with the plugin, a warm pool and an example sandbox job
+	@./example/dev.sh "$(NOMAD)" "$(CURDIR)/$(PLUGIN_DIR)"
+
+proto: ## regenerate the protocol code from proto/
+	go run $(BUF) generate
+
+lint: ## gofmt, go vet, staticcheck, go mod tidy check
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }
+	go vet ./...
+	go run $(STATICCHECK) ./...
+	@go mod tidy; if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum" >&2; git diff -- go.mod go.sum; exit 1; fi
+
+clean: ## remove build output
+	rm -rf $(BUILD_DIR)
+
+.PHONY: help build test e2e bench dev proto lint clean

@@ -1,0 +1,32 @@
+# Nomad client config for agentkernel-pool: put the binary in plugin_dir and name
+# it in a plugin block (from Nomad 1.9 an unnamed plugin is not loaded).
+plugin_dir = "/opt/nomad/plugins"
+
+plugin "agentkernel-pool" {
+  config {
+    # address  = "http://127.0.0.1:4646"              # default: NOMAD_ADDR, else the local agent
+    # token_file = "/etc/nomad.d/agentkernel-pool.token" # default: NOMAD_TOKEN; policy in acl.hcl
+    namespace = "default" # where the warm jobs live
+
+    # Isolated sandboxes on Nomad's exec driver.
+    pool "python" {
+      jobspec       = "/etc/nomad.d/pools/exec.nomad.hcl"
+      size          = 3     # warm allocations kept ready on this node
+      max           = 12    # warm + starting + claimed on this node
+      claim_timeout = "30s" # how long a start may wait on a pool miss
+    }
+
+    # Development only: raw_exec is not isolated.
+    pool "dev" {
+      jobspec = "/etc/nomad.d/pools/raw_exec.nomad.hcl"
+      size    = 2
+      max     = 8
+    }
+  }
+}
+
+plugin "raw_exec" {
+  config {
+    enabled = true # only for the "dev" pool
+  }
+}

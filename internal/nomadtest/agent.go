@@ -1,0 +1,374 @@
+// Package nomadtest starts a real Nomad dev agent on loopback for tests, with the
+// plugin under test in its plugin_dir. Tests skip with a clear message when no
+// nomad binary exists (NOMAD_BIN, else nomad on PATH).
+package nomadtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// Options shape the agent a test gets.
+type Options struct {
+	// PluginDir holds plugin binaries; empty means no plugin_dir.
+	PluginDir string
+	// PluginConfig is the body of `plugin "agentkernel-pool" { ... }`; empty means
+	// no such block (and so, from Nomad 1.9, the plugin is not loaded).
+	PluginConfig string
+	// ExtraConfig is appended to the agent config verbatim.
+	ExtraConfig string
+	// ACL enables ACLs; Agent.Token then holds the bootstrap token.
+	ACL bool
+	// Persistent runs a one-node server+client agent instead of -dev, so jobs
+	// and allocations survive Restart (-dev keeps server state in memory).
+	Persistent bool
+	// StartTimeout bounds how long to wait for the node to be ready (default 90s).
+	StartTimeout time.Duration
+}
+
+// Agent is a running Nomad dev agent.
+type Agent struct {
+	Addr       string // http://127.0.0.1:<port>
+	Client     *api.Client
+	NodeID     string
+	DataDir    string
+	ConfigPath string
+	LogPath    string
+	Token      string // bootstrap token when ACLs are on
+
+	t    testing.TB
+	bin  string
+	opts Options
+	dir  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Binary finds the nomad binary: NOMAD_BIN, else nomad on PATH.
+func Binary() (string, error) {
+	if b := os.Getenv("NOMAD_BIN"); b != "" {
+		if _, err := os.Stat(b); err != nil {
+			return "", fmt.Errorf("NOMAD_BIN=%s: %w", b, err)
+		}
+		return b, nil
+	}
+	b, err := exec.LookPath("nomad")
+	if err != nil {
+		return "", errors.New("no nomad binary: set NOMAD_BIN or put nomad (>= 1.6) on PATH")
+	}
+	return b, nil
+}
+
+// Start launches a dev agent and waits for its node to be ready. It skips the test
+// when no nomad binary exists, and stops the agent when the test ends.
+func Start(t testing.TB, opts Options) *Agent {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 90 * time.Second
+	}
+	dir, err := os.MkdirTemp("", "akp-nomad-")
+	if err != nil {
+		t.Fatalf("make agent dir: %v", err)
+	}
+	a := &Agent{t: t, bin: bin, opts: opts, dir: dir,
+		DataDir:    filepath.Join(dir, "data"),
+		ConfigPath: filepath.Join(dir, "agent.hcl"),
+		LogPath:    filepath.Join(dir, "agent.log"),
+	}
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() {
+			t.Logf("agent log tail (%s):\n%s", a.LogPath, a.LogTail(60))
+		}
+		// Alloc dirs hold bind mounts while tasks live; Stop waited for the agent,
+		// so a failed removal only leaves a temp dir behind.
+		_ = os.RemoveAll(dir)
+	})
+	ports, err := freePorts(3)
+	if err != nil {
+		t.Fatalf("find free ports: %v", err)
+	}
+	a.Addr = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	if err := os.WriteFile(a.ConfigPath, []byte(a.config(ports)), 0o600); err != nil {
+		t.Fatalf("write agent config: %v", err)
+	}
+	if err := a.launch(); err != nil {
+		t.Fatalf("start nomad agent: %v", err)
+	}
+	if err := a.waitReady(opts.StartTimeout); err != nil {
+		t.Fatalf("nomad agent not ready: %v\nlog tail:\n%s", err, a.LogTail(40))
+	}
+	return a
+}
+
+func (a *Agent) config(ports []int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `data_dir  = %q
+bind_addr = "127.0.0.1"
+log_level = "DEBUG"
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+advertise {
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}
+client {
+  enabled = true
+  network_interface = "lo"
+  options = {
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+`, a.DataDir, ports[0], ports[1], ports[2])
+	if a.opts.Persistent {
+		fmt.Fprintf(&b, "server {\n  enabled = true\n  bootstrap_expect = 1\n}\nclient {\n  servers = [\"127.0.0.1:%d\"]\n}\n", ports[1])
+	}
+	if a.opts.PluginDir != "" {
+		fmt.Fprintf(&b, "plugin_dir = %q\n", a.opts.PluginDir)
+	}
+	if a.opts.PluginConfig != "" {
+		fmt.Fprintf(&b, "plugin \"agentkernel-pool\" {\n%s\n}\n", a.opts.PluginConfig)
+	}
+	if a.opts.ACL {
+		b.WriteString("acl {\n  enabled = true\n}\n")
+	}
+	b.WriteString(a.opts.ExtraConfig)
+	return b.String()
+}
+
+func (a *Agent) launch() error {
+	logf, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	args := []string{"agent", "-config=" + a.ConfigPath}
+	if !a.opts.Persistent {
+		args = append(args, "-dev")
+	}
+	cmd := exec.Command(a.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// A group of its own, so Stop can end the agent's plugins and executors too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.Addr)
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	a.mu.Lock()
+	a.cmd, a.done = cmd, done
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *Agent) waitReady(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cfg := api.DefaultConfig()
+	cfg.Address = a.Addr
+	var lastErr error
+	for ctx.Err() == nil {
+		if a.exited() {
+			return errors.New("agent exited during start")
+		}
+		if a.Client == nil {
+			c, err := api.NewClient(cfg)
+			if err != nil {
+				return err
+			}
+			a.Client = c
+		}
+		if a.opts.ACL && a.Token == "" {
+			tok, _, err := a.Client.ACLTokens().Bootstrap((&api.WriteOptions{}).WithContext(ctx))
+			if err == nil {
+				a.Token = tok.SecretID
+				a.Client.SetSecretID(a.Token)
+			} else {
+				lastErr = fmt.Errorf("acl bootstrap: %w", err)
+				sleep(ctx, 250*time.Millisecond)
+				continue
+			}
+		}
+		nodes, _, err := a.Client.Nodes().List((&api.QueryOptions{}).WithContext(ctx))
+		if err == nil && len(nodes) > 0 && nodes[0].Status == "ready" {
+			a.NodeID = nodes[0].ID
+			return nil
+		}
+		lastErr = err
+		sleep(ctx, 250*time.Millisecond)
+	}
+	return fmt.Errorf("timed out after %s (last error: %v)", timeout, lastErr)
+}
+
+// Node reads the agent's node with its drivers and attributes.
+func (a *Agent) Node(ctx context.Context) (*api.Node, error) {
+	n, _, err := a.Client.Nodes().Info(a.NodeID, (&api.QueryOptions{}).WithContext(ctx))
+	return n, err
+}
+
+// WaitDriver waits until the node reports driver name detected and returns its info;
+// ok says whether cond held before the timeout.
+func (a *Agent) WaitDriver(name string, timeout time.Duration, cond func(*api.DriverInfo) bool) (*api.DriverInfo, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last *api.DriverInfo
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		n, err := a.Node(rctx)
+		rcancel()
+		if err == nil && n.Drivers != nil {
+			if d := n.Drivers[name]; d != nil {
+				last = d
+				if cond(d) {
+					return d, true
+				}
+			}
+		}
+		if !sleep(ctx, 250*time.Millisecond) {
+			return last, false
+		}
+	}
+}
+
+// Running reports whether the agent process is alive.
+func (a *Agent) Running() bool { return !a.exited() }
+
+func (a *Agent) exited() bool {
+	a.mu.Lock()
+	done := a.done
+	a.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Restart stops the agent gracefully and starts it again with the same data dir.
+func (a *Agent) Restart() {
+	a.t.Helper()
+	a.stopAgentOnly()
+	if err := a.launch(); err != nil {
+		a.t.Fatalf("restart nomad agent: %v", err)
+	}
+	a.Client = nil
+	if err := a.waitReady(a.opts.StartTimeout); err != nil {
+		a.t.Fatalf("nomad agent not ready after restart: %v\nlog tail:\n%s", err, a.LogTail(40))
+	}
+	if a.Token != "" {
+		a.Client.SetSecretID(a.Token)
+	}
+}
+
+// stopAgentOnly interrupts the agent (graceful: tasks keep running) and waits for it.
+func (a *Agent) stopAgentOnly() {
+	a.mu.Lock()
+	cmd, done := a.cmd, a.done
+	a.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Stop stops the agent and everything it started (its process group), by pid.
+func (a *Agent) Stop() {
+	a.mu.Lock()
+	cmd := a.cmd
+	a.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	a.stopAgentOnly()
+	// Tasks and plugins were started in the agent's process group; end them too.
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	a.mu.Lock()
+	a.cmd = nil
+	a.mu.Unlock()
+}
+
+// LogTail returns the last n lines of the agent log.
+func (a *Agent) LogTail(n int) string {
+	b, err := os.ReadFile(a.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// Log returns the whole agent log.
+func (a *Agent) Log() string {
+	b, _ := os.ReadFile(a.LogPath)
+	return string(b)
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}

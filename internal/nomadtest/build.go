@@ -1,0 +1,44 @@
+package nomadtest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+	buildOut  []byte
+)
+
+// PluginName is the binary name Nomad must see in plugin_dir.
+const PluginName = "agentkernel-pool"
+
+// BuildPlugin builds the plugin binary once per test process into a temporary
+// plugin dir and returns that dir.
+func BuildPlugin(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		var root []byte
+		root, buildErr = exec.Command("go", "env", "GOMOD").Output()
+		if buildErr != nil {
+			return
+		}
+		buildDir, buildErr = os.MkdirTemp("", "akp-plugins-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, PluginName), ".")
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+		buildOut, buildErr = cmd.CombinedOutput()
+	})
+	if buildErr != nil {
+		t.Fatalf("build plugin: %v\n%s", buildErr, buildOut)
+	}
+	return buildDir
+}
