@@ -1,0 +1,53 @@
+package plugin
+
+import (
+	"context"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
+)
+
+// baseServer serves hashicorp.nomad.plugins.base.proto.BasePlugin.
+type baseServer struct {
+	base.UnimplementedBasePluginServer
+	d      Driver
+	logger hclog.Logger
+}
+
+func (s *baseServer) PluginInfo(context.Context, *base.PluginInfoRequest) (*base.PluginInfoResponse, error) {
+	info, err := call(s.logger, "PluginInfo", func() (Info, error) { return s.d.PluginInfo(), nil })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &base.PluginInfoResponse{
+		Type:              base.PluginType_DRIVER,
+		PluginApiVersions: []string{APIVersion},
+		PluginVersion:     info.Version,
+		Name:              info.Name,
+	}, nil
+}
+
+func (s *baseServer) ConfigSchema(context.Context, *base.ConfigSchemaRequest) (*base.ConfigSchemaResponse, error) {
+	spec, err := call(s.logger, "ConfigSchema", func() (*hclspec.Spec, error) { return s.d.ConfigSchema(), nil })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	// A nil spec leaves the field unset, which tells Nomad the plugin takes no config.
+	return &base.ConfigSchemaResponse{Spec: spec}, nil
+}
+
+func (s *baseServer) SetConfig(ctx context.Context, req *base.SetConfigRequest) (*base.SetConfigResponse, error) {
+	if v := req.GetPluginApiVersion(); v != "" && v != APIVersion {
+		// Only warn: failing SetConfig would stop the Nomad agent from starting.
+		s.logger.Warn("client negotiated an unexpected plugin API version", "version", v, "supported", APIVersion)
+	}
+	agent := agentConfigFromProto(req.GetNomadConfig())
+	s.logger.Debug("set config", "bytes", len(req.GetMsgpackConfig()), "validation_only", agent == nil)
+	err := call0(s.logger, "SetConfig", func() error { return s.d.SetConfig(ctx, req.GetMsgpackConfig(), agent) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &base.SetConfigResponse{}, nil
+}

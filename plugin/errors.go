@@ -1,0 +1,91 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/structs"
+)
+
+// ErrTaskNotFound is returned by drivers for a task id they do not track; it
+// travels as codes.NotFound.
+var ErrTaskNotFound = errors.New("task not found for given id")
+
+// recoverableError marks an error whose operation may succeed when retried.
+type recoverableError struct{ err error }
+
+func (e *recoverableError) Error() string { return e.err.Error() }
+func (e *recoverableError) Unwrap() error { return e.err }
+
+// Recoverable marks err as retryable: a StartTask failing with it lets the
+// task's restart policy apply instead of failing the task for good. Nil stays nil.
+func Recoverable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &recoverableError{err: err}
+}
+
+// IsRecoverable reports whether err, or an error it wraps, was marked with Recoverable.
+func IsRecoverable(err error) bool {
+	var r *recoverableError
+	return errors.As(err, &r)
+}
+
+// toStatus turns a driver error into the gRPC status the Nomad client expects.
+// Unavailable and Canceled are never produced for driver errors: the client reads
+// them as "the plugin died" and may relaunch it and retry the call.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if IsRecoverable(err) {
+		st := status.New(codes.FailedPrecondition, err.Error())
+		// The client reads only the first detail, so it must be this one.
+		withDetail, derr := st.WithDetails(&structs.RecoverableError{Recoverable: true})
+		if derr != nil {
+			return st.Err()
+		}
+		return withDetail.Err()
+	}
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.Unavailable, codes.Canceled:
+			return status.Error(codes.Unknown, st.Message())
+		}
+		return err
+	}
+	code := codes.Unknown
+	switch {
+	case errors.Is(err, ErrTaskNotFound):
+		code = codes.NotFound
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
+
+// call runs a driver method and turns a panic into an error, so a driver bug
+// fails one RPC instead of killing the plugin process (and with it every
+// running task's plugin-side state).
+func call[T any](logger hclog.Logger, method string, f func() (T, error)) (res T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			logger.Error("driver method panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "driver panicked in %s: %v", method, r)
+		}
+	}()
+	return f()
+}
+
+// call0 is call for driver methods that return only an error.
+func call0(logger hclog.Logger, method string, f func() error) error {
+	_, err := call(logger, method, func() (struct{}, error) { return struct{}{}, f() })
+	return err
+}

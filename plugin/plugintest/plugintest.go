@@ -1,0 +1,220 @@
+// Package plugintest serves a plugin.Driver behind a real go-plugin gRPC server,
+// in-process or as a built binary, and hands back the gRPC clients the Nomad
+// client would use, so tests drive the wire protocol exactly as Nomad does.
+package plugintest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
+	"google.golang.org/grpc"
+
+	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
+)
+
+// startTimeout bounds how long a plugin may take to come up in tests.
+const startTimeout = 30 * time.Second
+
+// Client is a connection to a served driver: the two gRPC services Nomad calls.
+type Client struct {
+	Base   base.BasePluginClient
+	Driver drivers.DriverClient
+
+	rpc goplugin.ClientProtocol
+}
+
+// Ping checks the connection through go-plugin's health service.
+func (c *Client) Ping() error { return c.rpc.Ping() }
+
+// Serve starts d in this process behind go-plugin's gRPC server, configured as
+// plugin.Serve configures it, and connects a client. Both stop when the test ends.
+func Serve(t testing.TB, d plugin.Driver) *Client {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	reattachCh := make(chan *goplugin.ReattachConfig, 1)
+	closed := make(chan struct{})
+
+	cfg := plugin.ServeConfig(d, testLogger("plugin"))
+	cfg.Test = &goplugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattachCh, CloseCh: closed}
+	go goplugin.Serve(cfg)
+
+	var rc *goplugin.ReattachConfig
+	select {
+	case rc = <-reattachCh:
+	case <-closed:
+		cancel()
+		t.Fatal("plugintest: plugin server stopped before it was ready")
+	case <-time.After(startTimeout):
+		cancel()
+		t.Fatal("plugintest: plugin server did not start")
+	}
+	// The plugin is this process: waiting means waiting for the server to stop.
+	rc.ReattachFunc = func() (runner.AttachedRunner, error) { return inProcess{closed: closed}, nil }
+
+	pc := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  plugin.Handshake,
+		Plugins:          clientPlugins(),
+		Reattach:         rc,
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		Logger:           testLogger("client"),
+	})
+	c, err := dispense(pc)
+	if err != nil {
+		cancel()
+		<-closed
+		t.Fatalf("plugintest: connect: %v", err)
+	}
+	t.Cleanup(func() {
+		// Close asks the server to stop (go-plugin's controller). Cancelling as
+		// well would make go-plugin stop the server twice, racing with itself,
+		// so the context is only the fallback.
+		_ = c.rpc.Close()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+		}
+		cancel()
+		<-closed
+	})
+	return c
+}
+
+// Launch starts the plugin binary at path the way the Nomad client does (magic
+// cookie, PLUGIN_PROTOCOL_VERSIONS=2, PLUGIN_MIN_PORT/MAX_PORT, gRPC only) and
+// connects a client. The process is killed when the test ends.
+func Launch(t testing.TB, path string, args ...string) *Client {
+	t.Helper()
+	pc := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig:  plugin.Handshake,
+		Plugins:          clientPlugins(),
+		Cmd:              exec.Command(path, args...),
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		StartTimeout:     startTimeout,
+		Logger:           testLogger("client"),
+	})
+	t.Cleanup(pc.Kill)
+	c, err := dispense(pc)
+	if err != nil {
+		t.Fatalf("plugintest: launch %s: %v", path, err)
+	}
+	return c
+}
+
+// HandshakeEnv is the environment the Nomad client adds when it launches a plugin.
+func HandshakeEnv() []string {
+	return []string{
+		plugin.Handshake.MagicCookieKey + "=" + plugin.Handshake.MagicCookieValue,
+		"PLUGIN_MIN_PORT=10000",
+		"PLUGIN_MAX_PORT=25000",
+		"PLUGIN_PROTOCOL_VERSIONS=2",
+	}
+}
+
+// ReadHandshake launches the binary with Nomad's environment, returns the first
+// line it prints on stdout (without the newline) and kills it.
+func ReadHandshake(ctx context.Context, path string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(os.Environ(), HandshakeEnv()...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	var line []byte
+	buf := make([]byte, 1)
+	for {
+		if _, err := out.Read(buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				return string(line), errors.New("plugin closed stdout before a full handshake line")
+			}
+			return string(line), err
+		}
+		if buf[0] == '\n' {
+			return string(line), nil
+		}
+		line = append(line, buf[0])
+	}
+}
+
+func dispense(pc *goplugin.Client) (*Client, error) {
+	rpc, err := pc.Client()
+	if err != nil {
+		return nil, err
+	}
+	b, err := rpc.Dispense(plugin.PluginNameBase)
+	if err != nil {
+		return nil, err
+	}
+	d, err := rpc.Dispense(plugin.PluginNameDriver)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{Base: b.(base.BasePluginClient), Driver: d.(drivers.DriverClient), rpc: rpc}, nil
+}
+
+// clientPlugins is the client half of the plugin set: go-plugin's gRPC Dispense
+// is local, so these only wrap the shared connection in our generated stubs.
+func clientPlugins() goplugin.PluginSet {
+	return goplugin.PluginSet{
+		plugin.PluginNameBase:   &stub{newClient: func(c *grpc.ClientConn) any { return base.NewBasePluginClient(c) }},
+		plugin.PluginNameDriver: &stub{newClient: func(c *grpc.ClientConn) any { return drivers.NewDriverClient(c) }},
+	}
+}
+
+type stub struct {
+	goplugin.NetRPCUnsupportedPlugin
+	newClient func(*grpc.ClientConn) any
+}
+
+func (s *stub) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error {
+	return errors.New("plugintest: client-side plugin only")
+}
+
+func (s *stub) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return s.newClient(c), nil
+}
+
+// inProcess stands in for a plugin process that is really this test binary.
+type inProcess struct{ closed <-chan struct{} }
+
+func (p inProcess) Wait(ctx context.Context) error {
+	select {
+	case <-p.closed:
+	case <-ctx.Done():
+	}
+	return nil
+}
+func (inProcess) Kill(context.Context) error { return nil }
+func (inProcess) ID() string                 { return "in-process" }
+func (inProcess) PluginToHost(n, a string) (string, string, error) {
+	return n, a, nil
+}
+func (inProcess) HostToPlugin(n, a string) (string, string, error) {
+	return n, a, nil
+}
+
+// testLogger shows plugin and go-plugin logs only under go test -v.
+func testLogger(name string) hclog.Logger {
+	if !testing.Verbose() {
+		return hclog.NewNullLogger()
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: os.Stderr})
+}
