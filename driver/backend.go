@@ -1,0 +1,144 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// nomadBackend is the production backend: the pool manager and the sandbox runner
+// over the Nomad API. It waits, with backoff, for the API to answer.
+func nomadBackend(ctx context.Context, cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+	client, err := pool.NewClient(cfg.API)
+	if err != nil {
+		return nil, fmt.Errorf("nomad api client: %w", err)
+	}
+	nodeID, err := localNodeID(ctx, client, logger)
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := pool.New(pool.Options{
+		Client: client, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
+		Logger: logger.Named("pool"), OnChange: onChange,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Start(ctx); err != nil {
+		mgr.Stop()
+		return nil, err
+	}
+	return &Backend{
+		Pool:   mgr,
+		Runner: &sandbox.Runner{Client: client, Logger: logger.Named("sandbox")},
+		AllocDone: func(ctx context.Context, ns, allocID string) (string, error) {
+			return allocDone(ctx, client, ns, allocID)
+		},
+		Usage: func(ctx context.Context, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
+			return usage(ctx, client, ns, allocID, task)
+		},
+		Check: func(ctx context.Context) error {
+			_, err := agentSelf(ctx, client)
+			return err
+		},
+		Stop: mgr.Stop,
+	}, nil
+}
+
+// localNodeID asks the local agent for its node id, retrying until it answers.
+func localNodeID(ctx context.Context, c *api.Client, logger hclog.Logger) (string, error) {
+	backoff := 500 * time.Millisecond
+	for {
+		self, err := agentSelf(ctx, c)
+		if err == nil {
+			if id := self.Stats["client"]["node_id"]; id != "" {
+				return id, nil
+			}
+			err = errors.New("the agent at this address runs no client: point address at the local agent")
+		}
+		logger.Warn("nomad api not ready; retrying", "address", c.Address(), "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("nomad api at %s: %w", c.Address(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 15*time.Second)
+	}
+}
+
+func agentSelf(ctx context.Context, c *api.Client) (*api.AgentSelf, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
+	defer cancel()
+	var self api.AgentSelf
+	if _, err := c.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return nil, fmt.Errorf("read /v1/agent/self: %w", err)
+	}
+	return &self, nil
+}
+
+// allocDone blocks (with blocking queries) until the allocation is terminal or gone.
+func allocDone(ctx context.Context, c *api.Client, ns, allocID string) (string, error) {
+	var index uint64
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
+		q := (&api.QueryOptions{Namespace: ns, WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(qctx)
+		a, meta, err := c.Allocations().Info(allocID, q)
+		cancel()
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		switch {
+		case err != nil && isNotFound(err):
+			return "allocation no longer exists", nil
+		case err != nil:
+			select { // API down: look again shortly, the sandbox may be fine
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		case a.ClientStatus != api.AllocClientStatusRunning && a.ClientStatus != api.AllocClientStatusPending:
+			return "allocation is " + a.ClientStatus, nil
+		case a.DesiredStatus != api.AllocDesiredStatusRun:
+			return "allocation desired status is " + a.DesiredStatus, nil
+		}
+		index = meta.LastIndex
+	}
+}
+
+func isNotFound(err error) bool {
+	var ue api.UnexpectedResponseError
+	if errors.As(err, &ue) {
+		return ue.StatusCode() == 404
+	}
+	return false
+}
+
+func usage(ctx context.Context, c *api.Client, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
+	q := (&api.QueryOptions{Namespace: ns}).WithContext(ctx)
+	a := &api.Allocation{ID: allocID, Namespace: ns}
+	ru, err := c.Allocations().Stats(a, q)
+	if err != nil {
+		return nil, err
+	}
+	tu, ok := ru.Tasks[task]
+	if !ok || tu.ResourceUsage == nil {
+		return nil, nil
+	}
+	out := &plugin.TaskResourceUsage{Timestamp: time.Unix(0, tu.Timestamp)}
+	if cs := tu.ResourceUsage.CpuStats; cs != nil {
+		out.CPU = &plugin.CPUUsage{SystemMode: cs.SystemMode, UserMode: cs.UserMode, TotalTicks: cs.TotalTicks, Percent: cs.Percent, Measured: cs.Measured}
+	}
+	if ms := tu.ResourceUsage.MemoryStats; ms != nil {
+		out.Memory = &plugin.MemoryUsage{RSS: ms.RSS, Cache: ms.Cache, MaxUsage: ms.MaxUsage, Usage: ms.Usage, Swap: ms.Swap, Measured: ms.Measured}
+	}
+	return out, nil
+}

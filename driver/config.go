@@ -1,0 +1,284 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// configSpec is the plugin block's schema. Numbers and durations are `any` so that a
+// wrongly typed value reaches our validation (driver unhealthy, field named) instead
+// of failing Nomad's schema check, which would stop the whole agent.
+var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
+	"address":         hclspec.NewAttr("address", "string", false),
+	"token_file":      hclspec.NewAttr("token_file", "string", false),
+	"ca_file":         hclspec.NewAttr("ca_file", "string", false),
+	"cert_file":       hclspec.NewAttr("cert_file", "string", false),
+	"key_file":        hclspec.NewAttr("key_file", "string", false),
+	"tls_server_name": hclspec.NewAttr("tls_server_name", "string", false),
+	"namespace":       hclspec.NewAttr("namespace", "string", false),
+	"pool": hclspec.NewBlockMap("pool", []string{"name"}, hclspec.NewObject(map[string]*hclspec.Spec{
+		"jobspec":       hclspec.NewAttr("jobspec", "string", false),
+		"size":          hclspec.NewAttr("size", "any", false),
+		"max":           hclspec.NewAttr("max", "any", false),
+		"claim_timeout": hclspec.NewAttr("claim_timeout", "any", false),
+	})),
+})
+
+// rawConfig is the plugin block as Nomad encodes it.
+type rawConfig struct {
+	Address       string             `codec:"address"`
+	TokenFile     string             `codec:"token_file"`
+	CAFile        string             `codec:"ca_file"`
+	CertFile      string             `codec:"cert_file"`
+	KeyFile       string             `codec:"key_file"`
+	TLSServerName string             `codec:"tls_server_name"`
+	Namespace     string             `codec:"namespace"`
+	Pools         map[string]rawPool `codec:"pool"`
+}
+
+type rawPool struct {
+	Jobspec      string `codec:"jobspec"`
+	Size         any    `codec:"size"`
+	Max          any    `codec:"max"`
+	ClaimTimeout any    `codec:"claim_timeout"`
+}
+
+// Config is the validated plugin configuration.
+type Config struct {
+	API       pool.APIConfig
+	TokenFile string
+	Namespace string
+	Pools     []pool.Config // sorted by name
+}
+
+// PoolNames lists the configured pools, sorted.
+func (c *Config) PoolNames() []string {
+	names := make([]string, 0, len(c.Pools))
+	for _, p := range c.Pools {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+// Pool returns the named pool's config.
+func (c *Config) Pool(name string) (pool.Config, bool) {
+	for _, p := range c.Pools {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return pool.Config{}, false
+}
+
+var poolNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
+
+// parseConfig validates a decoded plugin block. It returns every problem it finds,
+// each naming the field (and the pool), so one look at the driver's health
+// description tells the operator all that is wrong.
+func parseConfig(raw *rawConfig) (*Config, error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	c := &Config{
+		API: pool.APIConfig{
+			Address:       strings.TrimSpace(raw.Address),
+			CAFile:        raw.CAFile,
+			CertFile:      raw.CertFile,
+			KeyFile:       raw.KeyFile,
+			TLSServerName: raw.TLSServerName,
+		},
+		TokenFile: raw.TokenFile,
+		Namespace: raw.Namespace,
+	}
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	if c.API.Address != "" {
+		if u, err := url.Parse(c.API.Address); err != nil || u.Scheme == "" || u.Host == "" {
+			bad("address %q: want a URL such as http://127.0.0.1:4646", c.API.Address)
+		}
+	}
+	if c.TokenFile != "" {
+		tok, err := readToken(c.TokenFile)
+		if err != nil {
+			bad("token_file: %v", err)
+		}
+		c.API.Token = tok
+	}
+	for _, f := range []struct{ name, path string }{{"ca_file", raw.CAFile}, {"cert_file", raw.CertFile}, {"key_file", raw.KeyFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			bad("%s: %v", f.name, err)
+		}
+	}
+	if (raw.CertFile == "") != (raw.KeyFile == "") {
+		bad("cert_file and key_file: set both or neither")
+	}
+
+	names := make([]string, 0, len(raw.Pools))
+	for n := range raw.Pools {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		bad(`no pool configured: add a pool "<name>" { jobspec = "..." } block`)
+	}
+	for _, name := range names {
+		p, perrs := parsePool(name, raw.Pools[name])
+		errs = append(errs, perrs...)
+		if len(perrs) == 0 {
+			c.Pools = append(c.Pools, p)
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+func parsePool(name string, raw rawPool) (pool.Config, []error) {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("pool %q: "+format, append([]any{name}, args...)...))
+	}
+	p := pool.Config{Name: name, Jobspec: raw.Jobspec}
+	if !poolNameRE.MatchString(name) {
+		bad("name: want 1-40 of a-z, 0-9, _ and -, starting with a letter or digit")
+	}
+	if raw.Jobspec == "" {
+		bad("jobspec: missing; set the path of the warm sandbox jobspec")
+	} else if f, err := os.Open(raw.Jobspec); err != nil {
+		bad("jobspec: %v", err)
+	} else {
+		f.Close()
+	}
+
+	size, err := wholeNumber(raw.Size, DefaultPoolSize)
+	if err != nil {
+		bad("size: %v", err)
+	}
+	p.Size = size
+	defMax := max(size*maxPerSize, minDefaultMax)
+	mx, err := wholeNumber(raw.Max, defMax)
+	if err != nil {
+		bad("max: %v", err)
+	}
+	p.Max = mx
+	if err == nil && mx < 1 {
+		bad("max (%d) must be at least 1", mx)
+	} else if err == nil && size > mx {
+		bad("size (%d) must not exceed max (%d)", size, mx)
+	}
+
+	p.ClaimTimeout, err = duration(raw.ClaimTimeout, DefaultClaimTimeout)
+	if err != nil {
+		bad("claim_timeout: %v", err)
+	}
+	return p, errs
+}
+
+// wholeNumber reads a non-negative integer given as any msgpack number or a
+// numeric string; nil means def.
+func wholeNumber(v any, def int) (int, error) {
+	var f float64
+	switch x := v.(type) {
+	case nil:
+		return def, nil
+	case string:
+		n, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a number", x)
+		}
+		f = n
+	case bool:
+		return 0, fmt.Errorf("%v is not a number", x)
+	default:
+		n, ok := toFloat(x)
+		if !ok {
+			return 0, fmt.Errorf("%v (%T) is not a number", x, x)
+		}
+		f = n
+	}
+	if f != math.Trunc(f) || f < 0 || f > 100000 {
+		return 0, fmt.Errorf("%v: want a whole number from 0 to 100000", f)
+	}
+	return int(f), nil
+}
+
+// duration reads a Go duration string ("30s") or a number of seconds; nil means def.
+func duration(v any, def time.Duration) (time.Duration, error) {
+	var d time.Duration
+	switch x := v.(type) {
+	case nil:
+		return def, nil
+	case string:
+		var err error
+		d, err = time.ParseDuration(strings.TrimSpace(x))
+		if err != nil {
+			return 0, fmt.Errorf("%q: want a duration such as \"30s\" or \"2m\"", x)
+		}
+	default:
+		n, ok := toFloat(x)
+		if !ok {
+			return 0, fmt.Errorf("%v (%T): want a duration such as \"30s\"", x, x)
+		}
+		d = time.Duration(n * float64(time.Second))
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%s: must be positive", d)
+	}
+	return d, nil
+}
+
+func toFloat(v any) (float64, bool) {
+	switch x := v.(type) {
+	case int:
+		return float64(x), true
+	case int8:
+		return float64(x), true
+	case int16:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case uint:
+		return float64(x), true
+	case uint8:
+		return float64(x), true
+	case uint16:
+		return float64(x), true
+	case uint32:
+		return float64(x), true
+	case uint64:
+		return float64(x), true
+	case float32:
+		return float64(x), true
+	case float64:
+		return x, true
+	}
+	return 0, false
+}
+
+// readToken reads a token file; the token itself never reaches an error or a log.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return tok, nil
+}

@@ -1,0 +1,101 @@
+package driver
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigValidationNamesPoolAndField(t *testing.T) {
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "warm.nomad.hcl")
+	if err := os.WriteFile(spec, []byte(`job "w" {}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty.token")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		raw  rawConfig
+		want []string // every one must appear; none means valid
+	}{
+		{"defaults", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec}}}, nil},
+		{"numeric strings and seconds", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "3", Max: uint8(9), ClaimTimeout: int8(45)}}}, nil},
+		{"no pools", rawConfig{}, []string{"no pool configured"}},
+		{"size over max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: 5, Max: int64(2)}}}, []string{`pool "py": size (5) must not exceed max (2)`}},
+		{"missing jobspec", rawConfig{Pools: map[string]rawPool{"py": {}}}, []string{`pool "py": jobspec: missing`}},
+		{"unreadable jobspec", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: filepath.Join(dir, "nope.hcl")}}}, []string{`pool "py": jobspec: open`, "no such file"}},
+		{"fractional size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: 1.5}}}, []string{`pool "py": size: 1.5: want a whole number`}},
+		{"negative max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Max: int8(-1)}}}, []string{`pool "py": max: -1`}},
+		{"huge size as string", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "1e30"}}}, []string{`pool "py": size: 1e+30: want a whole number`}},
+		{"bool size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: true}}}, []string{`pool "py": size: true is not a number`}},
+		{"bad duration", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ClaimTimeout: "soon"}}}, []string{`pool "py": claim_timeout: "soon": want a duration`}},
+		{"zero duration", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ClaimTimeout: "0s"}}}, []string{`pool "py": claim_timeout: 0s: must be positive`}},
+		{"bad name", rawConfig{Pools: map[string]rawPool{"Py.3": {Jobspec: spec}}}, []string{`pool "Py.3": name`}},
+		{"bad address", rawConfig{Address: "127.0.0.1:4646", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{`address "127.0.0.1:4646"`}},
+		{"empty token file", rawConfig{TokenFile: empty, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"token_file: ", "is empty"}},
+		{"cert without key", rawConfig{CertFile: spec, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"cert_file and key_file: set both or neither"}},
+		{"missing ca", rawConfig{CAFile: filepath.Join(dir, "ca.pem"), Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"ca_file: ", "no such file"}},
+		{"two problems at once", rawConfig{Pools: map[string]rawPool{"a": {}, "b": {Jobspec: spec, Size: 9, Max: 3}}}, []string{`pool "a": jobspec`, `pool "b": size (9)`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(&tc.raw)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("valid config rejected: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("invalid config accepted; want %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "warm.nomad.hcl")
+	_ = os.WriteFile(spec, []byte(`job "w" {}`), 0o644)
+	c, err := parseConfig(&rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec}, "big": {Jobspec: spec, Size: 3, ClaimTimeout: "2m"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Namespace != DefaultNamespace {
+		t.Errorf("namespace %q", c.Namespace)
+	}
+	py, _ := c.Pool("py")
+	if py.Size != DefaultPoolSize || py.Max != minDefaultMax || py.ClaimTimeout != DefaultClaimTimeout {
+		t.Errorf("defaults: %+v", py)
+	}
+	big, _ := c.Pool("big")
+	if big.Size != 3 || big.Max != 12 || big.ClaimTimeout != 2*time.Minute {
+		t.Errorf("big: %+v", big)
+	}
+	if got := strings.Join(c.PoolNames(), ","); got != "big,py" {
+		t.Errorf("pool names %q", got)
+	}
+}
+
+func TestTokenNeverInErrors(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "tok")
+	_ = os.WriteFile(tok, []byte("s3cr3t-token-value\n"), 0o600)
+	c, err := parseConfig(&rawConfig{TokenFile: tok, Address: "bad", Pools: map[string]rawPool{"py": {}}})
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("error %v", err)
+	}
+	if c.API.Token != "s3cr3t-token-value" {
+		t.Errorf("token not read from token_file")
+	}
+}

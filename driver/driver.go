@@ -1,0 +1,244 @@
+package driver
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// Pool is what the driver needs of a warm pool.
+type Pool interface {
+	Claim(ctx context.Context, pool string, owner pool.Owner) (*pool.Claim, error)
+	Release(ctx context.Context, c *pool.Claim) error
+	Get(ctx context.Context, pool, allocID string) (*pool.Claim, error)
+	Stats() map[string]pool.Stats
+}
+
+// Backend is how the driver reaches Nomad: a started pool and a runner of
+// processes inside claimed allocations. Tests substitute fakes.
+type Backend struct {
+	Pool   Pool
+	Runner Runner
+	// AllocDone blocks until the allocation is terminal or gone and says which; it
+	// returns an error only when ctx ends.
+	AllocDone func(ctx context.Context, namespace, allocID string) (string, error)
+	// Usage reads a task's resource usage inside an allocation.
+	Usage func(ctx context.Context, namespace, allocID, task string) (*plugin.TaskResourceUsage, error)
+	// Check probes the Nomad API for the fingerprint; nil error means it answers.
+	Check func(ctx context.Context) error
+	// Stop stops what the backend started.
+	Stop func()
+}
+
+// Runner runs processes inside an allocation (see package sandbox).
+type Runner interface {
+	Launch(ctx context.Context, ref sandbox.Ref, s sandbox.Spec) error
+	Follow(ctx context.Context, ref sandbox.Ref, runID string, from sandbox.Offsets, stdout, stderr io.Writer, progress func(sandbox.Offsets)) (sandbox.ExitStatus, error)
+	Signal(ctx context.Context, ref sandbox.Ref, runID, sig string) error
+	Exec(ctx context.Context, ref sandbox.Ref, runID string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)
+	Cleanup(ctx context.Context, ref sandbox.Ref, runID string) error
+}
+
+// BackendFactory builds the backend for a validated config; it may block while
+// the Nomad API is unreachable and must return when ctx is done.
+type BackendFactory func(ctx context.Context, cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error)
+
+// Driver implements plugin.Driver.
+type Driver struct {
+	logger     hclog.Logger
+	newBackend BackendFactory
+
+	ctx    context.Context // lives as long as the plugin process
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	rawConfig []byte
+	started   bool // long-lived instance: backend being built or running
+	cfg       *Config
+	cfgErr    error
+	backend   *Backend
+	stopBuild context.CancelFunc
+
+	health *healthState
+	events *eventHub
+	tasks  *taskStore
+}
+
+// New returns a driver; newBackend nil means the real Nomad API backend.
+func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
+	if newBackend == nil {
+		newBackend = nomadBackend
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Driver{
+		logger:     logger.Named("driver"),
+		newBackend: newBackend,
+		ctx:        ctx,
+		cancel:     cancel,
+		health:     newHealthState(),
+		events:     newEventHub(),
+		tasks:      newTaskStore(),
+	}
+}
+
+var _ plugin.Driver = (*Driver)(nil)
+
+// PluginInfo implements plugin.Driver.
+func (d *Driver) PluginInfo() plugin.Info { return plugin.Info{Name: Name, Version: Version} }
+
+// ConfigSchema implements plugin.Driver.
+func (d *Driver) ConfigSchema() *hclspec.Spec { return configSpec }
+
+// TaskConfigSchema implements plugin.Driver.
+func (d *Driver) TaskConfigSchema() *hclspec.Spec { return taskSpec }
+
+// Capabilities implements plugin.Driver. IMAGE isolation: the sandbox brings its
+// own filesystem, so the client must not build a chroot (the slow path we avoid).
+func (d *Driver) Capabilities() plugin.Capabilities {
+	return plugin.Capabilities{
+		SendSignals:  true,
+		Exec:         true,
+		FSIsolation:  plugin.FSIsolationImage,
+		NetworkModes: []plugin.NetworkMode{plugin.NetworkModeHost},
+		NoMounts:     true,
+	}
+}
+
+// SetConfig implements plugin.Driver. It never fails on a semantically bad plugin
+// block: that would stop the Nomad agent. Problems turn the driver unhealthy.
+func (d *Driver) SetConfig(_ context.Context, msgpackConfig []byte, agent *plugin.AgentConfig) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cfg != nil || d.cfgErr != nil {
+		if bytes.Equal(msgpackConfig, d.rawConfig) && (agent == nil || d.started) {
+			return nil // Nomad sends the same config more than once
+		}
+	}
+	d.rawConfig = append([]byte(nil), msgpackConfig...)
+	var raw rawConfig
+	if err := plugin.DecodeConfig(msgpackConfig, &raw); err != nil {
+		d.cfg, d.cfgErr = nil, err
+	} else {
+		d.cfg, d.cfgErr = parseConfig(&raw)
+	}
+	if d.cfgErr != nil {
+		d.logger.Error("invalid plugin config; driver stays unhealthy", "error", d.cfgErr)
+		d.health.set(plugin.HealthUnhealthy, "invalid plugin config: "+oneLine(d.cfgErr))
+	}
+	if agent == nil {
+		return nil // validation instance: no side effects
+	}
+	d.restartBackendLocked()
+	return nil
+}
+
+// restartBackendLocked (re)builds the backend in the background for the current config.
+func (d *Driver) restartBackendLocked() {
+	if d.stopBuild != nil {
+		d.stopBuild()
+	}
+	if d.backend != nil && d.backend.Stop != nil {
+		d.backend.Stop()
+	}
+	d.backend = nil
+	d.started = true
+	if d.cfgErr != nil {
+		return
+	}
+	cfg := d.cfg
+	ctx, cancel := context.WithCancel(d.ctx)
+	d.stopBuild = cancel
+	d.health.set(plugin.HealthUnhealthy, "starting: connecting to the nomad api")
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		b, err := d.newBackend(ctx, cfg, d.logger, d.health.poke)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.logger.Error("pool backend failed", "error", err)
+				d.health.set(plugin.HealthUnhealthy, oneLine(err))
+			}
+			return
+		}
+		d.mu.Lock()
+		if ctx.Err() != nil {
+			d.mu.Unlock()
+			if b.Stop != nil {
+				b.Stop()
+			}
+			return
+		}
+		d.backend = b
+		d.mu.Unlock()
+		d.health.set(plugin.HealthHealthy, "ready")
+		d.watchAPI(ctx, b)
+	}()
+}
+
+// watchAPI re-checks the Nomad API so the driver turns unhealthy while it is down
+// and healthy again once it is back, with no restart.
+func (d *Driver) watchAPI(ctx context.Context, b *Backend) {
+	if b.Check == nil {
+		return
+	}
+	t := time.NewTicker(apiCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
+		err := b.Check(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d.health.set(plugin.HealthUnhealthy, "nomad api: "+oneLine(err))
+		} else {
+			d.health.set(plugin.HealthHealthy, "ready")
+		}
+	}
+}
+
+// current returns the config and backend, or why there is none.
+func (d *Driver) current() (*Config, *Backend, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cfgErr != nil {
+		return nil, nil, errInvalidConfig{d.cfgErr}
+	}
+	if d.backend == nil {
+		return d.cfg, nil, errNotReady
+	}
+	return d.cfg, d.backend, nil
+}
+
+// Shutdown implements plugin.Shutdowner: stop background work; tasks keep running
+// inside their sandboxes and are recovered by the next plugin process.
+func (d *Driver) Shutdown(context.Context) error {
+	d.mu.Lock()
+	b := d.backend
+	d.backend = nil
+	d.mu.Unlock()
+	d.cancel()
+	d.tasks.detachAll()
+	d.wg.Wait()
+	if b != nil && b.Stop != nil {
+		b.Stop()
+	}
+	return nil
+}

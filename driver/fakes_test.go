@@ -1,0 +1,186 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// fakePool hands out allocations "a1", "a2", ... and records releases.
+type fakePool struct {
+	mu       sync.Mutex
+	next     int
+	claimErr error
+	miss     bool
+	claims   map[string]*pool.Claim
+	released []string
+}
+
+func newFakePool() *fakePool { return &fakePool{claims: map[string]*pool.Claim{}} }
+
+func (p *fakePool) Claim(_ context.Context, name string, owner pool.Owner) (*pool.Claim, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.claimErr != nil {
+		return nil, p.claimErr
+	}
+	p.next++
+	c := &pool.Claim{Pool: name, AllocID: fmt.Sprintf("a%d-0000-0000-0000-000000000000", p.next), JobID: fmt.Sprintf("warm/dispatch-%d", p.next),
+		TaskName: "sandbox", NodeID: "node1", Owner: owner, Hit: !p.miss, ClaimedAt: time.Now()}
+	p.claims[c.AllocID] = c
+	return c, nil
+}
+
+func (p *fakePool) Release(_ context.Context, c *pool.Claim) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.claims, c.AllocID)
+	p.released = append(p.released, c.AllocID)
+	return nil
+}
+
+func (p *fakePool) Get(_ context.Context, _ string, allocID string) (*pool.Claim, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.claims[allocID]
+	if !ok {
+		return nil, pool.ErrNotFound
+	}
+	return c, nil
+}
+
+func (p *fakePool) Stats() map[string]pool.Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return map[string]pool.Stats{"dev": {Size: 2, Max: 8, Warm: 2, Claimed: len(p.claims)}}
+}
+
+func (p *fakePool) releasedIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.released...)
+}
+
+// fakeRun is one launched command inside a fake sandbox.
+type fakeRun struct {
+	spec    sandbox.Spec
+	stdout  string
+	exit    chan sandbox.ExitStatus
+	signals []string
+}
+
+// fakeRunner stands in for the sandbox runner: launched commands print their
+// spec's env value OUT and exit when told to, or on a signal.
+type fakeRunner struct {
+	mu        sync.Mutex
+	launchErr error
+	runs      map[string]*fakeRun
+	allocGone map[string]chan struct{}
+}
+
+func newFakeRunner() *fakeRunner {
+	return &fakeRunner{runs: map[string]*fakeRun{}, allocGone: map[string]chan struct{}{}}
+}
+
+func (r *fakeRunner) Launch(_ context.Context, ref sandbox.Ref, s sandbox.Spec) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.launchErr != nil {
+		return r.launchErr
+	}
+	r.runs[s.ID] = &fakeRun{spec: s, stdout: s.Env["OUT"], exit: make(chan sandbox.ExitStatus, 1)}
+	if _, ok := r.allocGone[ref.AllocID]; !ok {
+		r.allocGone[ref.AllocID] = make(chan struct{})
+	}
+	return nil
+}
+
+func (r *fakeRunner) run(id string) *fakeRun {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runs[id]
+}
+
+func (r *fakeRunner) Follow(ctx context.Context, _ sandbox.Ref, runID string, from sandbox.Offsets, stdout, _ io.Writer, progress func(sandbox.Offsets)) (sandbox.ExitStatus, error) {
+	run := r.run(runID)
+	if run == nil {
+		return sandbox.ExitStatus{}, errors.New("no such run")
+	}
+	if int(from.Stdout) < len(run.stdout) {
+		n, _ := io.WriteString(stdout, run.stdout[from.Stdout:])
+		progress(sandbox.Offsets{Stdout: from.Stdout + int64(n)})
+	}
+	select {
+	case st := <-run.exit:
+		run.exit <- st // later followers see it too
+		return st, nil
+	case <-ctx.Done():
+		return sandbox.ExitStatus{}, ctx.Err()
+	}
+}
+
+func (r *fakeRunner) Signal(_ context.Context, _ sandbox.Ref, runID, sig string) error {
+	run := r.run(runID)
+	if run == nil {
+		return errors.New("no such run")
+	}
+	r.mu.Lock()
+	run.signals = append(run.signals, sig)
+	r.mu.Unlock()
+	num := map[string]int{"SIGINT": 2, "SIGTERM": 15, "SIGKILL": 9}[sig]
+	if num != 0 && sig != "SIGUSR1" {
+		select {
+		case run.exit <- sandbox.ExitStatus{Code: 128 + num, Signal: num}:
+		default:
+		}
+	}
+	return nil
+}
+
+func (r *fakeRunner) Exec(_ context.Context, _ sandbox.Ref, runID string, cmd []string, _ bool, stdin io.Reader, stdout, _ io.Writer, _ <-chan api.TerminalSize) (int, error) {
+	run := r.run(runID)
+	in, _ := io.ReadAll(stdin)
+	fmt.Fprintf(stdout, "%s|%s|%s", cmd[0], in, run.spec.Env["OUT"])
+	return len(cmd), nil
+}
+
+func (r *fakeRunner) Cleanup(context.Context, sandbox.Ref, string) error { return nil }
+
+// kill makes the fake sandbox allocation die from outside.
+func (r *fakeRunner) kill(allocID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	close(r.allocGone[allocID])
+}
+
+func (r *fakeRunner) allocDone(ctx context.Context, _, allocID string) (string, error) {
+	r.mu.Lock()
+	ch := r.allocGone[allocID]
+	r.mu.Unlock()
+	if ch == nil {
+		<-ctx.Done()
+		return "", ctx.Err()
+	}
+	select {
+	case <-ch:
+		return "allocation is failed", nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// fakeBackend builds a backend over the fakes; check, when set, answers health probes.
+func fakeBackend(p *fakePool, r *fakeRunner, check func(context.Context) error) BackendFactory {
+	return func(ctx context.Context, cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+		return &Backend{Pool: p, Runner: r, AllocDone: r.allocDone, Check: check}, nil
+	}
+}

@@ -1,0 +1,118 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/plugin"
+)
+
+const (
+	apiCheckInterval = 15 * time.Second
+	apiCallTimeout   = 10 * time.Second
+	// fingerprintDebounce batches bursts of pool changes into one node update.
+	fingerprintDebounce = 250 * time.Millisecond
+)
+
+var errNotReady = errors.New("driver not ready: still connecting to the nomad api or starting pools")
+
+type errInvalidConfig struct{ err error }
+
+func (e errInvalidConfig) Error() string { return "invalid plugin config: " + oneLine(e.err) }
+func (e errInvalidConfig) Unwrap() error { return e.err }
+
+// healthState is the driver's health; every change wakes the fingerprint streams.
+type healthState struct {
+	mu      sync.Mutex
+	health  plugin.Health
+	desc    string
+	changed chan struct{}
+}
+
+func newHealthState() *healthState {
+	return &healthState{health: plugin.HealthUnhealthy, desc: "starting: waiting for the plugin config", changed: make(chan struct{})}
+}
+
+func (h *healthState) set(health plugin.Health, desc string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.health == health && h.desc == desc {
+		return
+	}
+	h.health, h.desc = health, desc
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// poke wakes the fingerprint streams without a health change (pool counts moved).
+func (h *healthState) poke() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+func (h *healthState) get() (plugin.Health, string, <-chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.health, h.desc, h.changed
+}
+
+// Fingerprint implements plugin.Driver: one report at once, then one per change.
+func (d *Driver) Fingerprint(ctx context.Context) (<-chan plugin.Fingerprint, error) {
+	ch := make(chan plugin.Fingerprint, 1)
+	go func() {
+		defer close(ch)
+		var last *plugin.Fingerprint
+		for {
+			fp, changed := d.fingerprint()
+			if last == nil || fp.Health != last.Health || fp.Description != last.Description || !maps.Equal(fp.Attributes, last.Attributes) {
+				select {
+				case ch <- fp:
+					last = &fp
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(fingerprintDebounce):
+			}
+		}
+	}()
+	return ch, nil
+}
+
+func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
+	health, desc, changed := d.health.get()
+	attrs := map[string]any{attrPrefix + ".version": Version}
+	d.mu.Lock()
+	b := d.backend
+	d.mu.Unlock()
+	if b != nil && b.Pool != nil {
+		for name, st := range b.Pool.Stats() {
+			p := fmt.Sprintf("%s.pool.%s.", attrPrefix, name)
+			attrs[p+"size"] = int64(st.Size)
+			attrs[p+"max"] = int64(st.Max)
+			attrs[p+"warm"] = int64(st.Warm)
+			attrs[p+"claimed"] = int64(st.Claimed)
+		}
+	}
+	return plugin.Fingerprint{Health: health, Description: desc, Attributes: attrs}, changed
+}
+
+// oneLine folds a (joined) error into one line for a health description.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}

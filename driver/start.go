@@ -1,0 +1,214 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// backendWait bounds how long a start or recovery waits for a plugin that is
+// still connecting to the Nomad API.
+const backendWait = 15 * time.Second
+
+// StartTask implements plugin.Driver: claim a warm allocation of the task's pool and
+// start the task's command inside it.
+func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plugin.TaskHandle, _ *plugin.NetworkOverride, err error) {
+	if _, ok := d.tasks.get(cfg.ID); ok {
+		return nil, nil, fmt.Errorf("task %q already started", cfg.ID)
+	}
+	var tc TaskConfig
+	if err := plugin.DecodeConfig(cfg.DriverConfig, &tc); err != nil {
+		return nil, nil, fmt.Errorf("decode task config: %w", err)
+	}
+	conf, b, err := d.waitBackend(ctx, backendWait)
+	if err != nil {
+		var bad errInvalidConfig
+		if errors.As(err, &bad) {
+			return nil, nil, err
+		}
+		return nil, nil, plugin.Recoverable(err)
+	}
+	pc, ok := conf.Pool(tc.Pool)
+	if !ok {
+		return nil, nil, fmt.Errorf("config: pool %q is not configured on this node; pools here: %s", tc.Pool, strings.Join(conf.PoolNames(), ", "))
+	}
+	for _, a := range tc.Args {
+		if tc.Command == "" && a != "" {
+			return nil, nil, errors.New("config: args given without command")
+		}
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, pc.ClaimTimeout)
+	defer cancel()
+	owner := pool.Owner{AllocID: cfg.AllocID, TaskName: cfg.Name, TaskID: cfg.ID, JobID: cfg.JobID, Namespace: cfg.Namespace}
+	begin := time.Now()
+	claim, err := b.Pool.Claim(cctx, tc.Pool, owner)
+	if err != nil {
+		d.emit(cfg, fmt.Sprintf("No sandbox from pool %s after %s", tc.Pool, time.Since(begin).Round(time.Millisecond)), map[string]string{"pool": tc.Pool})
+		return nil, nil, plugin.Recoverable(fmt.Errorf("claim warm allocation in pool %q: %w", tc.Pool, err))
+	}
+	latency := time.Since(begin)
+	defer func() {
+		if err != nil { // a failed start gives its sandbox back to no one: purge it
+			rctx, rcancel := context.WithTimeout(context.Background(), apiCallTimeout)
+			defer rcancel()
+			if rerr := b.Pool.Release(rctx, claim); rerr != nil {
+				d.logger.Error("release claim after failed start", "alloc_id", claim.AllocID, "error", rerr)
+			}
+		}
+	}()
+	d.emitClaim(cfg, claim, latency)
+
+	h := &taskHandle{
+		cfg:  cfg,
+		done: make(chan struct{}),
+		state: driverState{
+			Claim:        *claim,
+			Namespace:    conf.Namespace,
+			HostAllocDir: filepath.Join(filepath.Dir(cfg.AllocDir), claim.AllocID),
+			RunID:        runID(cfg),
+			Command:      tc.Command != "",
+			OffsetsPath:  offsetsPath(cfg),
+			StartedAt:    time.Now(),
+			ClaimLatency: latency,
+		},
+	}
+	spec := sandbox.Spec{ID: h.state.RunID, Command: tc.Command, Args: tc.Args, Env: sandboxEnv(cfg.Env)}
+	lctx, lcancel := context.WithTimeout(ctx, launchTimeout)
+	defer lcancel()
+	if err := b.Runner.Launch(lctx, h.state.ref(), spec); err != nil {
+		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in allocation %s of pool %q: %w", short(claim.AllocID), tc.Pool, err))
+	}
+	th, err := h.handle()
+	if err != nil {
+		return nil, nil, err
+	}
+	d.track(h, b, sandbox.Offsets{})
+	return th, nil, nil
+}
+
+const launchTimeout = 30 * time.Second
+
+func (d *Driver) emitClaim(cfg *plugin.TaskConfig, c *pool.Claim, latency time.Duration) {
+	ann := map[string]string{"pool": c.Pool, "sandbox_alloc_id": c.AllocID, "claim_latency": latency.String()}
+	if c.Hit {
+		d.emit(cfg, fmt.Sprintf("Claimed warm sandbox %s from pool %s in %s", short(c.AllocID), c.Pool, latency.Round(time.Microsecond)), ann)
+		return
+	}
+	ann["waited"] = c.Waited.String()
+	d.emit(cfg, fmt.Sprintf("Pool %s miss: started a sandbox cold and waited %s for %s", c.Pool, latency.Round(time.Millisecond), short(c.AllocID)), ann)
+}
+
+// track registers a task and follows it until it exits or the plugin stops.
+func (d *Driver) track(h *taskHandle, b *Backend, from sandbox.Offsets) {
+	ctx, cancel := context.WithCancel(d.ctx)
+	h.cancel = cancel
+	d.tasks.set(h.cfg.ID, h)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.watch(ctx, h, b, from)
+	}()
+}
+
+// watch sets the task's exit result from its command, or from the death of its
+// sandbox allocation, whichever comes first.
+func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sandbox.Offsets) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ref := h.state.ref()
+	if b.AllocDone != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			reason, err := b.AllocDone(ctx, ref.Namespace, ref.AllocID)
+			if err != nil {
+				return
+			}
+			h.mu.Lock()
+			stopping := h.stopping
+			h.mu.Unlock()
+			if stopping && !h.state.Command {
+				h.setExit(plugin.ExitResult{})
+				return
+			}
+			h.setExit(plugin.ExitResult{ExitCode: 1, Err: fmt.Sprintf("sandbox allocation %s stopped from outside: %s", short(ref.AllocID), reason)})
+		}()
+	}
+	if !h.state.Command {
+		// The task holds its sandbox until stopped or until the sandbox dies.
+		select {
+		case <-ctx.Done():
+		case <-h.done:
+		}
+		return
+	}
+	stdout, stderr := openLog(h.cfg.StdoutPath), openLog(h.cfg.StderrPath)
+	defer stdout.Close()
+	defer stderr.Close()
+	progress := newOffsetSaver(h.state.OffsetsPath)
+	st, err := b.Runner.Follow(ctx, ref, h.state.RunID, from, stdout, stderr, progress.save)
+	progress.flush()
+	if ctx.Err() != nil {
+		return // plugin shutting down or task destroyed: the command lives on
+	}
+	if err != nil {
+		h.setExit(plugin.ExitResult{ExitCode: 1, Err: fmt.Sprintf("follow command in sandbox %s: %v", short(ref.AllocID), err)})
+		return
+	}
+	h.setExit(plugin.ExitResult{ExitCode: st.Code, Signal: st.Signal})
+}
+
+// runID names the task's run inside the sandbox; unique per start.
+func runID(cfg *plugin.TaskConfig) string {
+	id := cfg.ID
+	if i := strings.LastIndex(id, "/"); i >= 0 && len(cfg.AllocID) >= 8 {
+		id = cfg.AllocID[:8] + "-" + id[i+1:]
+	}
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, id)
+}
+
+// sandboxEnv is the task's env as it should reach commands inside the sandbox:
+// the sandbox keeps its own directory variables, which point into its filesystem.
+func sandboxEnv(env map[string]string) map[string]string {
+	out := make(map[string]string, len(env))
+	for k, v := range env {
+		switch k {
+		case "NOMAD_ALLOC_DIR", "NOMAD_TASK_DIR", "NOMAD_SECRETS_DIR":
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// openLog opens a task log FIFO for writing; without one, output is discarded.
+func openLog(path string) *os.File {
+	if path != "" {
+		if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			return f
+		}
+	}
+	f, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	return f
+}

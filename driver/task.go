@@ -1,0 +1,132 @@
+package driver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// taskSpec is the task config schema: a task names a pool, never an allocation.
+var taskSpec = hclspec.NewObject(map[string]*hclspec.Spec{
+	"pool":    hclspec.NewAttr("pool", "string", true),
+	"command": hclspec.NewAttr("command", "string", false),
+	"args":    hclspec.NewAttr("args", "list(string)", false),
+})
+
+// TaskConfig is a task's config block.
+type TaskConfig struct {
+	Pool    string   `codec:"pool"`
+	Command string   `codec:"command"`
+	Args    []string `codec:"args"`
+}
+
+// stateVersion is the schema version of driverState in task handles.
+const stateVersion = 1
+
+// driverState is everything needed to recover a task, since after an agent
+// restart the task's config block is gone from the handle.
+type driverState struct {
+	Claim        pool.Claim    `json:"claim"`
+	Namespace    string        `json:"namespace"` // where the warm job lives
+	HostAllocDir string        `json:"host_alloc_dir"`
+	RunID        string        `json:"run_id"`
+	Command      bool          `json:"command"` // false: the task holds the sandbox
+	OffsetsPath  string        `json:"offsets_path"`
+	StartedAt    time.Time     `json:"started_at"`
+	ClaimLatency time.Duration `json:"claim_latency"`
+}
+
+func (s *driverState) ref() sandbox.Ref {
+	return sandbox.Ref{Namespace: s.Namespace, AllocID: s.Claim.AllocID, Task: s.Claim.TaskName, HostAllocDir: s.HostAllocDir}
+}
+
+// taskHandle tracks one running task.
+type taskHandle struct {
+	cfg   *plugin.TaskConfig
+	state driverState
+
+	cancel context.CancelFunc // stops the watcher (plugin shutdown: the task lives on)
+	done   chan struct{}      // closed once the exit result is set
+
+	mu          sync.Mutex
+	exit        *plugin.ExitResult
+	completedAt time.Time
+	stopping    bool
+	released    bool
+}
+
+func (h *taskHandle) setExit(r plugin.ExitResult) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.exit != nil {
+		return
+	}
+	h.exit = &r
+	h.completedAt = time.Now()
+	close(h.done)
+}
+
+func (h *taskHandle) result() (*plugin.ExitResult, time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.exit, h.completedAt
+}
+
+func (h *taskHandle) handle() (*plugin.TaskHandle, error) {
+	b, err := json.Marshal(h.state)
+	if err != nil {
+		return nil, fmt.Errorf("encode driver state: %w", err)
+	}
+	return &plugin.TaskHandle{Version: stateVersion, Config: h.cfg, State: plugin.TaskStateRunning, DriverState: b}, nil
+}
+
+// taskStore holds the tasks this process tracks.
+type taskStore struct {
+	mu    sync.RWMutex
+	tasks map[string]*taskHandle
+}
+
+func newTaskStore() *taskStore { return &taskStore{tasks: map[string]*taskHandle{}} }
+
+func (s *taskStore) get(id string) (*taskHandle, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h, ok := s.tasks[id]
+	return h, ok
+}
+
+func (s *taskStore) set(id string, h *taskHandle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tasks[id] = h
+}
+
+func (s *taskStore) delete(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.tasks, id)
+}
+
+// detachAll stops following every task without touching the sandboxes.
+func (s *taskStore) detachAll() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, h := range s.tasks {
+		h.cancel()
+	}
+}
+
+func (d *Driver) task(id string) (*taskHandle, error) {
+	h, ok := d.tasks.get(id)
+	if !ok {
+		return nil, fmt.Errorf("task %q not found", id)
+	}
+	return h, nil
+}

@@ -1,0 +1,81 @@
+// Command agentkernel-pool is a Nomad task driver plugin that runs sandbox tasks
+// in pre-warmed allocations. Launched by Nomad it serves the plugin protocol;
+// run by hand it is a small CLI (status, version).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+func main() {
+	if os.Getenv(plugin.Handshake.MagicCookieKey) != "" {
+		logger := plugin.NewLogger(driver.Name)
+		plugin.Serve(driver.New(logger, nil), logger)
+		return
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: agentkernel-pool <command>
+
+A Nomad task driver plugin: Nomad launches this binary from its plugin_dir.
+Commands for people:
+  status    print every node's warm pools (uses NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...)
+  version   print the plugin version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "%s %s\n", driver.Name, driver.Version)
+		return 0
+	case "status":
+		return status(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func status(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ns := fs.String("namespace", driver.DefaultNamespace, "namespace of the warm jobs")
+	addr := fs.String("address", "", "Nomad API address (default NOMAD_ADDR, else http://127.0.0.1:4646)")
+	timeout := fs.Duration("timeout", 10*time.Second, "deadline for the Nomad API calls")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	client, err := pool.NewClient(pool.APIConfig{
+		Address: *addr, CAFile: os.Getenv("NOMAD_CACERT"), CertFile: os.Getenv("NOMAD_CLIENT_CERT"),
+		KeyFile: os.Getenv("NOMAD_CLIENT_KEY"), TLSServerName: os.Getenv("NOMAD_TLS_SERVER_NAME"),
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "status: %v\n", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	st, err := pool.Status(ctx, client, *ns)
+	if err != nil {
+		fmt.Fprintf(stderr, "status: %v\n", err)
+		return 1
+	}
+	pool.PrintStatus(stdout, st)
+	return 0
+}
