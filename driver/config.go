@@ -16,9 +16,11 @@ import (
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
-// configSpec is the plugin block's schema. Numbers and durations are `any` so that a
-// wrongly typed value reaches our validation (driver unhealthy, field named) instead
-// of failing Nomad's schema check, which would stop the whole agent.
+// configSpec is the plugin block's schema. Numbers and durations are strings (HCL
+// converts a number to a string) so that a wrong value such as size = "three" reaches
+// our validation (driver unhealthy, field named) instead of failing Nomad's schema
+// check, which would stop the whole agent. They cannot be `any`: Nomad's HCL decoder
+// panics on `any` inside a block map, killing the agent.
 var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"address":         hclspec.NewAttr("address", "string", false),
 	"token_file":      hclspec.NewAttr("token_file", "string", false),
@@ -29,9 +31,9 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"namespace":       hclspec.NewAttr("namespace", "string", false),
 	"pool": hclspec.NewBlockMap("pool", []string{"name"}, hclspec.NewObject(map[string]*hclspec.Spec{
 		"jobspec":       hclspec.NewAttr("jobspec", "string", false),
-		"size":          hclspec.NewAttr("size", "any", false),
-		"max":           hclspec.NewAttr("max", "any", false),
-		"claim_timeout": hclspec.NewAttr("claim_timeout", "any", false),
+		"size":          hclspec.NewAttr("size", "string", false),
+		"max":           hclspec.NewAttr("max", "string", false),
+		"claim_timeout": hclspec.NewAttr("claim_timeout", "string", false),
 	})),
 })
 
@@ -215,16 +217,19 @@ func wholeNumber(v any, def int) (int, error) {
 	return int(f), nil
 }
 
-// duration reads a Go duration string ("30s") or a number of seconds; nil means def.
+// duration reads a Go duration string ("30s") or a number of seconds (also as a
+// string, which is how HCL hands over `claim_timeout = 30`); nil means def.
 func duration(v any, def time.Duration) (time.Duration, error) {
 	var d time.Duration
 	switch x := v.(type) {
 	case nil:
 		return def, nil
 	case string:
+		x = strings.TrimSpace(x)
 		var err error
-		d, err = time.ParseDuration(strings.TrimSpace(x))
-		if err != nil {
+		if secs, perr := strconv.ParseFloat(x, 64); perr == nil {
+			d = time.Duration(secs * float64(time.Second))
+		} else if d, err = time.ParseDuration(x); err != nil {
 			return 0, fmt.Errorf("%q: want a duration such as \"30s\" or \"2m\"", x)
 		}
 	default:

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentkernel/agentkernel-pool/hclspec"
 )
 
 func TestConfigValidationNamesPoolAndField(t *testing.T) {
@@ -24,7 +26,7 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		want []string // every one must appear; none means valid
 	}{
 		{"defaults", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec}}}, nil},
-		{"numeric strings and seconds", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "3", Max: uint8(9), ClaimTimeout: int8(45)}}}, nil},
+		{"numeric strings and seconds", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "3", Max: "9", ClaimTimeout: "45"}}}, nil},
 		{"no pools", rawConfig{}, []string{"no pool configured"}},
 		{"size over max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: 5, Max: int64(2)}}}, []string{`pool "py": size (5) must not exceed max (2)`}},
 		{"missing jobspec", rawConfig{Pools: map[string]rawPool{"py": {}}}, []string{`pool "py": jobspec: missing`}},
@@ -97,5 +99,16 @@ func TestTokenNeverInErrors(t *testing.T) {
 	}
 	if c.API.Token != "s3cr3t-token-value" {
 		t.Errorf("token not read from token_file")
+	}
+}
+
+// TestSchemasAreValid: Nomad rejecting (or panicking on) a schema stops the agent
+// or fails every task, so both schemas must pass hclspec's checks.
+func TestSchemasAreValid(t *testing.T) {
+	if err := hclspec.Validate(configSpec); err != nil {
+		t.Errorf("plugin config schema: %v", err)
+	}
+	if err := hclspec.Validate(taskSpec); err != nil {
+		t.Errorf("task config schema: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package hclspec
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -87,6 +88,9 @@ func validate(s *Spec, path, implied string, errs *[]error) {
 		needName("block_set", b.BlockSet.GetName())
 		checkItems(b.BlockSet.GetMinItems(), b.BlockSet.GetMaxItems(), fail)
 		nested("block_set", b.BlockSet.GetNested())
+		if usesAny(b.BlockSet.GetNested()) {
+			fail("block_set nests an `any` type: Nomad's HCL decoder panics on it, which kills the agent")
+		}
 	case *Spec_BlockMap:
 		needName("block_map", b.BlockMap.GetName())
 		if len(b.BlockMap.GetLabels()) == 0 {
@@ -98,6 +102,9 @@ func validate(s *Spec, path, implied string, errs *[]error) {
 			}
 		}
 		nested("block_map", b.BlockMap.GetNested())
+		if usesAny(b.BlockMap.GetNested()) {
+			fail("block_map nests an `any` type: Nomad's HCL decoder panics on it, which kills the agent")
+		}
 	case *Spec_Default:
 		if b.Default.GetPrimary() == nil {
 			fail("default spec has no primary spec")
@@ -192,4 +199,42 @@ func kind(s *Spec) string {
 	default:
 		return "nothing"
 	}
+}
+
+var anyType = regexp.MustCompile(`\bany\b`)
+
+// usesAny reports whether a spec's types mention `any` anywhere below it.
+func usesAny(s *Spec) bool {
+	if s == nil {
+		return false
+	}
+	switch b := s.GetBlock().(type) {
+	case *Spec_Object:
+		for _, v := range b.Object.GetAttributes() {
+			if usesAny(v) {
+				return true
+			}
+		}
+	case *Spec_Array:
+		for _, v := range b.Array.GetValues() {
+			if usesAny(v) {
+				return true
+			}
+		}
+	case *Spec_Attr:
+		return anyType.MatchString(b.Attr.GetType())
+	case *Spec_BlockAttrs:
+		return anyType.MatchString(b.BlockAttrs.GetType())
+	case *Spec_BlockValue:
+		return usesAny(b.BlockValue.GetNested())
+	case *Spec_BlockList:
+		return usesAny(b.BlockList.GetNested())
+	case *Spec_BlockSet:
+		return usesAny(b.BlockSet.GetNested())
+	case *Spec_BlockMap:
+		return usesAny(b.BlockMap.GetNested())
+	case *Spec_Default:
+		return usesAny(b.Default.GetPrimary()) || usesAny(b.Default.GetDefault())
+	}
+	return false
 }

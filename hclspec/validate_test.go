@@ -68,6 +68,8 @@ func TestValidateRejects(t *testing.T) {
 		{"unclosed type", obj("x", hclspec.NewAttr("x", "list(string", false)), `expected ')'`},
 		{"trailing type", obj("x", hclspec.NewAttr("x", "string string", false)), "unexpected"},
 		{"bad block attrs type", obj("x", hclspec.NewBlockAttrs("x", "map", false)), "spec.x: block_attrs"},
+		{"any in block map", obj("x", hclspec.NewBlockMap("x", []string{"n"}, obj("v", hclspec.NewAttr("v", "any", false)))), "block_map nests an `any` type"},
+		{"any in block set", obj("x", hclspec.NewBlockSet("x", obj("v", hclspec.NewAttr("v", "list(any)", false)))), "block_set nests an `any` type"},
 		{"block map without labels", obj("x", hclspec.NewBlockMap("x", nil, hclspec.NewObject(nil))), "needs at least one label"},
 		{"block map empty label", obj("x", hclspec.NewBlockMap("x", []string{""}, hclspec.NewObject(nil))), "label 0 is empty"},
 		{"block without nested", obj("x", hclspec.NewBlock("x", true, nil)), "spec.x: block spec has no nested spec"},
