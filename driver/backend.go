@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -14,31 +15,22 @@ import (
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
-// nomadBackend is the production backend: the pool manager and the sandbox runner
-// over the Nomad API. It waits, with backoff, for the API to answer.
-func nomadBackend(ctx context.Context, cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+// nomadBackend is the production backend: the sandbox runner and the pool manager
+// over the Nomad API. Building it makes no remote call; StartPool waits, with
+// backoff, for the API to answer.
+func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
 	client, err := pool.NewClient(cfg.API)
 	if err != nil {
 		return nil, fmt.Errorf("nomad api client: %w", err)
 	}
-	nodeID, err := localNodeID(ctx, client, logger)
-	if err != nil {
-		return nil, err
-	}
-	mgr, err := pool.New(pool.Options{
-		Client: client, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
-		Logger: logger.Named("pool"), OnChange: onChange,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := mgr.Start(ctx); err != nil {
-		mgr.Stop()
-		return nil, err
-	}
+	var (
+		mu  sync.Mutex
+		mgr *pool.Manager
+	)
+	runner := &sandbox.Runner{Client: client, Logger: logger.Named("sandbox")}
 	return &Backend{
-		Pool:   mgr,
-		Runner: &sandbox.Runner{Client: client, Logger: logger.Named("sandbox")},
+		Runner: runner,
+		Ship:   processShipper{runner: runner}.ship,
 		AllocDone: func(ctx context.Context, ns, allocID string) (string, error) {
 			return allocDone(ctx, client, ns, allocID)
 		},
@@ -49,7 +41,35 @@ func nomadBackend(ctx context.Context, cfg *Config, logger hclog.Logger, onChang
 			_, err := agentSelf(ctx, client)
 			return err
 		},
-		Stop: mgr.Stop,
+		StartPool: func(ctx context.Context) (Pool, error) {
+			nodeID, err := localNodeID(ctx, client, logger)
+			if err != nil {
+				return nil, err
+			}
+			m, err := pool.New(pool.Options{
+				Client: client, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
+				Logger: logger.Named("pool"), OnChange: onChange,
+			})
+			if err != nil {
+				return nil, err
+			}
+			if err := m.Start(ctx); err != nil {
+				m.Stop()
+				return nil, err
+			}
+			mu.Lock()
+			mgr = m
+			mu.Unlock()
+			return m, nil
+		},
+		Stop: func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if mgr != nil {
+				mgr.Stop()
+				mgr = nil
+			}
+		},
 	}, nil
 }
 

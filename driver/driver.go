@@ -24,19 +24,25 @@ type Pool interface {
 	Stats() map[string]pool.Stats
 }
 
-// Backend is how the driver reaches Nomad: a started pool and a runner of
-// processes inside claimed allocations. Tests substitute fakes.
+// Backend is how the driver reaches Nomad. Everything but StartPool works without
+// the Nomad API answering: at agent start Nomad recovers tasks before its HTTP API
+// listens, so recovery must not wait for the API. Tests substitute fakes.
 type Backend struct {
-	Pool   Pool
 	Runner Runner
 	// AllocDone blocks until the allocation is terminal or gone and says which; it
 	// returns an error only when ctx ends.
 	AllocDone func(ctx context.Context, namespace, allocID string) (string, error)
 	// Usage reads a task's resource usage inside an allocation.
 	Usage func(ctx context.Context, namespace, allocID, task string) (*plugin.TaskResourceUsage, error)
+	// Ship copies a run's output into the task's logs until the run exits; nil
+	// means in this process (tests).
+	Ship func(ctx context.Context, job shipJob) (sandbox.ExitStatus, error)
 	// Check probes the Nomad API for the fingerprint; nil error means it answers.
 	Check func(ctx context.Context) error
-	// Stop stops what the backend started.
+	// StartPool connects to the Nomad API and starts the pools; it blocks until the
+	// API answers or ctx ends.
+	StartPool func(ctx context.Context) (Pool, error)
+	// Stop stops what StartPool started.
 	Stop func()
 }
 
@@ -49,9 +55,8 @@ type Runner interface {
 	Cleanup(ctx context.Context, ref sandbox.Ref, runID string) error
 }
 
-// BackendFactory builds the backend for a validated config; it may block while
-// the Nomad API is unreachable and must return when ctx is done.
-type BackendFactory func(ctx context.Context, cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error)
+// BackendFactory builds the backend for a validated config, without any remote call.
+type BackendFactory func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error)
 
 // Driver implements plugin.Driver.
 type Driver struct {
@@ -68,6 +73,7 @@ type Driver struct {
 	cfg       *Config
 	cfgErr    error
 	backend   *Backend
+	pool      Pool // set once the backend's pools run
 	stopBuild context.CancelFunc
 
 	health *healthState
@@ -143,7 +149,8 @@ func (d *Driver) SetConfig(_ context.Context, msgpackConfig []byte, agent *plugi
 	return nil
 }
 
-// restartBackendLocked (re)builds the backend in the background for the current config.
+// restartBackendLocked (re)builds the backend for the current config and starts
+// its pools in the background.
 func (d *Driver) restartBackendLocked() {
 	if d.stopBuild != nil {
 		d.stopBuild()
@@ -151,22 +158,29 @@ func (d *Driver) restartBackendLocked() {
 	if d.backend != nil && d.backend.Stop != nil {
 		d.backend.Stop()
 	}
-	d.backend = nil
+	d.backend, d.pool = nil, nil
 	d.started = true
 	if d.cfgErr != nil {
 		return
 	}
-	cfg := d.cfg
+	b, err := d.newBackend(d.cfg, d.logger, d.health.poke)
+	if err != nil {
+		d.cfgErr = err
+		d.logger.Error("cannot build the nomad api backend", "error", err)
+		d.health.set(plugin.HealthUnhealthy, "invalid plugin config: "+oneLine(err))
+		return
+	}
+	d.backend = b
 	ctx, cancel := context.WithCancel(d.ctx)
 	d.stopBuild = cancel
 	d.health.set(plugin.HealthUnhealthy, "starting: connecting to the nomad api")
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		b, err := d.newBackend(ctx, cfg, d.logger, d.health.poke)
+		p, err := b.StartPool(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				d.logger.Error("pool backend failed", "error", err)
+				d.logger.Error("starting pools failed", "error", err)
 				d.health.set(plugin.HealthUnhealthy, oneLine(err))
 			}
 			return
@@ -174,12 +188,9 @@ func (d *Driver) restartBackendLocked() {
 		d.mu.Lock()
 		if ctx.Err() != nil {
 			d.mu.Unlock()
-			if b.Stop != nil {
-				b.Stop()
-			}
 			return
 		}
-		d.backend = b
+		d.pool = p
 		d.mu.Unlock()
 		d.health.set(plugin.HealthHealthy, "ready")
 		d.watchAPI(ctx, b)
@@ -222,9 +233,23 @@ func (d *Driver) current() (*Config, *Backend, error) {
 		return nil, nil, errInvalidConfig{d.cfgErr}
 	}
 	if d.backend == nil {
-		return d.cfg, nil, errNotReady
+		return d.cfg, nil, errNotConfigured
 	}
 	return d.cfg, d.backend, nil
+}
+
+// currentPool returns the running pools, or why they do not run yet.
+func (d *Driver) currentPool() (*Config, Pool, error) {
+	cfg, _, err := d.current()
+	if err != nil {
+		return nil, nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pool == nil {
+		return cfg, nil, errNotReady
+	}
+	return cfg, d.pool, nil
 }
 
 // Shutdown implements plugin.Shutdowner: stop background work; tasks keep running
@@ -232,7 +257,7 @@ func (d *Driver) current() (*Config, *Backend, error) {
 func (d *Driver) Shutdown(context.Context) error {
 	d.mu.Lock()
 	b := d.backend
-	d.backend = nil
+	d.backend, d.pool = nil, nil
 	d.mu.Unlock()
 	d.cancel()
 	d.tasks.detachAll()

@@ -357,7 +357,7 @@ func TestRecoverInNewProcess(t *testing.T) {
 	}
 }
 
-func TestRecoverWithClaimGoneFails(t *testing.T) {
+func TestRecoverWithSandboxGoneFails(t *testing.T) {
 	e := newEnv(t)
 	e.configure(e.devPool())
 	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
@@ -367,7 +367,9 @@ func TestRecoverWithClaimGoneFails(t *testing.T) {
 	if err := json.Unmarshal(h.DriverState, &st); err != nil {
 		t.Fatal(err)
 	}
-	_ = e.pool.Release(context.Background(), &st.Claim)
+	if err := os.RemoveAll(st.HostAllocDir); err != nil { // the sandbox was purged while the plugin was down
+		t.Fatal(err)
+	}
 
 	d2 := New(hclog.NewNullLogger(), fakeBackend(e.pool, e.runner, nil))
 	t.Cleanup(func() { _ = d2.Shutdown(context.Background()) })

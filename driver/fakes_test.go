@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -97,6 +98,9 @@ func (r *fakeRunner) Launch(_ context.Context, ref sandbox.Ref, s sandbox.Spec) 
 	if r.launchErr != nil {
 		return r.launchErr
 	}
+	if err := os.MkdirAll(ref.HostAllocDir, 0o755); err != nil {
+		return err
+	}
 	r.runs[s.ID] = &fakeRun{spec: s, stdout: s.Env["OUT"], exit: make(chan sandbox.ExitStatus, 1)}
 	if _, ok := r.allocGone[ref.AllocID]; !ok {
 		r.allocGone[ref.AllocID] = make(chan struct{})
@@ -180,7 +184,8 @@ func (r *fakeRunner) allocDone(ctx context.Context, _, allocID string) (string, 
 
 // fakeBackend builds a backend over the fakes; check, when set, answers health probes.
 func fakeBackend(p *fakePool, r *fakeRunner, check func(context.Context) error) BackendFactory {
-	return func(ctx context.Context, cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
-		return &Backend{Pool: p, Runner: r, AllocDone: r.allocDone, Check: check}, nil
+	return func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+		return &Backend{Runner: r, AllocDone: r.allocDone, Check: check,
+			StartPool: func(context.Context) (Pool, error) { return p, nil }}, nil
 	}
 }

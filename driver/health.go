@@ -19,7 +19,10 @@ const (
 	fingerprintDebounce = 250 * time.Millisecond
 )
 
-var errNotReady = errors.New("driver not ready: still connecting to the nomad api or starting pools")
+var (
+	errNotReady      = errors.New("driver not ready: still connecting to the nomad api or starting pools")
+	errNotConfigured = errors.New("driver not configured yet: no plugin config received")
+)
 
 type errInvalidConfig struct{ err error }
 
@@ -98,10 +101,10 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 	health, desc, changed := d.health.get()
 	attrs := map[string]any{attrPrefix + ".version": Version}
 	d.mu.Lock()
-	b := d.backend
+	p := d.pool
 	d.mu.Unlock()
-	if b != nil && b.Pool != nil {
-		for name, st := range b.Pool.Stats() {
+	if p != nil {
+		for name, st := range p.Stats() {
 			p := fmt.Sprintf("%s.pool.%s.", attrPrefix, name)
 			attrs[p+"size"] = int64(st.Size)
 			attrs[p+"max"] = int64(st.Max)

@@ -99,15 +99,18 @@ func (d *Driver) DestroyTask(ctx context.Context, taskID string, force bool) err
 			return fmt.Errorf("task %q is still running; stop it first or destroy with force", taskID)
 		}
 	}
-	_, b, err := d.current()
-	if err != nil {
-		return fmt.Errorf("destroy task %q: %w", taskID, err)
-	}
 	h.cancel()
+	stopShipper(h.shipJob())
+	claim := h.state.Claim
+	_, p, err := d.currentPool()
+	if err != nil {
+		// Never block here (Nomad may be starting); reconcile purges sandboxes whose
+		// owner is gone.
+		return fmt.Errorf("release sandbox %s of task %q: %w (reconcile will purge it)", short(claim.AllocID), taskID, err)
+	}
 	rctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
-	claim := h.state.Claim
-	if err := b.Pool.Release(rctx, &claim); err != nil {
+	if err := p.Release(rctx, &claim); err != nil {
 		return fmt.Errorf("release sandbox %s of task %q: %w", short(claim.AllocID), taskID, err)
 	}
 	h.setExit(plugin.ExitResult{ExitCode: 0, Signal: 9})

@@ -5,15 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/plugin"
-	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // RecoverTask implements plugin.Driver: re-attach to a task from its handle alone.
-// A task whose sandbox is gone is an error, so Nomad restarts the task.
-func (d *Driver) RecoverTask(ctx context.Context, th *plugin.TaskHandle) error {
+// It makes no remote call: at agent start Nomad recovers tasks before its HTTP API
+// listens. A task whose sandbox is gone is an error, so Nomad restarts the task; a
+// sandbox that dies later is noticed by the task's watcher once the API answers.
+func (d *Driver) RecoverTask(_ context.Context, th *plugin.TaskHandle) error {
 	if th == nil || th.Config == nil {
 		return errors.New("recover task: handle without task config")
 	}
@@ -27,17 +29,12 @@ func (d *Driver) RecoverTask(ctx context.Context, th *plugin.TaskHandle) error {
 	if err := json.Unmarshal(th.DriverState, &st); err != nil {
 		return fmt.Errorf("recover task %q: decode driver state: %w", th.Config.ID, err)
 	}
-	_, b, err := d.waitBackend(ctx, backendWait)
+	_, b, err := d.current()
 	if err != nil {
 		return fmt.Errorf("recover task %q: %w", th.Config.ID, err)
 	}
-	gctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
-	defer cancel()
-	if _, err := b.Pool.Get(gctx, st.Claim.Pool, st.Claim.AllocID); err != nil {
-		if errors.Is(err, pool.ErrNotFound) {
-			return fmt.Errorf("recover task %q: claim on sandbox %s is gone", th.Config.ID, short(st.Claim.AllocID))
-		}
-		return fmt.Errorf("recover task %q: read claim on sandbox %s: %w", th.Config.ID, short(st.Claim.AllocID), err)
+	if _, err := os.Stat(st.HostAllocDir); err != nil {
+		return fmt.Errorf("recover task %q: sandbox %s is gone: %w", th.Config.ID, short(st.Claim.AllocID), err)
 	}
 	h := &taskHandle{cfg: th.Config, state: st, done: make(chan struct{})}
 	d.track(h, b, loadOffsets(st.OffsetsPath))
@@ -45,13 +42,13 @@ func (d *Driver) RecoverTask(ctx context.Context, th *plugin.TaskHandle) error {
 	return nil
 }
 
-// waitBackend waits up to limit for the backend of a plugin that is still starting.
-func (d *Driver) waitBackend(ctx context.Context, limit time.Duration) (*Config, *Backend, error) {
+// waitPool waits up to limit for the pools of a plugin that is still starting.
+func (d *Driver) waitPool(ctx context.Context, limit time.Duration) (*Config, Pool, error) {
 	deadline := time.Now().Add(limit)
 	for {
-		cfg, b, err := d.current()
+		cfg, p, err := d.currentPool()
 		if err == nil || !errors.Is(err, errNotReady) || time.Now().After(deadline) {
-			return cfg, b, err
+			return cfg, p, err
 		}
 		select {
 		case <-ctx.Done():

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,8 +13,8 @@ import (
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
-// backendWait bounds how long a start or recovery waits for a plugin that is
-// still connecting to the Nomad API.
+// backendWait bounds how long a start waits for a plugin that is still
+// connecting to the Nomad API.
 const backendWait = 15 * time.Second
 
 // StartTask implements plugin.Driver: claim a warm allocation of the task's pool and
@@ -28,7 +27,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if err := plugin.DecodeConfig(cfg.DriverConfig, &tc); err != nil {
 		return nil, nil, fmt.Errorf("decode task config: %w", err)
 	}
-	conf, b, err := d.waitBackend(ctx, backendWait)
+	conf, pl, err := d.waitPool(ctx, backendWait)
 	if err != nil {
 		var bad errInvalidConfig
 		if errors.As(err, &bad) {
@@ -50,7 +49,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	defer cancel()
 	owner := pool.Owner{AllocID: cfg.AllocID, TaskName: cfg.Name, TaskID: cfg.ID, JobID: cfg.JobID, Namespace: cfg.Namespace}
 	begin := time.Now()
-	claim, err := b.Pool.Claim(cctx, tc.Pool, owner)
+	claim, err := pl.Claim(cctx, tc.Pool, owner)
 	if err != nil {
 		d.emit(cfg, fmt.Sprintf("No sandbox from pool %s after %s", tc.Pool, time.Since(begin).Round(time.Millisecond)), map[string]string{"pool": tc.Pool})
 		return nil, nil, plugin.Recoverable(fmt.Errorf("claim warm allocation in pool %q: %w", tc.Pool, err))
@@ -60,7 +59,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		if err != nil { // a failed start gives its sandbox back to no one: purge it
 			rctx, rcancel := context.WithTimeout(context.Background(), apiCallTimeout)
 			defer rcancel()
-			if rerr := b.Pool.Release(rctx, claim); rerr != nil {
+			if rerr := pl.Release(rctx, claim); rerr != nil {
 				d.logger.Error("release claim after failed start", "alloc_id", claim.AllocID, "error", rerr)
 			}
 		}
@@ -84,6 +83,10 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	spec := sandbox.Spec{ID: h.state.RunID, Command: tc.Command, Args: tc.Args, Env: sandboxEnv(cfg.Env)}
 	lctx, lcancel := context.WithTimeout(ctx, launchTimeout)
 	defer lcancel()
+	_, b, err := d.current()
+	if err != nil {
+		return nil, nil, plugin.Recoverable(err)
+	}
 	if err := b.Runner.Launch(lctx, h.state.ref(), spec); err != nil {
 		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in allocation %s of pool %q: %w", short(claim.AllocID), tc.Pool, err))
 	}
@@ -151,12 +154,13 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sand
 		}
 		return
 	}
-	stdout, stderr := openLog(h.cfg.StdoutPath), openLog(h.cfg.StderrPath)
-	defer stdout.Close()
-	defer stderr.Close()
-	progress := newOffsetSaver(h.state.OffsetsPath)
-	st, err := b.Runner.Follow(ctx, ref, h.state.RunID, from, stdout, stderr, progress.save)
-	progress.flush()
+	var st sandbox.ExitStatus
+	var err error
+	if b.Ship != nil {
+		st, err = b.Ship(ctx, h.shipJob())
+	} else {
+		st, err = shipOutput(ctx, b.Runner.Follow, h.shipJob())
+	}
 	if ctx.Err() != nil {
 		return // plugin shutting down or task destroyed: the command lives on
 	}
@@ -200,15 +204,4 @@ func short(id string) string {
 		return id[:8]
 	}
 	return id
-}
-
-// openLog opens a task log FIFO for writing; without one, output is discarded.
-func openLog(path string) *os.File {
-	if path != "" {
-		if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0); err == nil {
-			return f
-		}
-	}
-	f, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	return f
 }

@@ -47,6 +47,10 @@ func (s *driverState) ref() sandbox.Ref {
 	return sandbox.Ref{Namespace: s.Namespace, AllocID: s.Claim.AllocID, Task: s.Claim.TaskName, HostAllocDir: s.HostAllocDir}
 }
 
+func (h *taskHandle) shipJob() shipJob {
+	return shipJob{Ref: h.state.ref(), RunID: h.state.RunID, Stdout: h.cfg.StdoutPath, Stderr: h.cfg.StderrPath, Offsets: h.state.OffsetsPath}
+}
+
 // taskHandle tracks one running task.
 type taskHandle struct {
 	cfg   *plugin.TaskConfig

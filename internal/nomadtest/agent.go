@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,7 +98,9 @@ func Start(t testing.TB, opts Options) *Agent {
 	t.Cleanup(func() {
 		a.Stop()
 		if t.Failed() {
-			t.Logf("agent log tail (%s):\n%s", a.LogPath, a.LogTail(60))
+			// Kept for a post-mortem: the whole log and the alloc dirs.
+			t.Logf("agent dir kept: %s; log tail:\n%s", dir, a.LogTail(60))
+			return
 		}
 		// Alloc dirs hold bind mounts while tasks live; Stop waited for the agent,
 		// so a failed removal only leaves a temp dir behind.
@@ -321,6 +324,10 @@ func (a *Agent) Stop() {
 	a.stopAgentOnly()
 	// Tasks and plugins were started in the agent's process group; end them too.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	// Detached helpers (the plugin's output shippers) name files in our dir.
+	for _, pid := range a.detached() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 	a.mu.Lock()
 	a.cmd = nil
 	a.mu.Unlock()
@@ -371,4 +378,48 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-time.After(d):
 		return true
 	}
+}
+
+// Processes lists the pids of processes in the agent's process group whose
+// executable has the given base name (for example the plugin's).
+func (a *Agent) Processes(name string) []int {
+	a.mu.Lock()
+	cmd := a.cmd
+	a.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	var pids []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		exe, err := os.Readlink(d + "/exe")
+		if err != nil || filepath.Base(exe) != name {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			continue
+		}
+		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == cmd.Process.Pid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// detached lists processes outside the agent's group whose command line names a
+// path in this agent's dir.
+func (a *Agent) detached() []int {
+	var pids []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(d + "/cmdline")
+		if err != nil || !bytes.Contains(b, []byte(a.dir+"/")) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil && pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

@@ -1,0 +1,114 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+)
+
+// Output shipping. Nomad's logmon copies a task's log FIFO until every writer has
+// closed it. If the plugin process held the only writer, a plugin crash or
+// restart would end the task's logs for good. So the copying from the sandbox's
+// run files into the FIFOs runs in a small process of its own (this binary with
+// the hidden `ship` command), which outlives the plugin like the command does.
+// A restarted plugin adopts the running shipper, or starts a new one that resumes
+// from the saved offsets.
+
+// shipJob names a run and where its output goes.
+type shipJob struct {
+	Ref     sandbox.Ref
+	RunID   string
+	Stdout  string // the task's stdout FIFO
+	Stderr  string
+	Offsets string // where shipped offsets are saved
+}
+
+type followFunc func(ctx context.Context, ref sandbox.Ref, runID string, from sandbox.Offsets, stdout, stderr io.Writer, progress func(sandbox.Offsets)) (sandbox.ExitStatus, error)
+
+// shipOutput copies a run's output into the task's FIFOs, from the saved offsets,
+// until the run has exited and its output is drained.
+func shipOutput(ctx context.Context, follow followFunc, job shipJob) (sandbox.ExitStatus, error) {
+	stdout, stderr := newFIFOWriter(ctx, job.Stdout), newFIFOWriter(ctx, job.Stderr)
+	defer stdout.Close()
+	defer stderr.Close()
+	saver := newOffsetSaver(job.Offsets)
+	st, err := follow(ctx, job.Ref, job.RunID, loadOffsets(job.Offsets), stdout, stderr, saver.save)
+	saver.flush()
+	return st, err
+}
+
+// fifoReopenWait bounds how long a writer waits for a log FIFO's reader to come
+// back (logmon restarts with the agent and makes a new FIFO).
+const fifoReopenWait = 2 * time.Minute
+
+// fifoWriter writes to a log FIFO, reopening it when its reader goes away.
+type fifoWriter struct {
+	ctx  context.Context
+	path string
+	f    *os.File
+}
+
+func newFIFOWriter(ctx context.Context, path string) *fifoWriter {
+	return &fifoWriter{ctx: ctx, path: path}
+}
+
+func (w *fifoWriter) Write(p []byte) (int, error) {
+	if w.path == "" || w.path == os.DevNull {
+		return len(p), nil
+	}
+	written := 0
+	for written < len(p) {
+		if w.f == nil {
+			f, err := w.open()
+			if err != nil {
+				return written, err
+			}
+			w.f = f
+		}
+		n, err := w.f.Write(p[written:])
+		written += n
+		if err != nil {
+			if !errors.Is(err, syscall.EPIPE) {
+				return written, err
+			}
+			w.f.Close() // the reader went away: wait for the next one
+			w.f = nil
+		}
+	}
+	return written, nil
+}
+
+// open waits for a reader without blocking in the kernel, so ctx can end the wait.
+func (w *fifoWriter) open() (*os.File, error) {
+	deadline := time.Now().Add(fifoReopenWait)
+	for {
+		f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.ENXIO) && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open log %s: %w", w.path, err)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("open log %s: no reader for %s", w.path, fifoReopenWait)
+		}
+		select {
+		case <-w.ctx.Done():
+			return nil, w.ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (w *fifoWriter) Close() error {
+	if w.f == nil {
+		return nil
+	}
+	return w.f.Close()
+}

@@ -1,0 +1,172 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+)
+
+// ShipCommand is the hidden CLI command that runs an output shipper process.
+const ShipCommand = "__ship"
+
+// maxShipperStarts bounds how often one task's shipper is restarted.
+const maxShipperStarts = 5
+
+// ShipMain is the shipper process: it copies one run's output into the task's log
+// FIFOs until the run exits, its sandbox disappears, or it is told to stop.
+func ShipMain(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet(ShipCommand, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var job shipJob
+	fs.StringVar(&job.Ref.HostAllocDir, "alloc-dir", "", "host dir of the sandbox allocation")
+	fs.StringVar(&job.Ref.AllocID, "alloc", "", "sandbox allocation id")
+	fs.StringVar(&job.RunID, "run", "", "run id")
+	fs.StringVar(&job.Stdout, "stdout", "", "stdout FIFO")
+	fs.StringVar(&job.Stderr, "stderr", "", "stderr FIFO")
+	fs.StringVar(&job.Offsets, "offsets", "", "offsets file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if job.Ref.HostAllocDir == "" || job.RunID == "" {
+		fmt.Fprintln(stderr, "ship: -alloc-dir and -run are required")
+		return 2
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	go func() { // a purged sandbox ends the shipper, so none outlives its task
+		for ctx.Err() == nil {
+			if _, err := os.Stat(job.Ref.RunDir(job.RunID)); errors.Is(err, os.ErrNotExist) {
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	r := &sandbox.Runner{}
+	if _, err := shipOutput(ctx, r.Follow, job); err != nil && ctx.Err() == nil {
+		fmt.Fprintf(stderr, "ship run %s: %v\n", job.RunID, err)
+		return 1
+	}
+	return 0
+}
+
+// processShipper runs shipOutput in a shipper process that outlives the plugin.
+type processShipper struct {
+	runner *sandbox.Runner
+}
+
+func shipperPIDPath(job shipJob) string { return job.Offsets + ".shipper.pid" }
+
+// ship adopts or starts the task's shipper process and waits until the run has
+// exited and its output is shipped. Ending ctx leaves the shipper running.
+func (p processShipper) ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error) {
+	for starts := 0; ; {
+		pid := shipperPID(job)
+		if pid == 0 {
+			if st, exited, err := p.runner.Status(job.Ref, job.RunID); err == nil && exited && starts > 0 {
+				return st, nil
+			}
+			if starts >= maxShipperStarts {
+				return sandbox.ExitStatus{}, fmt.Errorf("output shipper of run %s exited %d times before the run ended (see %s.shipper.log)", job.RunID, starts, job.Offsets)
+			}
+			var err error
+			if pid, err = startShipper(job); err != nil {
+				return sandbox.ExitStatus{}, err
+			}
+			starts++
+		}
+		for processAlive(pid, job.RunID) {
+			select {
+			case <-ctx.Done():
+				return sandbox.ExitStatus{}, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		_ = os.Remove(shipperPIDPath(job))
+		if st, exited, err := p.runner.Status(job.Ref, job.RunID); err == nil && exited {
+			return st, nil
+		}
+		if _, err := os.Stat(job.Ref.RunDir(job.RunID)); errors.Is(err, os.ErrNotExist) {
+			return sandbox.ExitStatus{}, fmt.Errorf("run %s is gone from sandbox %s", job.RunID, short(job.Ref.AllocID))
+		}
+	}
+}
+
+// startShipper starts a detached shipper process and records its pid.
+func startShipper(job shipJob) (int, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, fmt.Errorf("start output shipper: %w", err)
+	}
+	logf, err := os.OpenFile(job.Offsets+".shipper.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("start output shipper: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, ShipCommand,
+		"-alloc-dir", job.Ref.HostAllocDir, "-alloc", job.Ref.AllocID, "-run", job.RunID,
+		"-stdout", job.Stdout, "-stderr", job.Stderr, "-offsets", job.Offsets)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // not in the agent's group or session
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start output shipper: %w", err)
+	}
+	pid := cmd.Process.Pid
+	go func() { _ = cmd.Wait() }() // reap it while this plugin lives
+	if err := os.WriteFile(shipperPIDPath(job), []byte(strconv.Itoa(pid)), 0o600); err != nil {
+		_ = cmd.Process.Kill()
+		return 0, fmt.Errorf("record output shipper pid: %w", err)
+	}
+	return pid, nil
+}
+
+// shipperPID is the pid of the task's running shipper, or 0.
+func shipperPID(job shipJob) int {
+	b, err := os.ReadFile(shipperPIDPath(job))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || !processAlive(pid, job.RunID) {
+		return 0
+	}
+	return pid
+}
+
+// stopShipper ends a task's shipper, if one runs.
+func stopShipper(job shipJob) {
+	if pid := shipperPID(job); pid != 0 {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	_ = os.Remove(shipperPIDPath(job))
+}
+
+// processAlive reports whether pid is a live shipper of runID (pids get reused).
+func processAlive(pid int, runID string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		if i := strings.LastIndexByte(string(st), ')'); i > 0 && strings.HasPrefix(string(st[i+1:]), " Z") {
+			return false // a zombie is done
+		}
+	}
+	args := strings.Split(string(b), "\x00")
+	return len(args) > 1 && args[1] == ShipCommand && strings.Contains(string(b), "\x00"+runID+"\x00")
+}

@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func jobHCL(t *testing.T, name string, replace ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("jobs", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer(replace...).Replace(string(b))
+}
+
+// TestCommandOutputAndExitCode: a sandbox job with a command shows its output in
+// nomad alloc logs and its exit code in the task state; afterwards the claimed
+// sandbox is purged and the pool refills.
+func TestCommandOutputAndExitCode(t *testing.T) {
+	a := sandboxAgent(t, 2, 6, false)
+	alloc := runJob(t, a, jobHCL(t, "command.nomad.hcl"))
+	ts := waitTask(t, a, alloc.ID, "agent", "dead", 60*time.Second)
+	if code, ok := exitCode(ts); !ok || code != 3 {
+		t.Errorf("exit code %d (found %v), want 3; events:\n%s", code, ok, events(ts))
+	}
+	if out := logs(t, a, alloc.ID, "agent"); !strings.Contains(out, "out:hello from the task env") {
+		t.Errorf("stdout %q lacks the command's output with the task env", out)
+	}
+	stderr, _, _ := nomadCLI(t, a, "", "alloc", "logs", "-stderr", alloc.ID, "agent")
+	if !strings.Contains(stderr, "err:hello from the task env") {
+		t.Errorf("stderr %q lacks the command's stderr", stderr)
+	}
+	if !strings.Contains(events(ts), "Claimed warm sandbox") {
+		t.Errorf("no claim event:\n%s", events(ts))
+	}
+	// The used sandbox is purged, never reused, and the pool is back to size.
+	waitFor(t, 60*time.Second, "2 live warm instances and no claimed one", func() bool { return len(warmJobs(t, a)) == 2 })
+	waitWarm(t, a, "dev", 2)
+}
+
+// TestIdleSandboxExec: an idle sandbox answers nomad alloc exec with stdin, tty and a
+// non-zero exit code intact, and with the task's env.
+func TestIdleSandboxExec(t *testing.T) {
+	a := sandboxAgent(t, 1, 4, false)
+	alloc := runJob(t, a, jobHCL(t, "idle.nomad.hcl"))
+	waitTask(t, a, alloc.ID, "agent", "running", 60*time.Second)
+
+	out, errOut, code := nomadCLI(t, a, "line one\nline two\n", "alloc", "exec", "-i", "-t=false", "-task", "agent", alloc.ID,
+		"/bin/sh", "-c", "cat; echo secret=$SECRET; exit 42")
+	if code != 42 {
+		t.Errorf("exec exit code %d, want 42 (stderr %q)", code, errOut)
+	}
+	if !strings.Contains(out, "line one\nline two\n") || !strings.Contains(out, "secret=per-task-secret") {
+		t.Errorf("exec stdout %q: want stdin echoed and the task env", out)
+	}
+	// With a tty the command sees a terminal.
+	out, _, code = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t", "-task", "agent", alloc.ID, "/bin/sh", "-c", "test -t 1 && echo tty")
+	if code != 0 || !strings.Contains(out, "tty") {
+		t.Errorf("tty exec: code %d out %q", code, out)
+	}
+	// The exec ran in the claimed sandbox, not in the sandbox task's own allocation.
+	out, _, _ = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t=false", "-task", "agent", alloc.ID, "/bin/sh", "-c", "echo $NOMAD_ALLOC_ID")
+	if got := strings.TrimSpace(out); got == "" || got == alloc.ID {
+		t.Errorf("exec saw NOMAD_ALLOC_ID %q; want the claimed sandbox's id", got)
+	}
+	_, errOut, code = nomadCLI(t, a, "", "alloc", "stop", alloc.ID)
+	if code != 0 {
+		t.Fatalf("alloc stop: %s", errOut)
+	}
+	waitFor(t, 60*time.Second, "the sandbox purged and the pool refilled", func() bool { return len(warmJobs(t, a)) == 1 })
+}
+
+// TestStopDeliversKillSignal: nomad alloc stop delivers the task's kill_signal to the
+// command first.
+func TestStopDeliversKillSignal(t *testing.T) {
+	a := sandboxAgent(t, 1, 4, false)
+	alloc := runJob(t, a, jobHCL(t, "signal.nomad.hcl"))
+	waitTask(t, a, alloc.ID, "agent", "running", 60*time.Second)
+	waitFor(t, 30*time.Second, "the command to be ready", func() bool {
+		out, _, _ := nomadCLI(t, a, "", "alloc", "logs", alloc.ID, "agent")
+		return strings.Contains(out, "ready")
+	})
+	if _, errOut, code := nomadCLI(t, a, "", "alloc", "stop", "-detach", alloc.ID); code != 0 {
+		t.Fatalf("alloc stop: %s", errOut)
+	}
+	waitFor(t, 30*time.Second, "the command's signal handler output", func() bool {
+		out, _, _ := nomadCLI(t, a, "", "alloc", "logs", alloc.ID, "agent")
+		return strings.Contains(out, "got USR1")
+	})
+}
+
+// TestPluginKilledMidTask: killing the plugin process mid-task loses nothing: the
+// command keeps running, Nomad relaunches the plugin, which recovers the task; the
+// output after the kill arrives, the exit code is right, and the command ran once.
+func TestPluginKilledMidTask(t *testing.T) {
+	a := sandboxAgent(t, 1, 4, false)
+	marker := filepath.Join(t.TempDir(), "m")
+	alloc := runJob(t, a, jobHCL(t, "long.nomad.hcl", "MARKER", marker))
+	waitTask(t, a, alloc.ID, "agent", "running", 60*time.Second)
+	waitFor(t, 30*time.Second, "first output", func() bool { return strings.Contains(logs(t, a, alloc.ID, "agent"), "before") })
+
+	pids := pluginPIDs(t, a)
+	if len(pids) == 0 {
+		t.Fatal("no plugin process found")
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill plugin %d: %v", pid, err)
+		}
+	}
+	waitFor(t, 60*time.Second, "a new plugin process", func() bool {
+		for _, p := range pluginPIDs(t, a) {
+			if !contains(pids, p) {
+				return true
+			}
+		}
+		return false
+	})
+	if err := os.WriteFile(marker+".release", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := waitTask(t, a, alloc.ID, "agent", "dead", 60*time.Second)
+	if code, _ := exitCode(ts); code != 5 {
+		t.Errorf("exit code %d, want 5; events:\n%s", code, events(ts))
+	}
+	if out := logs(t, a, alloc.ID, "agent"); strings.Count(out, "before") != 1 || !strings.Contains(out, "after") {
+		t.Errorf("output %q: want 'before' once and 'after'", out)
+	}
+	runs, _ := os.ReadFile(marker + ".runs")
+	if strings.Count(string(runs), "run") != 1 {
+		t.Errorf("the command ran %d times, want once", strings.Count(string(runs), "run"))
+	}
+}
+
+// TestAgentRestartMidTask: a graceful agent restart (which restarts the plugin)
+// mid-task ends with the right exit code and no duplicate run.
+func TestAgentRestartMidTask(t *testing.T) {
+	a := sandboxAgent(t, 1, 4, true)
+	marker := filepath.Join(t.TempDir(), "m")
+	alloc := runJob(t, a, jobHCL(t, "long.nomad.hcl", "MARKER", marker))
+	waitTask(t, a, alloc.ID, "agent", "running", 60*time.Second)
+	waitFor(t, 30*time.Second, "first output", func() bool { return strings.Contains(logs(t, a, alloc.ID, "agent"), "before") })
+
+	a.Restart()
+	if err := os.WriteFile(marker+".release", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := waitTask(t, a, alloc.ID, "agent", "dead", 90*time.Second)
+	if code, _ := exitCode(ts); code != 5 {
+		t.Errorf("exit code %d, want 5; events:\n%s", code, events(ts))
+	}
+	if out := logs(t, a, alloc.ID, "agent"); strings.Count(out, "before") != 1 || !strings.Contains(out, "after") {
+		t.Errorf("output %q: want 'before' once and 'after'", out)
+	}
+	runs, _ := os.ReadFile(marker + ".runs")
+	if strings.Count(string(runs), "run") != 1 {
+		t.Errorf("the command ran %d times, want once", strings.Count(string(runs), "run"))
+	}
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
