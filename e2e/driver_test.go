@@ -1,12 +1,19 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
 func jobHCL(t *testing.T, name string, replace ...string) string {
@@ -58,15 +65,25 @@ func TestIdleSandboxExec(t *testing.T) {
 	if !strings.Contains(out, "line one\nline two\n") || !strings.Contains(out, "secret=per-task-secret") {
 		t.Errorf("exec stdout %q: want stdin echoed and the task env", out)
 	}
-	// With a tty the command sees a terminal.
-	out, _, code = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t", "-task", "agent", alloc.ID, "/bin/sh", "-c", "test -t 1 && echo tty")
-	if code != 0 || !strings.Contains(out, "tty") {
-		t.Errorf("tty exec: code %d out %q", code, out)
+	// With a tty the command sees a terminal of the size the user's terminal has
+	// (through the API, as the CLI does: the CLI itself wants a real terminal).
+	sizes := make(chan api.TerminalSize, 1)
+	sizes <- api.TerminalSize{Height: 33, Width: 101}
+	var ttyOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stdin, stdinW := io.Pipe() // a terminal's input stays open
+	defer stdinW.Close()
+	code, err := a.Client.Allocations().Exec(ctx, alloc, "agent", true, []string{"/bin/sh", "-c", "sleep 0.5; test -t 0 && stty size"},
+		stdin, &ttyOut, &ttyOut, sizes, nil)
+	if err != nil || code != 0 || !strings.Contains(ttyOut.String(), "33 101") {
+		t.Errorf("tty exec: code %d err %v out %q; want a terminal sized 33x101", code, err, ttyOut.String())
 	}
-	// The exec ran in the claimed sandbox, not in the sandbox task's own allocation.
-	out, _, _ = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t=false", "-task", "agent", alloc.ID, "/bin/sh", "-c", "echo $NOMAD_ALLOC_ID")
-	if got := strings.TrimSpace(out); got == "" || got == alloc.ID {
-		t.Errorf("exec saw NOMAD_ALLOC_ID %q; want the claimed sandbox's id", got)
+	// The exec ran in the claimed sandbox (its own alloc dir), with the task's identity.
+	out, _, _ = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t=false", "-task", "agent", alloc.ID, "/bin/sh", "-c", "echo $NOMAD_ALLOC_ID $NOMAD_ALLOC_DIR")
+	fields := strings.Fields(out)
+	if len(fields) != 2 || fields[0] != alloc.ID || strings.Contains(fields[1], alloc.ID) {
+		t.Errorf("exec saw NOMAD_ALLOC_ID and NOMAD_ALLOC_DIR %q; want the task's alloc id and the sandbox's own dir", out)
 	}
 	_, errOut, code = nomadCLI(t, a, "", "alloc", "stop", alloc.ID)
 	if code != 0 {
@@ -170,4 +187,32 @@ func contains(xs []int, x int) bool {
 		}
 	}
 	return false
+}
+
+// TestExecTemplateIsolated: a pool of Nomad's isolated exec driver runs the task's
+// command inside the chroot of the warm sandbox, not on the host.
+func TestExecTemplateIsolated(t *testing.T) {
+	if _, err := nomadtest.Binary(); err != nil {
+		t.Skipf("skipping e2e: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the exec driver needs root")
+	}
+	spec, err := filepath.Abs("../example/pools/exec.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock("iso", spec, 1, 3)})
+	waitWarm(t, a, "iso", 1)
+	hostOnly := t.TempDir() // exists on the host, not in the sandbox's chroot
+	alloc := runJob(t, a, jobHCL(t, "command.nomad.hcl", `pool    = "dev"`, `pool    = "iso"`,
+		`echo out:$GREETING; echo err:$GREETING >&2; exit 3`, `test -e `+hostOnly+` && echo host-visible || echo isolated; echo out:$GREETING; exit 3`))
+	ts := waitTask(t, a, alloc.ID, "agent", "dead", 120*time.Second)
+	if code, _ := exitCode(ts); code != 3 {
+		t.Errorf("exit code %d, want 3; events:\n%s", code, events(ts))
+	}
+	out := logs(t, a, alloc.ID, "agent")
+	if !strings.Contains(out, "isolated") || !strings.Contains(out, "out:hello from the task env") {
+		t.Errorf("output %q: want the command isolated from the host, with the task env", out)
+	}
 }

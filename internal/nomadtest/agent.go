@@ -97,7 +97,7 @@ func Start(t testing.TB, opts Options) *Agent {
 	}
 	t.Cleanup(func() {
 		a.Stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("NOMADTEST_KEEP") != "" {
 			// Kept for a post-mortem: the whole log and the alloc dirs.
 			t.Logf("agent dir kept: %s; log tail:\n%s", dir, a.LogTail(60))
 			return
