@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
+	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
+)
+
+// BenchmarkStartTaskWarm measures StartTask on the warm path, claim plus launch of
+// the command in the sandbox, through the plugin's gRPC surface against a real
+// agent, with the pool refilled between starts so every start is a hit.
+func BenchmarkStartTaskWarm(b *testing.B) {
+	if _, err := nomadtest.Binary(); err != nil {
+		b.Skipf("skipping: %v", err)
+	}
+	a := nomadtest.Start(b, nomadtest.Options{})
+	const size = 4
+	d := driver.New(hclog.NewNullLogger(), nil)
+	defer d.Shutdown(context.Background())
+	c := plugintest.Serve(b, d)
+	spec, _ := filepath.Abs("../example/pools/raw_exec.nomad.hcl")
+	cfg := mustMsgpack(b, map[string]any{"address": a.Addr, "token_file": nil, "ca_file": nil, "cert_file": nil, "key_file": nil,
+		"tls_server_name": nil, "namespace": nil,
+		"pool": map[string]any{"bench": map[string]any{"jobspec": spec, "size": fmt.Sprint(size), "max": "16", "claim_timeout": "60s"}}})
+	ctx := context.Background()
+	if _, err := c.Base.SetConfig(ctx, &base.SetConfigRequest{MsgpackConfig: cfg, PluginApiVersion: "v0.1.0",
+		NomadConfig: &base.NomadConfig{Driver: &base.NomadDriverConfig{}}}); err != nil {
+		b.Fatal(err)
+	}
+	waitWarmAttr(b, d, "bench", size)
+	taskCfg := mustMsgpack(b, map[string]any{"pool": "bench", "command": "/bin/true", "args": nil})
+	root := b.TempDir()
+
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		waitWarmAttr(b, d, "bench", size)
+		allocID := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, time.Now().UnixNano()&0xffffffffffff)
+		allocDir := filepath.Join(root, allocID)
+		if err := os.MkdirAll(filepath.Join(allocDir, "agent", "private"), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		tc := &drivers.TaskConfig{Id: allocID + "/agent/0000000" + fmt.Sprint(i%10), Name: "agent", AllocId: allocID, JobId: "bench",
+			Namespace: "default", MsgpackDriverConfig: taskCfg, AllocDir: allocDir}
+		b.StartTimer()
+		begin := time.Now()
+		if _, err := c.Driver.StartTask(ctx, &drivers.StartTaskRequest{Task: tc}); err != nil {
+			b.Fatalf("StartTask: %v", err)
+		}
+		lat = append(lat, time.Since(begin))
+		b.StopTimer()
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if _, err := c.Driver.WaitTask(wctx, &drivers.WaitTaskRequest{TaskId: tc.Id}); err != nil {
+			b.Fatalf("WaitTask: %v", err)
+		}
+		cancel()
+		if _, err := c.Driver.DestroyTask(ctx, &drivers.DestroyTaskRequest{TaskId: tc.Id, Force: true}); err != nil {
+			b.Fatalf("DestroyTask: %v", err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	reportPercentiles(b, "start", lat)
+}
+
+func reportPercentiles(b *testing.B, name string, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, name+"-p50-ms")
+	b.ReportMetric(float64(pct(0.90).Microseconds())/1000, name+"-p90-ms")
+	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, name+"-p99-ms")
+}
+
+// waitWarmAttr waits until the driver's fingerprint shows want warm allocations.
+func waitWarmAttr(b *testing.B, d *driver.Driver, pool string, want int) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	ch, err := d.Fingerprint(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := "driver." + driver.Name + ".pool." + pool + ".warm"
+	for fp := range ch {
+		if v, ok := fp.Attributes[key].(int64); ok && v >= int64(want) {
+			return
+		}
+	}
+	b.Fatalf("pool %s never reached %d warm", pool, want)
+}
+
+func mustMsgpack(b testing.TB, v any) []byte {
+	out, err := msgpack.Marshal(v)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
