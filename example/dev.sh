@@ -17,6 +17,7 @@ nomad_bin=$(command -v "$nomad_bin")
 work=$(mktemp -d /tmp/agentkernel-pool-dev.XXXXXX)
 port=${NOMAD_DEV_PORT:-4646}
 export NOMAD_ADDR="http://127.0.0.1:${port}"
+export NOMAD_CLI_SHOW_HINTS=0
 agent_pid=
 
 cleanup() {
