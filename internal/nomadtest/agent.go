@@ -324,7 +324,7 @@ func (a *Agent) Stop() {
 	a.stopAgentOnly()
 	// Tasks and plugins were started in the agent's process group; end them too.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	// Detached helpers (the plugin's output shippers) name files in our dir.
+	// Tasks and detached helpers live outside the group.
 	for _, pid := range a.detached() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -407,18 +407,36 @@ func (a *Agent) Processes(name string) []int {
 	return pids
 }
 
-// detached lists processes outside the agent's group whose command line names a
-// path in this agent's dir.
+// detached lists processes outside the agent's group that belong to it: helpers
+// whose command line names a path in this agent's dir (the plugin's output
+// shippers, Nomad's executors) and tasks, which carry one of this agent's
+// allocation ids in their environment.
 func (a *Agent) detached() []int {
+	var markers [][]byte
+	allocs, _ := os.ReadDir(filepath.Join(a.DataDir, "alloc"))
+	for _, e := range allocs {
+		markers = append(markers, []byte("NOMAD_ALLOC_ID="+e.Name()+"\x00"))
+	}
 	var pids []int
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
-		b, err := os.ReadFile(d + "/cmdline")
-		if err != nil || !bytes.Contains(b, []byte(a.dir+"/")) {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil && pid != os.Getpid() {
+		if b, err := os.ReadFile(d + "/cmdline"); err == nil && bytes.Contains(b, []byte(a.dir+"/")) {
 			pids = append(pids, pid)
+			continue
+		}
+		env, err := os.ReadFile(d + "/environ")
+		if err != nil {
+			continue
+		}
+		for _, m := range markers {
+			if bytes.Contains(env, m) {
+				pids = append(pids, pid)
+				break
+			}
 		}
 	}
 	return pids

@@ -1,0 +1,119 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// hangupGrace is how long a hung-up exec'd process gets before SIGKILL (the
+// hangup script's own loop), plus room for the exec round trip.
+const hangupGrace = 2 * time.Second
+
+// Exec runs cmd in the sandbox with the run's env, like nomad alloc exec: stdin
+// and its close, tty and resizes, stdout and stderr, and the exit code. When ctx
+// ends first, the remote process is hung up on (SIGHUP, then SIGKILL), since
+// Nomad lets it run on after the session closes, and ctx's error is returned.
+func (r *Runner) Exec(ctx context.Context, ref Ref, runID string, cmd []string, tty bool,
+	stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error) {
+	if err := checkRunID(runID); err != nil {
+		return -1, fmt.Errorf("exec in allocation %s: %w", ref.short(), err)
+	}
+	if len(cmd) == 0 {
+		return -1, fmt.Errorf("exec in allocation %s: empty command", ref.short())
+	}
+	if stdin == nil {
+		stdin = bytes.NewReader(nil)
+	}
+	execID := newExecID()
+	pidPath := filepath.Join(ref.RunDir(runID), "exec-"+execID+".pid")
+	defer os.Remove(pidPath)
+
+	full := append([]string{"/bin/sh", "-c", execScript, "akp-exec", runID, execID}, cmd...)
+	code, err := r.call(ctx, ref, tty, full, stdin, stdout, stderr, resize)
+	if err != nil && ctx.Err() != nil {
+		r.hangup(ref, pidPath)
+		return -1, fmt.Errorf("exec %q in allocation %s: %w", cmd[0], ref.short(), ctx.Err())
+	}
+	if err != nil {
+		return -1, fmt.Errorf("exec %q in allocation %s: %w", cmd[0], ref.short(), err)
+	}
+	return code, nil
+}
+
+// ExecOutput runs cmd without a tty or stdin and returns its output and exit
+// code: what a script check needs. ctx should carry the check's timeout.
+func (r *Runner) ExecOutput(ctx context.Context, ref Ref, runID string, cmd []string) (stdout, stderr []byte, code int, err error) {
+	var o, e bytes.Buffer
+	code, err = r.Exec(ctx, ref, runID, cmd, false, bytes.NewReader(nil), &o, &e, nil)
+	return o.Bytes(), e.Bytes(), code, err
+}
+
+// hangup ends an exec'd process whose client went away. The process records its
+// pid as it starts; give it a moment if the cancel came first.
+func (r *Runner) hangup(ref Ref, pidPath string) {
+	var pid string
+	for i := 0; i < 20; i++ {
+		if fields, ok, _ := readRecord(pidPath); ok {
+			pid = fields[0]
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := strconv.Atoi(pid); err != nil {
+		r.logger().Warn("exec session cancelled before its process recorded a pid; it may run on", "alloc_id", ref.AllocID)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), orDefault(r.CallTimeout, DefaultCallTimeout)+hangupGrace)
+	defer cancel()
+	var stderr bytes.Buffer
+	code, err := r.call(ctx, ref, false, []string{"/bin/sh", "-c", hangupScript, "akp-hangup", pid},
+		bytes.NewReader(nil), &bytes.Buffer{}, &stderr, nil)
+	if err != nil || code != 0 {
+		r.logger().Warn("could not end exec'd process after its session was cancelled", "alloc_id", ref.AllocID,
+			"pid", pid, "exit_code", code, "stderr", stderr.String(), "error", err)
+	}
+}
+
+// AllocGone tells whether the sandbox can no longer run commands: its
+// allocation is unknown or terminal, or its task is dead. why says which.
+func (r *Runner) AllocGone(ctx context.Context, ref Ref) (gone bool, why string, err error) {
+	if r.Client == nil {
+		return false, "", errors.New("no nomad api client")
+	}
+	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))
+	defer cancel()
+	a, _, err := r.Client.Allocations().Info(ref.AllocID, (&api.QueryOptions{Namespace: ref.Namespace}).WithContext(ctx))
+	if err != nil {
+		var ue api.UnexpectedResponseError
+		if errors.As(err, &ue) && ue.StatusCode() == http.StatusNotFound {
+			return true, "allocation no longer exists", nil
+		}
+		return false, "", fmt.Errorf("read allocation %s: %w", ref.short(), err)
+	}
+	switch a.ClientStatus {
+	case api.AllocClientStatusComplete, api.AllocClientStatusFailed, api.AllocClientStatusLost:
+		return true, "allocation is " + a.ClientStatus, nil
+	}
+	if ts := a.TaskStates[ref.Task]; ts != nil && ts.State == "dead" {
+		return true, "task " + ref.Task + " is dead", nil
+	}
+	return false, "", nil
+}
+
+func newExecID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,230 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Offsets are how many bytes of the run's stdout and stderr were delivered.
+type Offsets struct {
+	Stdout int64 `json:"stdout"`
+	Stderr int64 `json:"stderr"`
+}
+
+// ExitStatus is how a run's command ended. A death by signal n has Code 128+n
+// and Signal n, as Nomad's own executors report it.
+type ExitStatus struct {
+	Code   int `json:"code"`
+	Signal int `json:"signal"`
+}
+
+// Follow copies the run's stdout and stderr from the given offsets to the writers
+// until the command has exited and both are drained, then returns its exit
+// status. It reports offsets through progress (when not nil) after each copy, so
+// a caller can persist them and follow again after a restart without loss; output
+// written but not yet persisted is delivered again (at least once). It returns
+// ctx's error when ctx ends, and ErrAllocGone when the sandbox dies first.
+func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets,
+	stdout, stderr io.Writer, progress func(Offsets)) (ExitStatus, error) {
+	if err := checkRunID(runID); err != nil {
+		return ExitStatus{}, fmt.Errorf("follow run in allocation %s: %w", ref.short(), err)
+	}
+	dir := ref.RunDir(runID)
+	if _, ok, err := readRecord(filepath.Join(dir, filePid)); err != nil || !ok {
+		return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w: no pid record in %s", runID, ref.short(), ErrNoRun, dir)
+	}
+	out := &tail{path: filepath.Join(dir, fileStdout), off: from.Stdout, w: stdout}
+	errOut := &tail{path: filepath.Join(dir, fileStderr), off: from.Stderr, w: stderr}
+	defer out.close()
+	defer errOut.close()
+
+	poll := time.NewTicker(orDefault(r.PollInterval, DefaultPollInterval))
+	defer poll.Stop()
+	checkEvery := orDefault(r.AllocCheckEvery, DefaultAllocCheckEvery)
+	nextCheck := time.Now().Add(checkEvery)
+	// round copies once from both files; more says a file had more to give.
+	round := func() (more bool, err error) {
+		n1, err1 := out.copy()
+		n2, err2 := errOut.copy()
+		if n1+n2 > 0 && progress != nil {
+			progress(Offsets{Stdout: out.off, Stderr: errOut.off})
+		}
+		if err := errors.Join(err1, err2); err != nil {
+			return false, fmt.Errorf("follow run %s in allocation %s: %w", runID, ref.short(), err)
+		}
+		return n1 >= maxCopyRound || n2 >= maxCopyRound, nil
+	}
+	// drain copies all that is left once the command has exited.
+	drain := func(st ExitStatus) (ExitStatus, error) {
+		for {
+			more, err := round()
+			if err != nil || !more {
+				return st, err
+			}
+			if ctx.Err() != nil {
+				return ExitStatus{}, ctx.Err()
+			}
+		}
+	}
+	for {
+		// Read exit before copying: all output written before the exit record is
+		// then copied by drain.
+		st, exited, err := readExit(dir)
+		if err != nil {
+			return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w", runID, ref.short(), err)
+		}
+		if exited {
+			return drain(st)
+		}
+		more, err := round()
+		if err != nil {
+			return ExitStatus{}, err
+		}
+		if r.Client != nil && time.Now().After(nextCheck) {
+			nextCheck = time.Now().Add(checkEvery)
+			gone, why, err := r.AllocGone(ctx, ref)
+			if err != nil {
+				r.logger().Debug("could not check sandbox allocation", "alloc_id", ref.AllocID, "error", err)
+			}
+			if gone {
+				// The exit record may have landed just before the end.
+				if st, exited, _ := readExit(dir); exited {
+					return drain(st)
+				}
+				if reapOrphans(ref, runID) {
+					r.logger().Warn("killed the command of a run whose sandbox is gone", "alloc_id", ref.AllocID, "run_id", runID)
+				}
+				return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w: %s", runID, ref.short(), ErrAllocGone, why)
+			}
+		}
+		if more {
+			if ctx.Err() != nil {
+				return ExitStatus{}, ctx.Err()
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ExitStatus{}, ctx.Err()
+		case <-poll.C:
+		}
+	}
+}
+
+// Status reads the run's exit status from the host, without an API call;
+// exited is false while the command runs.
+func (r *Runner) Status(ref Ref, runID string) (st ExitStatus, exited bool, err error) {
+	if err := checkRunID(runID); err != nil {
+		return ExitStatus{}, false, err
+	}
+	dir := ref.RunDir(runID)
+	if _, err := os.Stat(dir); err != nil {
+		return ExitStatus{}, false, fmt.Errorf("run %s in allocation %s: %w: %w", runID, ref.short(), ErrNoRun, err)
+	}
+	return readExit(dir)
+}
+
+// readExit reads the exit record: "<code>\n" from the shell supervisor, or
+// "<code> <signal>\n". A record without its newline is not complete yet.
+func readExit(dir string) (ExitStatus, bool, error) {
+	fields, ok, err := readRecord(filepath.Join(dir, fileExit))
+	if err != nil || !ok {
+		return ExitStatus{}, false, err
+	}
+	code, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return ExitStatus{}, false, fmt.Errorf("bad exit record %q", strings.Join(fields, " "))
+	}
+	st := ExitStatus{Code: code}
+	if len(fields) > 1 {
+		if st.Signal, err = strconv.Atoi(fields[1]); err != nil {
+			return ExitStatus{}, false, fmt.Errorf("bad exit record %q", strings.Join(fields, " "))
+		}
+	} else if code > 128 && code <= 128+64 {
+		st.Signal = code - 128
+	}
+	return st, true, nil
+}
+
+// readRecord reads a one-line record; ok is false while it is absent or has
+// no newline yet.
+func readRecord(path string) ([]string, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	line, _, found := bytes.Cut(b, []byte("\n"))
+	fields := strings.Fields(string(line))
+	if !found || len(fields) == 0 {
+		return nil, false, nil
+	}
+	return fields, true, nil
+}
+
+// tail copies a growing file to a writer from an offset.
+type tail struct {
+	path string
+	off  int64
+	w    io.Writer
+	f    *os.File
+	buf  []byte
+}
+
+// maxCopyRound bounds one round of copying a file, so a command that writes
+// faster than the writer takes does not keep Follow from its context and the
+// other file.
+const maxCopyRound = 4 << 20
+
+// copy writes what the file has beyond the offset, up to maxCopyRound; the
+// offset moves only by what the writer took.
+func (t *tail) copy() (int64, error) {
+	if t.f == nil {
+		f, err := os.Open(t.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, nil // the supervisor has not made it yet
+		}
+		if err != nil {
+			return 0, err
+		}
+		t.f, t.buf = f, make([]byte, 32<<10)
+	}
+	var total int64
+	for {
+		n, err := t.f.ReadAt(t.buf, t.off)
+		if n > 0 {
+			wn, werr := n, error(nil)
+			if t.w != nil {
+				wn, werr = t.w.Write(t.buf[:n])
+			}
+			t.off += int64(wn)
+			total += int64(wn)
+			if werr != nil {
+				return total, fmt.Errorf("copy %s: %w", filepath.Base(t.path), werr)
+			}
+		}
+		if err == io.EOF || n == 0 || total >= maxCopyRound {
+			return total, nil
+		}
+		if err != nil {
+			return total, fmt.Errorf("read %s: %w", filepath.Base(t.path), err)
+		}
+	}
+}
+
+func (t *tail) close() {
+	if t.f != nil {
+		t.f.Close()
+	}
+}

@@ -1,0 +1,104 @@
+//go:build unix
+
+package sandbox
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// openFifo opens the launch daemon's FIFO for writing without blocking: it
+// fails (ENXIO) when no daemon reads it.
+func openFifo(ref Ref) (*os.File, error) {
+	path := filepath.Join(ref.HostAllocDir, "alloc", runDirName, fileFifo)
+	return os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+}
+
+// ownerOf tells whose a file is: the FIFO is the sandbox task user's.
+func ownerOf(f *os.File) (uid, gid int, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, errors.New("no owner")
+	}
+	return int(st.Uid), int(st.Gid), nil
+}
+
+func chown(path string, uid, gid int) error { return os.Chown(path, uid, gid) }
+
+// reapOrphans kills what is left of a run whose sandbox is gone. Under exec and
+// docker the sandbox's teardown kills it, and under raw_exec with cgroups v2 so
+// does the task's cgroup; but under raw_exec with cgroups v1 Nomad leaves running
+// what it did not start itself. Its pids are host pids then. The supervisor is
+// taken for the run's only if its command line is this run's launcher or the
+// launch daemon and its environment puts the alloc dir at this allocation's host path; the command
+// only if the supervisor is its parent. So a reused pid, or a pid of another
+// namespace, is never hit. The command leads its own session (setsid), which is
+// killed whole.
+func reapOrphans(ref Ref, runID string) (killed bool) {
+	fields, ok, _ := readRecord(filepath.Join(ref.RunDir(runID), filePid))
+	if !ok || len(fields) < 2 {
+		return false
+	}
+	cmd, err1 := strconv.Atoi(fields[0])
+	sup, err2 := strconv.Atoi(fields[1])
+	if err1 != nil || err2 != nil || cmd <= 1 || sup <= 1 || !isSupervisor(sup, ref, runID) {
+		return false
+	}
+	if parentOf(cmd) == sup {
+		if syscall.Kill(-cmd, syscall.SIGKILL) != nil {
+			_ = syscall.Kill(cmd, syscall.SIGKILL)
+		}
+	}
+	return syscall.Kill(sup, syscall.SIGKILL) == nil
+}
+
+func isSupervisor(pid int, ref Ref, runID string) bool {
+	proc := filepath.Join("/proc", strconv.Itoa(pid))
+	cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+	launcher := bytes.Contains(cmdline, []byte("\x00akp-launch\x00"+runID+"\x00run\x00"))
+	daemon := bytes.HasSuffix(cmdline, []byte("\x00akp-prime\x00"))
+	if err != nil || !bytes.HasPrefix(cmdline, []byte("/bin/sh\x00-c\x00")) || !launcher && !daemon {
+		return false
+	}
+	environ, err := os.ReadFile(filepath.Join(proc, "environ"))
+	if err != nil {
+		return false
+	}
+	want := []byte("NOMAD_ALLOC_DIR=" + filepath.Join(ref.HostAllocDir, "alloc"))
+	for _, kv := range bytes.Split(environ, []byte{0}) {
+		if bytes.Equal(bytes.TrimRight(kv, "/"), want) {
+			return true
+		}
+	}
+	return false
+}
+
+// parentOf reads a process's parent pid from /proc, or -1.
+func parentOf(pid int) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return -1
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 2 {
+		return -1
+	}
+	ppid, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return -1
+	}
+	return ppid
+}

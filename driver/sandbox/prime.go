@@ -1,0 +1,173 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Files of the launch daemon: its FIFO in the alloc dir's runDirName, the rest
+// in a run dir.
+const (
+	fileFifo    = "launch.fifo"
+	fileArgv    = "argv"       // the run's command as a shell "set --" line
+	fileLaunErr = "launch.err" // why the daemon could not start the run
+	codeFifo    = 94
+)
+
+// primedClaimWait is how long Launch waits for the launch daemon to take a run
+// (its O_EXCL marker) before it falls back to an exec.
+const primedClaimWait = time.Second
+
+// primeScript runs as sh -c <it> akp-prime. It starts the launch daemon: a
+// detached shell that holds the FIFO open read-write (so it never reads EOF)
+// and, for each run id written to it, starts the run the host described in the
+// run dir, exactly as the launcher does. Requests come from the plugin, as root,
+// on the host; the FIFO is the task user's, mode 0600.
+//
+// Under raw_exec (the alloc dir is a host path) on cgroups v1 nothing would end
+// the daemon with its sandbox, so a watchdog ends it when the sandbox task's
+// executor, the exec's parent, is gone.
+var primeScript = shStartRun + `a=${NOMAD_ALLOC_DIR:-/alloc}/` + runDirName + ` f=$a/` + fileFifo + `
+[ -d "$a" ] || mkdir -p "$a" || exit ` + strconv.Itoa(codeMkdir) + `
+[ -p "$f" ] || mkfifo -m 600 "$f" || exit ` + strconv.Itoa(codeFifo) + `
+w=$PPID
+(
+	exec 3<>"$f"
+	while IFS= read -r id <&3; do
+		case $id in ''|.*|*[!A-Za-z0-9._-]*) continue ;; esac
+		(
+			d=$a/$id e=` + strings.ReplaceAll(shEnvFile, "$1", "$id") + `
+			set -C
+			{ echo "$$" >"$d/` + fileLaunched + `"; } 2>/dev/null || exit 0
+			set +C
+			[ -r "$d/` + fileArgv + `" ] && . "$d/` + fileArgv + `" && akp_start "$@" ||
+				echo "could not start run $id" >"$d/` + fileLaunErr + `"
+		)
+	done
+) </dev/null >/dev/null 2>>"$a/launchd.log" &
+dp=$!
+if [ "$a" != /alloc/` + runDirName + ` ] && [ "$w" -gt 1 ] && [ ! -f /sys/fs/cgroup/cgroup.controllers ]; then
+	(while kill -0 "$w" 2>/dev/null; do sleep 10; done; kill -KILL "$dp") </dev/null >/dev/null 2>&1 &
+fi
+echo "$dp"
+`
+
+// Prime starts a launch daemon in the sandbox, so that Launch there skips the
+// exec round trip: the plugin writes the run's files on the host and its id to
+// the daemon's FIFO. Call it off the hot path, when an allocation turns warm;
+// a primed sandbox is no different otherwise, and Launch falls back to an exec
+// whenever the daemon does not answer. Priming a primed sandbox does nothing.
+func (r *Runner) Prime(ctx context.Context, ref Ref) error {
+	if f, err := openFifo(ref); err == nil {
+		f.Close()
+		return nil
+	}
+	ctx, cancel := withTimeout(ctx, orDefault(r.LaunchTimeout, DefaultLaunchTimeout))
+	defer cancel()
+	var stderr bytes.Buffer
+	code, err := r.call(ctx, ref, false, []string{"/bin/sh", "-c", primeScript, "akp-prime"},
+		bytes.NewReader(nil), &bytes.Buffer{}, &stderr, nil)
+	if err != nil {
+		return fmt.Errorf("prime allocation %s: %w", ref.short(), err)
+	}
+	if code != 0 {
+		return fmt.Errorf("prime allocation %s: %s", ref.short(), orExit(strings.TrimSpace(stderr.String()), code))
+	}
+	return nil
+}
+
+// launchPrimed launches through the launch daemon. ok is false when the sandbox
+// is not primed, or its daemon did not take the run in time (sent is true then):
+// nothing was started, or the daemon takes the run late and the exec launcher,
+// which the caller tries next, finds it taken.
+func (r *Runner) launchPrimed(ctx context.Context, ref Ref, s Spec, env []byte) (ok, sent bool, err error) {
+	if ref.HostAllocDir == "" {
+		return false, false, nil
+	}
+	fifo, err := openFifo(ref)
+	if err != nil {
+		return false, false, nil
+	}
+	defer fifo.Close()
+	uid, gid, err := ownerOf(fifo)
+	if err != nil {
+		return false, false, nil
+	}
+	dir := ref.RunDir(s.ID)
+	if _, err := os.Stat(filepath.Join(dir, fileLaunched)); err == nil && s.Command != "" {
+		return true, false, ErrAlreadyLaunched
+	}
+	secrets := filepath.Join(ref.HostAllocDir, ref.Task, "secrets")
+	if fi, err := os.Stat(secrets); err != nil || !fi.IsDir() {
+		return false, false, nil
+	}
+	envPath := filepath.Join(secrets, "agentkernel-"+s.ID+".env")
+	if err := writeOwned(envPath, env, 0o600, uid, gid); err != nil {
+		r.logger().Debug("could not write env file from the host", "error", err)
+		return false, false, nil
+	}
+	if s.Command == "" {
+		return true, false, nil
+	}
+	argv := "set -- " + shQuote(s.Command)
+	for _, a := range s.Args {
+		argv += " " + shQuote(a)
+	}
+	if err := writeOwned(filepath.Join(dir, fileArgv), []byte(argv+"\n"), 0o644, uid, gid); err != nil {
+		return false, false, nil
+	}
+	if _, err := fifo.Write([]byte(s.ID + "\n")); err != nil {
+		return false, false, nil
+	}
+	ok, err = r.awaitPid(ctx, dir, true)
+	return ok, true, err
+}
+
+// awaitPid waits for the daemon to record the run's pids. With fallback, it
+// gives up when the daemon has not taken the run within primedClaimWait.
+func (r *Runner) awaitPid(ctx context.Context, dir string, fallback bool) (bool, error) {
+	start := time.Now()
+	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 500*time.Microsecond) {
+		if _, ok, _ := readRecord(filepath.Join(dir, filePid)); ok {
+			return true, nil
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, fileLaunErr)); err == nil {
+			return true, fmt.Errorf("launch daemon: %s", strings.TrimSpace(string(b)))
+		}
+		if fallback && time.Since(start) > primedClaimWait {
+			if _, err := os.Stat(filepath.Join(dir, fileLaunched)); errors.Is(err, os.ErrNotExist) {
+				r.logger().Warn("launch daemon did not take the run; launching by exec", "run_dir", dir)
+				return false, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return true, fmt.Errorf("wait for launch daemon: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}
+
+// writeOwned writes a file for the sandbox's task user: to a temporary name,
+// then renamed, so a reader never sees it half written.
+func writeOwned(path string, b []byte, mode os.FileMode, uid, gid int) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(b)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp, mode), chown(tmp, uid, gid)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,114 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
+)
+
+// Defaults for the Runner's zero-valued fields.
+const (
+	DefaultLaunchTimeout   = 30 * time.Second
+	DefaultCallTimeout     = 10 * time.Second
+	DefaultPollInterval    = 50 * time.Millisecond
+	DefaultAllocCheckEvery = 10 * time.Second
+)
+
+var (
+	// ErrAlreadyLaunched means the run id was launched before in this allocation:
+	// nothing was started again; follow the earlier run instead.
+	ErrAlreadyLaunched = errors.New("run was already launched")
+	// ErrNoRun means the host has no record of the run: never launched, or the
+	// allocation's directory is gone.
+	ErrNoRun = errors.New("run not found")
+	// ErrAllocGone means the sandbox allocation or its task is no longer running.
+	ErrAllocGone = errors.New("sandbox allocation is gone")
+)
+
+// Ref names a sandbox: a task of a running allocation on this node.
+type Ref struct {
+	Namespace string
+	AllocID   string
+	Task      string
+	// HostAllocDir is the allocation's directory on this host, e.g.
+	// filepath.Join(filepath.Dir(localTaskCfg.AllocDir), AllocID).
+	HostAllocDir string
+}
+
+// RunDir is where the run's pid, exit and output files live on the host.
+func (r Ref) RunDir(runID string) string {
+	return filepath.Join(r.HostAllocDir, "alloc", runDirName, runID)
+}
+
+func (r Ref) short() string {
+	if len(r.AllocID) > 8 {
+		return r.AllocID[:8]
+	}
+	return r.AllocID
+}
+
+// Spec is what Launch runs. Without Command, Launch only prepares the run (its
+// dir and env file) so that Exec has the env.
+type Spec struct {
+	ID      string // run id: [A-Za-z0-9._-], at most 128, unique per allocation
+	Command string
+	Args    []string
+	Env     map[string]string
+}
+
+// Runner runs commands in sandboxes through the Nomad API.
+type Runner struct {
+	Client *api.Client
+	Logger hclog.Logger
+
+	// Zero values take the Default* constants.
+	LaunchTimeout   time.Duration // one launch exec round trip
+	CallTimeout     time.Duration // signal, cleanup, allocation lookups
+	PollInterval    time.Duration // how often Follow looks for output
+	AllocCheckEvery time.Duration // how often Follow asks whether the allocation lives
+
+	// exec replaces the Nomad API transport in tests.
+	exec execFunc
+}
+
+// execFunc runs one command in the sandbox and returns its exit code.
+type execFunc func(ctx context.Context, ref Ref, tty bool, cmd []string,
+	stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)
+
+var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$`)
+
+func checkRunID(id string) error {
+	if !runIDPattern.MatchString(id) {
+		return fmt.Errorf("invalid run id %q: want 1 to 128 of [A-Za-z0-9._-], not starting with a dot", id)
+	}
+	return nil
+}
+
+func (r *Runner) logger() hclog.Logger {
+	if r.Logger == nil {
+		return hclog.NewNullLogger()
+	}
+	return r.Logger
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// withTimeout bounds ctx by d unless it already ends sooner.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}

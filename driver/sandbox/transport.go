@@ -1,0 +1,66 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// call executes cmd in the sandbox through the test transport or the Nomad API.
+// It returns when ctx ends even if the API call is stuck connecting, which the
+// API client does without a deadline.
+func (r *Runner) call(ctx context.Context, ref Ref, tty bool, cmd []string,
+	stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error) {
+	if r.exec != nil {
+		return r.exec(ctx, ref, tty, cmd, stdin, stdout, stderr, resize)
+	}
+	if r.Client == nil {
+		return -1, errors.New("no nomad api client")
+	}
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Without a NodeID the client's node lookup finds nothing, and it execs
+		// through the agent it talks to (this node's own) instead of dialing the
+		// node's advertised address.
+		alloc := &api.Allocation{ID: ref.AllocID, Namespace: ref.Namespace}
+		q := (&api.QueryOptions{Namespace: ref.Namespace}).WithContext(ctx)
+		code, err := r.Client.Allocations().Exec(ctx, alloc, ref.Task, tty, cmd, stdin, stdout, stderr, resize, q)
+		done <- result{code, err}
+	}()
+	select {
+	case res := <-done:
+		if res.err != nil {
+			return res.code, execError(ctx, res.err)
+		}
+		return res.code, nil
+	case <-ctx.Done():
+		return -1, fmt.Errorf("exec session: %w", ctx.Err())
+	}
+}
+
+// execError makes the API client's errors say what happened.
+func execError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("exec session: %w", ctx.Err())
+	}
+	var ue api.UnexpectedResponseError
+	if errors.As(err, &ue) && ue.StatusCode() == http.StatusNotFound {
+		return fmt.Errorf("%w: %w", ErrAllocGone, err)
+	}
+	// The agent refuses an exec into a gone sandbox in the websocket's close
+	// frame, which the API client turns into a plain error.
+	if msg := strings.ToLower(err.Error()); strings.Contains(msg, "unknown allocation") ||
+		strings.Contains(msg, "is not running") {
+		return fmt.Errorf("%w: %w", ErrAllocGone, err)
+	}
+	return err
+}
