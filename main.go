@@ -78,6 +78,9 @@ func status(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "status: %v\n", err)
 		return 1
 	}
-	pool.PrintStatus(stdout, st)
+	if err := pool.PrintStatus(stdout, st); err != nil {
+		fmt.Fprintf(stderr, "status: %v\n", err)
+		return 1
+	}
 	return 0
 }

@@ -102,8 +102,8 @@ func Start(t testing.TB, opts Options) *Agent {
 			t.Logf("agent dir kept: %s; log tail:\n%s", dir, a.LogTail(60))
 			return
 		}
-		// Alloc dirs hold bind mounts while tasks live; Stop waited for the agent,
-		// so a failed removal only leaves a temp dir behind.
+		// Task dirs hold mounts (secrets tmpfs, chroot binds) that outlive the agent.
+		unmountBelow(dir)
 		_ = os.RemoveAll(dir)
 	})
 	ports, err := freePorts(3)
@@ -440,4 +440,22 @@ func (a *Agent) detached() []int {
 		}
 	}
 	return pids
+}
+
+// unmountBelow detaches every mount under dir, deepest first.
+func unmountBelow(dir string) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			points = append(points, f[1])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(points[i], syscall.MNT_DETACH)
+	}
 }

@@ -1,0 +1,383 @@
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// Owner is who holds a claim: the allocation and task that run in the
+// claimed sandbox. Empty fields are allowed (library use).
+type Owner struct {
+	AllocID   string
+	TaskName  string
+	TaskID    string
+	JobID     string
+	Namespace string
+}
+
+// Claim is a warm allocation handed out to an owner.
+type Claim struct {
+	Pool      string
+	AllocID   string // the warm (sandbox) allocation
+	JobID     string // the dispatched child job that owns AllocID
+	TaskName  string // the warm task inside AllocID
+	NodeID    string
+	Owner     Owner
+	Hit       bool          // a warm allocation was there at once
+	Waited    time.Duration // from the Claim call to the claim
+	ClaimedAt time.Time
+}
+
+// Claim record items. The record is created once and never updated, so a
+// cached copy stays valid until it is deleted.
+const (
+	itemPool       = "pool"
+	itemAlloc      = "alloc_id"
+	itemJob        = "job_id"
+	itemTask       = "task"
+	itemNode       = "node_id"
+	itemOwnerAlloc = "owner_alloc_id"
+	itemOwnerTask  = "owner_task"
+	itemOwnerTID   = "owner_task_id"
+	itemOwnerJob   = "owner_job_id"
+	itemOwnerNS    = "owner_namespace"
+	itemClaimedAt  = "claimed_at"
+	itemNonce      = "claim_id"
+	itemReason     = "reason" // "claim", or "retire" while the pool itself purges a warm instance
+)
+
+const (
+	reasonClaim  = "claim"
+	reasonRetire = "retire"
+)
+
+// errLost means the candidate cannot be had (claimed by someone else, or
+// gone); the caller moves on to the next one.
+var errLost = errors.New("candidate lost")
+
+// errGone marks a claimed allocation found dead or missing.
+var errGone = errors.New("allocation gone")
+
+// Claim hands out a warm allocation of pool to owner. Without a warm one it
+// dispatches one at once (within the pool's max) and waits for it until ctx
+// ends; a ctx without deadline waits the pool's ClaimTimeout.
+func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, error) {
+	mctx, err := m.running()
+	if err != nil {
+		return nil, fmt.Errorf("claim warm allocation in pool %q: %w", pool, err)
+	}
+	p, err := m.lookup(pool)
+	if err != nil {
+		return nil, fmt.Errorf("claim warm allocation: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.cfg.ClaimTimeout)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(mctx, cancel)
+	defer stop()
+
+	start := time.Now()
+	// waiting counts this call in p.waiters (the replenisher dispatches
+	// for it) while it has no candidate in hand; missed remembers it ever
+	// had to wait.
+	waiting, missed := false, false
+	defer func() {
+		if waiting {
+			m.mu.Lock()
+			p.waiters--
+			m.mu.Unlock()
+			m.kickReplenish()
+		}
+	}()
+	for {
+		m.mu.Lock()
+		if p.tmpl == nil && p.err != nil {
+			err := p.err
+			m.mu.Unlock()
+			return nil, fmt.Errorf("claim warm allocation in pool %q: pool is not usable: %w", pool, err)
+		}
+		cand := m.takeCandidateLocked(p)
+		if cand != nil && waiting {
+			waiting = false
+			p.waiters--
+		}
+		changed := m.changed
+		m.mu.Unlock()
+
+		if cand != nil {
+			c, err := m.tryClaim(ctx, p, cand, owner, reasonClaim)
+			if err == nil {
+				c.Hit, c.Waited = !missed, time.Since(start)
+				m.kickReplenish()
+				m.log.Info("claimed warm allocation", "pool", pool, "alloc_id", c.AllocID, "job_id", c.JobID,
+					"owner_alloc_id", owner.AllocID, "owner_task", owner.TaskName, "hit", c.Hit, "waited", c.Waited)
+				return c, nil
+			}
+			if errors.Is(err, errLost) {
+				continue
+			}
+			if ctx.Err() == nil {
+				err = fmt.Errorf("claim warm allocation in pool %q: %w", pool, err)
+				m.log.Error("claim failed", "pool", pool, "alloc_id", cand.allocID, "error", err)
+				return nil, err
+			}
+		}
+		if !waiting && ctx.Err() == nil {
+			waiting, missed = true, true
+			m.mu.Lock()
+			p.waiters++
+			m.mu.Unlock()
+			m.kickReplenish()
+			m.log.Debug("no warm allocation; waiting for one", "pool", pool, "owner_alloc_id", owner.AllocID)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, m.timeoutErr(p, time.Since(start), ctx, mctx)
+		}
+	}
+}
+
+// timeoutErr says what a Claim waited for when its context ended.
+func (m *Manager) timeoutErr(p *pool, waited time.Duration, ctx, mctx context.Context) error {
+	if mctx.Err() != nil {
+		return fmt.Errorf("claim warm allocation in pool %q: %w", p.cfg.Name, ErrStopped)
+	}
+	m.mu.Lock()
+	s, last := p.stats(), p.lastErr
+	m.mu.Unlock()
+	why := ""
+	if last != nil {
+		why = fmt.Sprintf("; last problem: %v", last)
+	}
+	err := fmt.Errorf("claim warm allocation in pool %q: no warm allocation after waiting %s (warm %d, starting %d, claimed %d, max %d%s): %w",
+		p.cfg.Name, waited.Round(time.Millisecond), s.Warm, s.Starting, s.Claimed, s.Max, why, context.Cause(ctx))
+	m.log.Warn("claim timed out", "pool", p.cfg.Name, "waited", waited, "warm", s.Warm, "starting", s.Starting, "claimed", s.Claimed, "max", s.Max)
+	return err
+}
+
+// takeCandidateLocked reserves the oldest warm candidate of p, or returns nil.
+func (m *Manager) takeCandidateLocked(p *pool) *instance {
+	for len(p.view.candidates) > 0 {
+		in := p.view.candidates[0]
+		p.view.candidates = p.view.candidates[1:]
+		if !m.inv.reserved[in.allocID] {
+			m.inv.reserved[in.allocID] = true
+			return in
+		}
+	}
+	return nil
+}
+
+// tryClaim makes the claim of one candidate: create its claim record with
+// check-and-set index 0, then confirm the allocation still runs. It returns
+// errLost (wrapped) when the candidate is taken or gone.
+func (m *Manager) tryClaim(ctx context.Context, p *pool, in *instance, owner Owner, reason string) (*Claim, error) {
+	c := &Claim{
+		Pool: p.cfg.Name, AllocID: in.allocID, JobID: in.jobID, TaskName: in.task,
+		NodeID: m.nodeID, Owner: owner, ClaimedAt: time.Now().UTC(),
+	}
+	nonce := make([]byte, 8)
+	_, _ = rand.Read(nonce)
+	items := c.items(hex.EncodeToString(nonce), reason)
+	path := ClaimPath(p.cfg.Name, in.allocID)
+
+	created, err := m.createClaim(ctx, path, items)
+	m.mu.Lock()
+	delete(m.inv.reserved, in.allocID)
+	switch {
+	case err == nil:
+		m.inv.addedClaims[in.allocID] = claimRef{pool: p.cfg.Name, path: path, index: created.ModifyIndex}
+		m.claimCache[path] = &claimRecord{claim: c, reason: reason}
+	case errors.Is(err, errLost):
+		// Claimed elsewhere: keep it out of our candidates until the claim
+		// list shows the other record.
+		m.inv.addedClaims[in.allocID] = claimRef{pool: p.cfg.Name, path: path, index: m.inv.claimsIndex + 1}
+	}
+	// The allocation watch kept running during the write: if the
+	// allocation died meanwhile, the inventory knows by now. Only when
+	// that watch is failing is the allocation read back from Nomad.
+	running := m.allocRunningLocked(in)
+	watching := m.watchErr["allocations"] == nil
+	m.rebuildLocked()
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	var gone error
+	switch {
+	case !running:
+		gone = fmt.Errorf("%w: allocation %s stopped running", errGone, in.allocID)
+	case !watching:
+		gone = m.confirmAlloc(ctx, in)
+	}
+	if gone != nil && !errors.Is(gone, errGone) {
+		// Cannot vouch for it: give the claim back and report.
+		m.goFn(func() {
+			ctx, cancel := context.WithTimeout(m.ctx, cleanupTimeout)
+			defer cancel()
+			if err := m.deleteClaim(ctx, p.cfg.Name, in.allocID); err != nil {
+				m.log.Error("cannot give back unconfirmed claim; reconcile will retry", "pool", p.cfg.Name, "alloc_id", in.allocID, "error", err)
+			}
+		})
+		return nil, gone
+	}
+	if gone != nil {
+		// Ours, but useless: clean it up in the background and move on.
+		m.log.Warn("claimed allocation is gone; purging it and trying the next", "pool", p.cfg.Name, "alloc_id", in.allocID, "job_id", in.jobID, "reason", gone)
+		m.mu.Lock()
+		m.markPurgedLocked(in.jobID)
+		m.mu.Unlock()
+		m.goFn(func() { m.cleanup(p.cfg.Name, in.jobID, in.allocID) })
+		return nil, fmt.Errorf("%w: %w", errLost, gone)
+	}
+	return c, nil
+}
+
+// createClaim creates a claim record with cas=0. A retry that finds its own
+// earlier attempt's record (same nonce) counts as success.
+func (m *Manager) createClaim(ctx context.Context, path string, items api.VariableItems) (*api.Variable, error) {
+	var created *api.Variable
+	err := call(ctx, retryAttempts, func(ctx context.Context) error {
+		v := &api.Variable{Namespace: m.namespace, Path: path, Items: items}
+		var err error
+		created, _, err = m.client.Variables().CheckedCreate(v, writeOpts(ctx, m.namespace))
+		return err
+	})
+	var conflict api.ErrCASConflict
+	if !errors.As(err, &conflict) {
+		if err != nil {
+			return nil, fmt.Errorf("create claim record %s: %w", path, err)
+		}
+		return created, nil
+	}
+	existing := conflict.Conflict
+	if existing == nil || existing.Items == nil {
+		// The conflict answer may carry metadata only; read the record.
+		err := call(ctx, retryAttempts, func(ctx context.Context) error {
+			var err error
+			existing, _, err = m.client.Variables().Read(path, queryOpts(ctx, m.namespace))
+			return err
+		})
+		if isNotFound(err) {
+			return nil, fmt.Errorf("%w: claim record %s conflicted, then vanished", errLost, path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read conflicting claim record %s: %w", path, err)
+		}
+	}
+	if existing.Items[itemNonce] == items[itemNonce] {
+		return existing, nil
+	}
+	return nil, fmt.Errorf("%w: already claimed (%s)", errLost, path)
+}
+
+// allocRunningLocked reports whether the inventory still has in's
+// allocation running its warm task.
+func (m *Manager) allocRunningLocked(in *instance) bool {
+	for _, a := range m.inv.allocs[in.jobID] {
+		if a.ID == in.allocID {
+			return a.DesiredStatus == api.AllocDesiredStatusRun && a.ClientStatus == api.AllocClientStatusRunning && taskRunning(a, in.task)
+		}
+	}
+	return false
+}
+
+// confirmAlloc checks with Nomad that a warm allocation still runs its warm
+// task on this node, for when the inventory cannot vouch for it. It reads
+// the allocation's list stub by ID prefix, a lookup that does not grow with
+// the cluster and, unlike the full allocation, does not carry the job.
+func (m *Manager) confirmAlloc(ctx context.Context, in *instance) error {
+	var stubs []*api.AllocationListStub
+	err := call(ctx, retryAttempts, func(ctx context.Context) error {
+		q := queryOpts(ctx, m.namespace)
+		q.Prefix = in.allocID
+		var err error
+		stubs, _, err = m.client.Allocations().List(q)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read allocation %s: %w", in.allocID, err)
+	}
+	var a *api.AllocationListStub
+	for _, s := range stubs {
+		if s.ID == in.allocID {
+			a = s
+		}
+	}
+	switch {
+	case a == nil:
+		return fmt.Errorf("%w: allocation %s no longer exists", errGone, in.allocID)
+	case a.NodeID != m.nodeID:
+		return fmt.Errorf("%w: allocation %s runs on node %s, not this node", errGone, in.allocID, a.NodeID)
+	case a.DesiredStatus != api.AllocDesiredStatusRun || a.ClientStatus != api.AllocClientStatusRunning:
+		return fmt.Errorf("%w: allocation %s is %s (desired %s)", errGone, in.allocID, a.ClientStatus, a.DesiredStatus)
+	case !taskRunning(a, in.task):
+		return fmt.Errorf("%w: task %q of allocation %s is not running", errGone, in.task, in.allocID)
+	}
+	return nil
+}
+
+// Get reads the claim record of a sandbox allocation back from Nomad (for
+// recovery after a restart). A missing record is ErrNotFound (wrapped).
+func (m *Manager) Get(ctx context.Context, pool, allocID string) (*Claim, error) {
+	path := ClaimPath(pool, allocID)
+	var v *api.Variable
+	err := call(ctx, retryAttempts, func(ctx context.Context) error {
+		var err error
+		v, _, err = m.client.Variables().Read(path, queryOpts(ctx, m.namespace))
+		return err
+	})
+	if isNotFound(err) {
+		return nil, fmt.Errorf("read claim of allocation %s in pool %q: %w", allocID, pool, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read claim of allocation %s in pool %q: %w", allocID, pool, err)
+	}
+	return claimFromItems(v.Items), nil
+}
+
+func (c *Claim) items(nonce, reason string) api.VariableItems {
+	it := api.VariableItems{}
+	set := func(k, v string) {
+		if v != "" { // empty values carry nothing; leave them out
+			it[k] = v
+		}
+	}
+	set(itemPool, c.Pool)
+	set(itemAlloc, c.AllocID)
+	set(itemJob, c.JobID)
+	set(itemTask, c.TaskName)
+	set(itemNode, c.NodeID)
+	set(itemOwnerAlloc, c.Owner.AllocID)
+	set(itemOwnerTask, c.Owner.TaskName)
+	set(itemOwnerTID, c.Owner.TaskID)
+	set(itemOwnerJob, c.Owner.JobID)
+	set(itemOwnerNS, c.Owner.Namespace)
+	set(itemClaimedAt, c.ClaimedAt.Format(time.RFC3339Nano))
+	set(itemNonce, nonce)
+	set(itemReason, reason)
+	return it
+}
+
+func claimFromItems(it api.VariableItems) *Claim {
+	c := &Claim{
+		Pool: it[itemPool], AllocID: it[itemAlloc], JobID: it[itemJob], TaskName: it[itemTask], NodeID: it[itemNode],
+		Owner: Owner{
+			AllocID: it[itemOwnerAlloc], TaskName: it[itemOwnerTask], TaskID: it[itemOwnerTID],
+			JobID: it[itemOwnerJob], Namespace: it[itemOwnerNS],
+		},
+	}
+	c.ClaimedAt, _ = time.Parse(time.RFC3339Nano, it[itemClaimedAt])
+	return c
+}

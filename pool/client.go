@@ -1,0 +1,164 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// DefaultAddress is the Nomad API address used when neither APIConfig.Address
+// nor NOMAD_ADDR is set: the local agent.
+const DefaultAddress = "http://127.0.0.1:4646"
+
+// APIConfig is how to reach the Nomad API; it mirrors the plugin block's
+// address, token_file, ca_file, cert_file, key_file and tls_server_name.
+type APIConfig struct {
+	Address       string // default NOMAD_ADDR, else DefaultAddress
+	Token         string // the token itself (the driver reads token_file); default NOMAD_TOKEN
+	CAFile        string
+	CertFile      string
+	KeyFile       string
+	TLSServerName string
+}
+
+// NewClient returns a Nomad API client for c. Empty fields fall back to the
+// usual NOMAD_* environment variables.
+func NewClient(c APIConfig) (*api.Client, error) {
+	cfg := api.DefaultConfig() // reads NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...
+	if c.Address != "" {
+		cfg.Address = c.Address
+	}
+	if cfg.Address == "" {
+		cfg.Address = DefaultAddress
+	}
+	if c.Token != "" {
+		cfg.SecretID = c.Token
+	}
+	if cfg.TLSConfig == nil {
+		cfg.TLSConfig = &api.TLSConfig{}
+	}
+	if c.CAFile != "" {
+		cfg.TLSConfig.CACert = c.CAFile
+	}
+	if c.CertFile != "" {
+		cfg.TLSConfig.ClientCert = c.CertFile
+	}
+	if c.KeyFile != "" {
+		cfg.TLSConfig.ClientKey = c.KeyFile
+	}
+	if c.TLSServerName != "" {
+		cfg.TLSConfig.TLSServerName = c.TLSServerName
+	}
+	if (cfg.TLSConfig.ClientCert == "") != (cfg.TLSConfig.ClientKey == "") {
+		return nil, errors.New("create nomad api client: cert_file and key_file must be set together")
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		// The error never carries the token: api.NewClient only reports
+		// address and TLS problems.
+		return nil, fmt.Errorf("create nomad api client for %q: %w", cfg.Address, err)
+	}
+	return client, nil
+}
+
+// Timeouts and retry pacing for Nomad API calls. Every call gets its own
+// deadline even when the caller's context has none.
+const (
+	callTimeout    = 10 * time.Second
+	retryAttempts  = 4
+	retryBaseDelay = 50 * time.Millisecond
+	retryMaxDelay  = 2 * time.Second
+)
+
+// statusCode returns the HTTP status of a Nomad API error, or 0.
+func statusCode(err error) int {
+	var ure api.UnexpectedResponseError
+	if errors.As(err, &ure) && ure.HasStatusCode() {
+		return ure.StatusCode()
+	}
+	return 0
+}
+
+// isNotFound reports whether err is Nomad's 404.
+func isNotFound(err error) bool {
+	return statusCode(err) == http.StatusNotFound || errors.Is(err, api.ErrVariablePathNotFound)
+}
+
+// retryable reports whether a failed call may be repeated: transport errors,
+// timeouts of a single attempt, 5xx and 429. 4xx answers are final.
+func retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch code := statusCode(err); {
+	case code == http.StatusTooManyRequests, code >= 500:
+		return true
+	case code != 0:
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true // a per-attempt deadline; the caller's is checked separately
+	}
+	var nerr net.Error // *url.Error from the HTTP client: refused, reset, EOF
+	return errors.As(err, &nerr)
+}
+
+// backoff returns the jittered delay before retry attempt n (0-based):
+// exponential from base, capped, with "equal jitter" so concurrent callers
+// spread out without ever retrying immediately.
+func backoff(n int, base, limit time.Duration) time.Duration {
+	d := base << min(n, 20)
+	if d <= 0 || d > limit {
+		d = limit
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// call runs one Nomad API call with a per-attempt deadline, retrying what is
+// safe to retry until attempts run out or ctx ends. Only idempotent calls
+// (reads, purges, deletes, token-guarded dispatches, CAS writes with a nonce)
+// go through it with retries; others pass attempts 1.
+func call(ctx context.Context, attempts int, fn func(ctx context.Context) error) error {
+	var err error
+	for n := 0; n < attempts; n++ {
+		if n > 0 {
+			t := time.NewTimer(backoff(n-1, retryBaseDelay, retryMaxDelay))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return errors.Join(err, ctx.Err())
+			case <-t.C:
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, callTimeout)
+		err = fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		if !retryable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// queryOpts returns read options bound to ctx in namespace ns.
+func queryOpts(ctx context.Context, ns string) *api.QueryOptions {
+	return (&api.QueryOptions{Namespace: ns}).WithContext(ctx)
+}
+
+// writeOpts returns write options bound to ctx in namespace ns.
+func writeOpts(ctx context.Context, ns string) *api.WriteOptions {
+	return (&api.WriteOptions{Namespace: ns}).WithContext(ctx)
+}

@@ -1,0 +1,132 @@
+package pool
+
+import (
+	"strings"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// What one warm instance is, told from Nomad's lists alone: the same rules
+// serve the Manager's inventory and Status.
+
+// state is what a warm instance (one dispatched child job) is doing.
+type state uint8
+
+const (
+	stateStarting state = iota // dispatched, allocation pending or task not yet running
+	stateWarm                  // allocation and task running, unclaimed
+	stateClaimed               // has a claim record
+	stateFailed                // died unclaimed (or its job is dead); to be purged
+)
+
+func (s state) String() string {
+	return [...]string{"starting", "warm", "claimed", "failed"}[s]
+}
+
+// instance is one dispatched child of a pool's template job.
+type instance struct {
+	pool      string
+	node      string
+	jobID     string
+	allocID   string // the live (or claimed) allocation; empty while none
+	task      string
+	hash      string // template hash the child was dispatched from
+	state     state
+	submitted time.Time
+}
+
+// parseJobID splits an agentkernel-pool job ID into pool and node prefix;
+// child reports whether it is a dispatched child. ok is false for other jobs.
+func parseJobID(id string) (pool, node8 string, child, ok bool) {
+	parent, _, child := strings.Cut(id, dispatchSep)
+	rest, found := strings.CutPrefix(parent, jobPrefix)
+	i := strings.LastIndexByte(rest, '-')
+	if !found || i < 1 || len(rest)-i-1 != 8 {
+		return "", "", false, false
+	}
+	return rest[:i], rest[i+1:], child, true
+}
+
+// ClaimPath is the variable path of the claim record of a sandbox allocation.
+func ClaimPath(pool, allocID string) string {
+	return claimRoot + pool + "/claims/" + allocID
+}
+
+// parseClaimPath is ClaimPath reversed.
+func parseClaimPath(path string) (pool, allocID string, ok bool) {
+	rest, found := strings.CutPrefix(path, claimRoot)
+	pool, allocID, found2 := strings.Cut(rest, "/claims/")
+	if !found || !found2 || pool == "" || allocID == "" || strings.Contains(allocID, "/") {
+		return "", "", false
+	}
+	return pool, allocID, true
+}
+
+func isLive(a *api.AllocationListStub) bool {
+	switch a.ClientStatus {
+	case api.AllocClientStatusPending, api.AllocClientStatusRunning, api.AllocClientStatusUnknown:
+		return true
+	}
+	return false
+}
+
+// classify works out the state of one child job from its live allocations
+// and the claim records.
+func classify(j *api.JobListStub, allocs []*api.AllocationListStub, claims map[string]claimRef) *instance {
+	pool, _, _, _ := parseJobID(j.ID)
+	if p := j.Meta[metaPool]; p != "" {
+		pool = p
+	}
+	in := &instance{
+		pool:      pool,
+		node:      j.Meta[metaNode],
+		jobID:     j.ID,
+		task:      j.Meta[metaTask],
+		hash:      j.Meta[metaHash],
+		submitted: time.Unix(0, j.SubmitTime),
+	}
+	var live *api.AllocationListStub
+	for _, a := range allocs {
+		if _, ok := claims[a.ID]; ok {
+			in.state, in.allocID = stateClaimed, a.ID
+			return in
+		}
+		if a.DesiredStatus == api.AllocDesiredStatusRun && isLive(a) && (live == nil || a.CreateIndex > live.CreateIndex) {
+			live = a
+		}
+	}
+	switch {
+	case j.Stop || j.Status == "dead":
+		in.state = stateFailed
+	case live == nil && len(allocs) > 0:
+		in.state = stateFailed // only stopping allocations left
+	case live == nil:
+		in.state = stateStarting
+	default:
+		in.allocID = live.ID
+		in.state = stateStarting
+		if live.ClientStatus == api.AllocClientStatusRunning && taskRunning(live, in.task) {
+			in.state = stateWarm
+		}
+	}
+	return in
+}
+
+// taskRunning reports whether the warm task of a is running. Without a known
+// task name every task must run.
+func taskRunning(a *api.AllocationListStub, task string) bool {
+	if task != "" {
+		ts := a.TaskStates[task]
+		return ts != nil && ts.State == "running"
+	}
+	if len(a.TaskStates) == 0 {
+		return false
+	}
+	for _, ts := range a.TaskStates {
+		if ts == nil || ts.State != "running" {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,359 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// The inventory is the join of three Nomad lists, each kept current by a
+// blocking query: this node's agentkernel-pool jobs (templates and their
+// dispatched children, with meta), the live allocations of those children,
+// and the claim variables. Writes this Manager makes are overlaid until the
+// list that will show them has caught up with the write's index, so counts
+// never go stale in between and nothing is created twice from stale state.
+
+const (
+	jobPrefix   = "agentkernel-pool-"
+	dispatchSep = "/dispatch-"
+	claimRoot   = "agentkernel-pool/"
+
+	blockWait    = 5 * time.Minute                           // server-side wait of a blocking query
+	blockTimeout = blockWait + blockWait/16 + 15*time.Second // Nomad adds up to wait/16 jitter
+	listFloor    = 25 * time.Millisecond                     // least time between two lists of one kind
+)
+
+// claimRef is a claim record as the variable list shows it.
+type claimRef struct {
+	pool  string
+	path  string
+	index uint64 // ModifyIndex of the variable (or of our write)
+}
+
+type inventory struct {
+	jobs        map[string]*api.JobListStub          // this node's pool jobs, by ID
+	allocs      map[string][]*api.AllocationListStub // live allocations of children, by job ID
+	claims      map[string]claimRef                  // claim records, by sandbox allocation ID
+	jobsIndex   uint64
+	allocsIndex uint64
+	claimsIndex uint64
+
+	addedClaims   map[string]claimRef // our creates, until the claim list reaches them
+	removedClaims map[string]uint64   // our deletes, until the claim list reaches them
+	removedJobs   map[string]uint64   // our purges, until the job list reaches them
+	reserved      map[string]bool     // allocation IDs a local Claim is trying right now
+	busy          map[string]bool     // job IDs a removal is working on
+	warmBefore    map[string]bool     // job IDs that were warm at the last rebuild
+	orphans       []*instance         // children of pools not configured here
+}
+
+func newInventory() inventory {
+	return inventory{
+		jobs:          map[string]*api.JobListStub{},
+		allocs:        map[string][]*api.AllocationListStub{},
+		claims:        map[string]claimRef{},
+		addedClaims:   map[string]claimRef{},
+		removedClaims: map[string]uint64{},
+		removedJobs:   map[string]uint64{},
+		reserved:      map[string]bool{},
+		busy:          map[string]bool{},
+		warmBefore:    map[string]bool{},
+	}
+}
+
+// pendingIndex marks a local write whose index is not known yet.
+const pendingIndex = math.MaxUint64
+
+// poolView is a pool's share of the inventory, rebuilt on every change.
+type poolView struct {
+	counts     Stats
+	stopping   int         // live allocations whose job is purged or stopped
+	candidates []*instance // warm, current template, not reserved; oldest first
+	all        []*instance
+}
+
+// syncIndexes are the indexes of the first full read of each list.
+type syncIndexes struct{ jobs, allocs, claims uint64 }
+
+// syncInventory reads all three lists once, so counts are exact when Start
+// returns. A failed list is retried by its watcher.
+func (m *Manager) syncInventory(ctx context.Context) (syncIndexes, error) {
+	var idx syncIndexes
+	var errs []error
+	for _, s := range []struct {
+		name string
+		list func(context.Context, uint64) (uint64, error)
+		out  *uint64
+	}{
+		{"jobs", m.listJobs, &idx.jobs},
+		{"allocations", m.listAllocs, &idx.allocs},
+		{"claims", m.listClaims, &idx.claims},
+	} {
+		err := call(ctx, retryAttempts, func(ctx context.Context) error {
+			var err error
+			*s.out, err = s.list(ctx, 0)
+			return err
+		})
+		if err != nil {
+			err = fmt.Errorf("read %s of node %s: %w", s.name, m.nodeID, err)
+			m.setWatchErr(s.name, err)
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return idx, fmt.Errorf("read pool inventory: %w", errors.Join(errs...))
+	}
+	return idx, nil
+}
+
+func (m *Manager) watchJobs(index uint64)   { m.watch("jobs", index, m.listJobs) }
+func (m *Manager) watchAllocs(index uint64) { m.watch("allocations", index, m.listAllocs) }
+func (m *Manager) watchClaims(index uint64) { m.watch("claims", index, m.listClaims) }
+
+// watch runs blocking queries of one list until the Manager stops. Failures
+// are logged, reported by Health, and retried with jittered backoff.
+func (m *Manager) watch(name string, index uint64, list func(context.Context, uint64) (uint64, error)) {
+	var fails int
+	var last time.Time
+	for {
+		if wait := listFloor - time.Since(last); wait > 0 && !sleepCtx(m.ctx, wait) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(m.ctx, blockTimeout)
+		next, err := list(ctx, index)
+		cancel()
+		last = time.Now()
+		if m.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			fails++
+			err = fmt.Errorf("watch %s of node %s: %w", name, m.nodeID, err)
+			m.setWatchErr(name, err)
+			m.log.Warn("inventory watch failed; retrying", "watch", name, "attempt", fails, "error", err)
+			if !sleepCtx(m.ctx, backoff(fails-1, 250*time.Millisecond, 30*time.Second)) {
+				return
+			}
+			continue
+		}
+		if fails > 0 {
+			m.log.Info("inventory watch recovered", "watch", name)
+		}
+		fails = 0
+		m.setWatchErr(name, nil)
+		// The result is complete either way; a lower index means the
+		// servers' state was reset, and the next query starts from it.
+		// An empty table answers index 0, which would not block.
+		index = max(next, 1)
+	}
+}
+
+func (m *Manager) setWatchErr(name string, err error) {
+	m.mu.Lock()
+	m.watchErr[name] = err
+	m.mu.Unlock()
+}
+
+// listJobs reads this node's pool jobs, blocking until index is passed.
+func (m *Manager) listJobs(ctx context.Context, index uint64) (uint64, error) {
+	q := queryOpts(ctx, m.namespace)
+	q.Prefix = jobPrefix
+	q.Filter = fmt.Sprintf(`ID matches "^%s.+-%s(%s.+)?$"`, jobPrefix, m.node8, dispatchSep)
+	q.WaitIndex, q.WaitTime = index, blockWait
+	stubs, qm, err := m.client.Jobs().ListOptions(&api.JobListOptions{Fields: &api.JobListFields{Meta: true}}, q)
+	if err != nil {
+		return 0, err
+	}
+	jobs := make(map[string]*api.JobListStub, len(stubs))
+	for _, j := range stubs {
+		if _, node8, _, ok := parseJobID(j.ID); ok && node8 == m.node8 {
+			jobs[j.ID] = j
+		}
+	}
+	m.mu.Lock()
+	m.inv.jobs, m.inv.jobsIndex = jobs, qm.LastIndex
+	m.rebuildLocked()
+	m.mu.Unlock()
+	return qm.LastIndex, nil
+}
+
+// liveAllocFilter selects allocations of this node's pool children that are
+// not terminal; terminal ones leave the list, and their jobs go dead.
+func liveAllocFilter(node8, nodeID string) string {
+	f := fmt.Sprintf(`JobID matches "^%s.+-%s%s" and (ClientStatus == "pending" or ClientStatus == "running" or ClientStatus == "unknown")`,
+		jobPrefix, node8, dispatchSep)
+	if nodeID != "" {
+		f += fmt.Sprintf(` and NodeID == %q`, nodeID)
+	}
+	return f
+}
+
+// listAllocs reads live allocations of this node's children.
+func (m *Manager) listAllocs(ctx context.Context, index uint64) (uint64, error) {
+	q := queryOpts(ctx, m.namespace)
+	q.Filter = liveAllocFilter(m.node8, m.nodeID)
+	q.WaitIndex, q.WaitTime = index, blockWait
+	stubs, qm, err := m.client.Allocations().List(q)
+	if err != nil {
+		return 0, err
+	}
+	allocs := map[string][]*api.AllocationListStub{}
+	for _, a := range stubs {
+		if _, node8, child, ok := parseJobID(a.JobID); ok && child && node8 == m.node8 && isLive(a) {
+			allocs[a.JobID] = append(allocs[a.JobID], a)
+		}
+	}
+	m.mu.Lock()
+	m.inv.allocs, m.inv.allocsIndex = allocs, qm.LastIndex
+	m.rebuildLocked()
+	m.mu.Unlock()
+	return qm.LastIndex, nil
+}
+
+// listClaims reads every claim record (all nodes: paths carry no node).
+func (m *Manager) listClaims(ctx context.Context, index uint64) (uint64, error) {
+	q := queryOpts(ctx, m.namespace)
+	q.WaitIndex, q.WaitTime = index, blockWait
+	vars, qm, err := m.client.Variables().PrefixList(claimRoot, q)
+	if err != nil {
+		return 0, err
+	}
+	claims := make(map[string]claimRef, len(vars))
+	for _, v := range vars {
+		if pool, allocID, ok := parseClaimPath(v.Path); ok {
+			claims[allocID] = claimRef{pool: pool, path: v.Path, index: v.ModifyIndex}
+		}
+	}
+	m.mu.Lock()
+	m.inv.claims, m.inv.claimsIndex = claims, qm.LastIndex
+	m.rebuildLocked()
+	m.mu.Unlock()
+	return qm.LastIndex, nil
+}
+
+// rebuildLocked recomputes every pool's view from the lists and overlays,
+// wakes waiting claims and, when counts changed, the OnChange notifier.
+func (m *Manager) rebuildLocked() {
+	inv := &m.inv
+	for id, idx := range inv.addedClaims {
+		if idx.index <= inv.claimsIndex {
+			delete(inv.addedClaims, id)
+		}
+	}
+	for id, idx := range inv.removedClaims {
+		if idx <= inv.claimsIndex {
+			delete(inv.removedClaims, id)
+		}
+	}
+	for id, idx := range inv.removedJobs {
+		if idx <= inv.jobsIndex {
+			delete(inv.removedJobs, id)
+		}
+	}
+	claims := make(map[string]claimRef, len(inv.claims)+len(inv.addedClaims))
+	for id, c := range inv.claims {
+		if _, gone := inv.removedClaims[id]; !gone {
+			claims[id] = c
+		}
+	}
+	for id, c := range inv.addedClaims {
+		claims[id] = c
+	}
+
+	views := make(map[string]*poolView, len(m.pools))
+	for name := range m.pools {
+		views[name] = &poolView{}
+	}
+	inv.orphans = inv.orphans[:0]
+	warmNow := map[string]bool{}
+	seen := map[string]bool{} // jobs whose live allocations are accounted for
+	for id, j := range inv.jobs {
+		if j.ParentID == "" {
+			continue
+		}
+		if _, purged := inv.removedJobs[id]; purged {
+			continue
+		}
+		seen[id] = true
+		in := classify(j, inv.allocs[id], claims)
+		v := views[in.pool]
+		if v == nil {
+			inv.orphans = append(inv.orphans, in)
+			continue
+		}
+		v.all = append(v.all, in)
+		switch in.state {
+		case stateStarting:
+			v.counts.Starting++
+		case stateWarm:
+			v.counts.Warm++
+			warmNow[id] = true
+			if !inv.warmBefore[id] {
+				m.pools[in.pool].failures = 0 // a new warm instance: the template works
+			}
+			p := m.pools[in.pool]
+			if !inv.reserved[in.allocID] && !inv.busy[id] && (p.tmpl == nil || p.tmpl.hash == in.hash) {
+				v.candidates = append(v.candidates, in)
+			}
+		case stateClaimed:
+			v.counts.Claimed++
+		case stateFailed:
+			v.counts.Failed++
+			for _, a := range inv.allocs[id] {
+				if isLive(a) {
+					v.stopping++
+				}
+			}
+		}
+	}
+	inv.warmBefore = warmNow
+	for id, allocs := range inv.allocs {
+		if seen[id] {
+			continue
+		}
+		pool, _, _, _ := parseJobID(id)
+		if v := views[pool]; v != nil {
+			v.stopping += len(allocs)
+		}
+	}
+	for name, p := range m.pools {
+		v := views[name]
+		for id, idx := range p.expected {
+			if _, listed := inv.jobs[id]; listed || idx <= inv.jobsIndex {
+				delete(p.expected, id)
+			}
+		}
+		v.counts.Starting += p.inflight + len(p.expected)
+		slices.SortFunc(v.candidates, func(a, b *instance) int { return a.submitted.Compare(b.submitted) })
+		p.view = *v
+	}
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.signalChangeLocked()
+	m.kickReplenish()
+}
+
+// signalChangeLocked wakes the OnChange notifier when any count changed.
+func (m *Manager) signalChangeLocked() {
+	if m.onChange == nil {
+		return
+	}
+	changed := false
+	for name, p := range m.pools {
+		if s := p.stats(); m.lastSent[name] != s {
+			m.lastSent[name] = s
+			changed = true
+		}
+	}
+	if changed {
+		select {
+		case m.notify <- struct{}{}:
+		default:
+		}
+	}
+}

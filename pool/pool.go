@@ -1,0 +1,390 @@
+// Package pool keeps per-node pools of pre-warmed Nomad allocations and hands
+// them out atomically.
+//
+// For every configured pool the Manager registers one parameterized batch job
+// pinned to its node (the warm template), dispatches children of it until
+// `size` of them are warm, and claims a warm child by creating a Nomad
+// Variable with check-and-set index 0. Counts come from Nomad (jobs,
+// allocations and claim variables, watched with blocking queries), so they
+// are exact after a restart. The package only talks to the Nomad HTTP API
+// through github.com/hashicorp/nomad/api and can be used without the driver.
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
+)
+
+// Defaults for optional Config and Options fields.
+const (
+	DefaultNamespace    = "default"
+	DefaultClaimTimeout = 30 * time.Second
+)
+
+// ErrUnknownPool is returned (wrapped, with the pools this node has) by calls
+// that name a pool the Manager was not configured with.
+var ErrUnknownPool = errors.New("unknown pool")
+
+// ErrNotFound is returned (wrapped) by Get when a claim record does not exist.
+var ErrNotFound = errors.New("claim not found")
+
+// ErrStopped is returned (wrapped) by calls made after Stop.
+var ErrStopped = errors.New("pool manager stopped")
+
+// Config is one pool on this node.
+type Config struct {
+	Name         string        // letters, digits, '-' and '_'; part of job IDs and variable paths
+	Jobspec      string        // path of the warm template jobspec (one group, one task)
+	Size         int           // warm allocations kept ready
+	Max          int           // warm + starting + claimed never exceeds this
+	ClaimTimeout time.Duration // how long a claim may wait when its context has no deadline
+}
+
+// Options configures a Manager.
+type Options struct {
+	Client    *api.Client
+	NodeID    string // the Nomad node whose pools this Manager keeps
+	Namespace string // where warm jobs and claim records live; default "default"
+	Pools     []Config
+	Logger    hclog.Logger
+	// OnChange is called, from a goroutine of the Manager, after the counts of
+	// any pool changed. Calls are coalesced, not queued; it may block.
+	OnChange func()
+}
+
+// Stats are one pool's counts, from the Manager's inventory.
+type Stats struct {
+	Size     int
+	Max      int
+	Warm     int // running, task running, unclaimed
+	Starting int // dispatched (or being dispatched), not yet warm
+	Claimed  int // has a claim record
+	Failed   int // died unclaimed; being purged and replaced
+	// Error says why the pool cannot work as configured (bad config or
+	// template), empty when it is fine.
+	Error string `json:",omitempty"`
+}
+
+// Manager keeps the pools of one node. Create it with New, then Start it;
+// Stop it when done.
+type Manager struct {
+	client    *api.Client
+	nodeID    string
+	node8     string
+	namespace string
+	log       hclog.Logger
+	onChange  func()
+	instance  string // this Manager's id, recorded on what it dispatches
+	pools     map[string]*pool
+	names     []string // sorted pool names
+
+	mu       sync.Mutex
+	inv      inventory
+	changed  chan struct{} // closed and replaced whenever the inventory changes
+	lastSent map[string]Stats
+	watchErr map[string]error // per watcher, nil when current
+	node     *api.Node        // this node, for template defaults; may be nil
+	started  bool
+	stopped  bool // no new goroutines once set
+	// claimCache holds claim records read or written, by path: records
+	// never change, so a copy is good until the record is deleted.
+	claimCache map[string]*claimRecord
+
+	startTimeout   time.Duration
+	reconcileEvery time.Duration
+
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	kick       chan struct{} // wakes the replenisher
+	notify     chan struct{} // wakes the OnChange notifier
+	dispatchSL chan struct{} // bounds concurrent dispatches and purges
+}
+
+// pool is one configured pool; every field below cfg is guarded by Manager.mu.
+type pool struct {
+	cfg   Config
+	jobID string
+
+	tmpl     *warmTemplate // what is registered; nil until it is
+	err      error         // config or template problem; see Stats.Error
+	inflight int           // dispatch calls not yet answered
+	expected map[string]uint64
+	waiters  int
+	failures int
+	retryAt  time.Time
+	lastErr  error
+	view     poolView
+}
+
+var poolName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// New validates opts and returns a Manager that is not yet running. Problems
+// with a single pool do not fail New: that pool reports them from Start,
+// Stats and Claim, and the other pools work.
+func New(opts Options) (*Manager, error) {
+	if opts.Client == nil {
+		return nil, errors.New("create pool manager: no nomad api client")
+	}
+	if len(opts.NodeID) < 8 {
+		return nil, fmt.Errorf("create pool manager: node id %q is not a nomad node id", opts.NodeID)
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = DefaultNamespace
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	id := make([]byte, 4)
+	_, _ = rand.Read(id)
+	m := &Manager{
+		client:     opts.Client,
+		nodeID:     opts.NodeID,
+		node8:      opts.NodeID[:8],
+		namespace:  opts.Namespace,
+		log:        opts.Logger,
+		onChange:   opts.OnChange,
+		instance:   hex.EncodeToString(id),
+		pools:      map[string]*pool{},
+		changed:    make(chan struct{}),
+		lastSent:   map[string]Stats{},
+		watchErr:   map[string]error{},
+		kick:       make(chan struct{}, 1),
+		notify:     make(chan struct{}, 1),
+		dispatchSL: make(chan struct{}, 8),
+		claimCache: map[string]*claimRecord{},
+
+		startTimeout:   defaultStartTimeout,
+		reconcileEvery: defaultReconcileEvery,
+	}
+	m.inv = newInventory()
+	for _, c := range opts.Pools {
+		if _, dup := m.pools[c.Name]; dup {
+			return nil, fmt.Errorf("create pool manager: pool %q is configured twice", c.Name)
+		}
+		p := &pool{cfg: c, jobID: ParentJobID(c.Name, opts.NodeID), expected: map[string]uint64{}}
+		p.err = validateConfig(c)
+		if p.cfg.ClaimTimeout <= 0 {
+			p.cfg.ClaimTimeout = DefaultClaimTimeout
+		}
+		m.pools[c.Name] = p
+		m.names = append(m.names, c.Name)
+	}
+	slices.Sort(m.names)
+	return m, nil
+}
+
+func validateConfig(c Config) error {
+	switch {
+	case !poolName.MatchString(c.Name):
+		return fmt.Errorf("pool %q: name must be 1-64 letters, digits, '-' or '_'", c.Name)
+	case c.Jobspec == "":
+		return fmt.Errorf("pool %q: jobspec is required", c.Name)
+	case c.Size < 0:
+		return fmt.Errorf("pool %q: size %d is negative", c.Name, c.Size)
+	case c.Max < 1:
+		return fmt.Errorf("pool %q: max %d must be at least 1", c.Name, c.Max)
+	case c.Max < c.Size:
+		return fmt.Errorf("pool %q: max %d is less than size %d", c.Name, c.Max, c.Size)
+	}
+	return nil
+}
+
+// ParentJobID is the ID of the warm template job of pool on node.
+func ParentJobID(pool, nodeID string) string {
+	return "agentkernel-pool-" + pool + "-" + nodeID[:min(8, len(nodeID))]
+}
+
+// Start registers the warm templates, reads the inventory and starts the
+// watch, replenish and reconcile loops. The returned error names every pool
+// that cannot work and why; the Manager runs anyway, the other pools work,
+// and Stop must still be called.
+func (m *Manager) Start(ctx context.Context) error {
+	m.mu.Lock()
+	if m.started {
+		m.mu.Unlock()
+		return errors.New("start pool manager: already started")
+	}
+	m.started = true
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.mu.Unlock()
+
+	m.log.Info("starting pool manager", "node_id", m.nodeID, "namespace", m.namespace, "pools", strings.Join(m.names, ","))
+	m.loadNode(ctx)
+	var errs []error
+	for _, name := range m.names {
+		if err := m.ensureTemplate(ctx, m.pools[name], true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	indexes, err := m.syncInventory(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	m.goFn(func() { m.watchJobs(indexes.jobs) })
+	m.goFn(func() { m.watchAllocs(indexes.allocs) })
+	m.goFn(func() { m.watchClaims(indexes.claims) })
+	m.goFn(m.replenishLoop)
+	m.goFn(m.reconcileLoop)
+	if m.onChange != nil {
+		m.goFn(m.notifyLoop)
+	}
+	m.kickReplenish()
+	return errors.Join(errs...)
+}
+
+// Stop stops every goroutine the Manager started and waits for them. Warm
+// allocations stay: a restarted Manager adopts them.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	cancel := m.cancel
+	m.stopped = true
+	m.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	m.wg.Wait()
+}
+
+// Pools returns the configured pool names, sorted.
+func (m *Manager) Pools() []string { return slices.Clone(m.names) }
+
+// Stats returns every pool's counts. It reads memory only.
+func (m *Manager) Stats() map[string]Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]Stats, len(m.pools))
+	for name, p := range m.pools {
+		out[name] = p.stats()
+	}
+	return out
+}
+
+// Health returns nil while the inventory is current, else an error saying
+// which watch of the Nomad API is failing.
+func (m *Manager) Health() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, name := range []string{"jobs", "allocations", "claims"} {
+		if err := m.watchErr[name]; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *pool) stats() Stats {
+	s := p.view.counts
+	s.Size, s.Max = p.cfg.Size, p.cfg.Max
+	if p.err != nil {
+		s.Error = p.err.Error()
+	}
+	return s
+}
+
+// lookup returns the named pool or an ErrUnknownPool error listing the pools.
+func (m *Manager) lookup(name string) (*pool, error) {
+	if p, ok := m.pools[name]; ok {
+		return p, nil
+	}
+	quoted := make([]string, len(m.names))
+	for i, n := range m.names {
+		quoted[i] = strconv.Quote(n)
+	}
+	has := "no pools"
+	if len(quoted) > 0 {
+		has = "pools " + strings.Join(quoted, ", ")
+	}
+	return nil, fmt.Errorf("%w %q: this node has %s", ErrUnknownPool, name, has)
+}
+
+// running returns the Manager's context, or an error before Start or after Stop.
+func (m *Manager) running() (context.Context, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx == nil {
+		return nil, errors.New("pool manager not started")
+	}
+	if m.ctx.Err() != nil {
+		return nil, ErrStopped
+	}
+	return m.ctx, nil
+}
+
+// goFn runs fn in a goroutine that Stop waits for. After Stop it runs
+// nothing: what fn would have done is left to the next Manager's reconcile.
+func (m *Manager) goFn(fn func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		fn()
+	}()
+}
+
+func (m *Manager) kickReplenish() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// notifyLoop calls OnChange, coalescing bursts of changes into one call.
+func (m *Manager) notifyLoop() {
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.notify:
+			m.onChange()
+		}
+	}
+}
+
+// loadNode reads this node's datacenter, node pool and name, used to fill
+// template defaults. A failure is logged: templates then keep their own.
+func (m *Manager) loadNode(ctx context.Context) {
+	var node *api.Node
+	err := call(ctx, retryAttempts, func(ctx context.Context) error {
+		var err error
+		node, _, err = m.client.Nodes().Info(m.nodeID, queryOpts(ctx, ""))
+		return err
+	})
+	if err != nil {
+		m.log.Warn("cannot read this node; warm templates keep their own datacenters and node pool", "node_id", m.nodeID, "error", err)
+		return
+	}
+	m.mu.Lock()
+	m.node = node
+	m.mu.Unlock()
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether d elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

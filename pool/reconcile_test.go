@@ -1,0 +1,160 @@
+package pool
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/pool/pooltest"
+)
+
+func writeFile(path, body string) error { return os.WriteFile(path, []byte(body), 0o600) }
+
+// A claim record whose sandbox allocation no longer exists (this node's) is
+// deleted; another node's record is left alone.
+func TestReconcileDeletesLeakedClaim(t *testing.T) {
+	m, srv := fakeManager(t, nil, Config{Name: "py", Size: 0, Max: 1})
+	leaked := ClaimPath("py", "00000000-dead-4000-8000-000000000000")
+	foreign := ClaimPath("py", "00000000-f0f0-4000-8000-000000000000")
+	srv.PutVar(leaked, api.VariableItems{itemNode: pooltest.NodeID, itemJob: "agentkernel-pool-py-5c1a1e2b/dispatch-1-x"})
+	srv.PutVar(foreign, api.VariableItems{itemNode: "other-node"})
+	waitFor(t, 5*time.Second, "claims listed", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.inv.claims) == 2
+	})
+	m.reconcile(ctx(t, 5*time.Second))
+	if len(srv.Vars(leaked)) != 0 {
+		t.Error("leaked claim not deleted")
+	}
+	if len(srv.Vars(foreign)) != 1 {
+		t.Error("another node's claim deleted")
+	}
+}
+
+// A claimed sandbox whose owner allocation is gone or finished is purged
+// with its claim; one whose owner runs is kept.
+func TestReconcilePurgesClaimsOfGoneOwners(t *testing.T) {
+	m, srv := fakeManager(t, nil, Config{Name: "py", Size: 3, Max: 3})
+	waitFor(t, 5*time.Second, "3 warm", func() bool { return m.Stats()["py"].Warm == 3 })
+	srv.AddAlloc(&api.Allocation{ID: "owner-running", ClientStatus: "running", DesiredStatus: "run",
+		TaskStates: map[string]*api.TaskState{"agent": {State: "running"}}})
+	srv.AddAlloc(&api.Allocation{ID: "owner-done", ClientStatus: "complete", DesiredStatus: "run"})
+	srv.AddAlloc(&api.Allocation{ID: "owner-task-dead", ClientStatus: "running", DesiredStatus: "run",
+		TaskStates: map[string]*api.TaskState{"agent": {State: "dead"}}})
+	keep := claim(t, m, Owner{AllocID: "owner-running", TaskName: "agent"})
+	done := claim(t, m, Owner{AllocID: "owner-done", TaskName: "agent"})
+	dead := claim(t, m, Owner{AllocID: "owner-task-dead", TaskName: "agent"})
+	// A Manager restart loses the local claim cache: reconcile reads records.
+	m.mu.Lock()
+	m.claimCache = map[string]*claimRecord{}
+	m.mu.Unlock()
+	waitFor(t, 5*time.Second, "claims listed", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.inv.claims) == 3
+	})
+	m.reconcile(ctx(t, 5*time.Second))
+	if srv.Job(keep.JobID) == nil || len(srv.Vars(ClaimPath("py", keep.AllocID))) != 1 {
+		t.Error("claim of a running owner removed")
+	}
+	for _, c := range []*Claim{done, dead} {
+		if srv.Job(c.JobID) != nil || len(srv.Vars(ClaimPath("py", c.AllocID))) != 0 {
+			t.Errorf("claim of finished owner %s not cleaned", c.Owner.AllocID)
+		}
+	}
+	waitFor(t, 5*time.Second, "refilled", func() bool { s := m.Stats()["py"]; return s.Claimed == 1 && s.Warm == 2 })
+}
+
+// Unclaimed instances of a pool no longer configured are purged, then its
+// template job.
+func TestReconcileRemovesUnconfiguredPool(t *testing.T) {
+	srv := pooltest.New()
+	t.Cleanup(srv.Close)
+	spec := jobspecFile(t, "job {}")
+	m1 := newManager(t, srv, nil, Config{Name: "py", Jobspec: spec, Size: 1, Max: 2}, Config{Name: "go", Jobspec: spec, Size: 2, Max: 2})
+	if err := m1.Start(ctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "go pool warm", func() bool { return m1.Stats()["go"].Warm == 2 && m1.Stats()["py"].Warm == 1 })
+	m1.Stop()
+
+	m2 := newManager(t, srv, nil, Config{Name: "py", Jobspec: spec, Size: 1, Max: 2})
+	if err := m2.Start(ctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	goParent := ParentJobID("go", pooltest.NodeID)
+	waitFor(t, 5*time.Second, "go pool gone", func() bool {
+		m2.reconcile(ctx(t, 5*time.Second))
+		return len(srv.Children(goParent)) == 0 && srv.Job(goParent) == nil
+	})
+	if s := m2.Stats()["py"]; s.Warm != 1 {
+		t.Fatalf("configured pool disturbed: %+v", s)
+	}
+}
+
+// A new Manager sees exact counts as soon as Start returns.
+func TestCountsExactAfterRestart(t *testing.T) {
+	srv := pooltest.New()
+	t.Cleanup(srv.Close)
+	spec := jobspecFile(t, "job {}")
+	m1 := newManager(t, srv, nil, Config{Name: "py", Jobspec: spec, Size: 3, Max: 6})
+	if err := m1.Start(ctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "3 warm", func() bool { return m1.Stats()["py"].Warm == 3 })
+	claim(t, m1, Owner{})
+	claim(t, m1, Owner{})
+	waitFor(t, 5*time.Second, "refilled", func() bool { s := m1.Stats()["py"]; return s.Warm == 3 && s.Claimed == 2 })
+	m1.Stop()
+	srv.SetStartDelay(time.Hour) // anything dispatched now would stay starting
+
+	m2 := newManager(t, srv, nil, Config{Name: "py", Jobspec: spec, Size: 3, Max: 6})
+	if err := m2.Start(ctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m2.Stats()["py"], (Stats{Size: 3, Max: 6, Warm: 3, Claimed: 2}); got != want {
+		t.Fatalf("after restart %+v, want %+v", got, want)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := len(srv.Children(ParentJobID("py", pooltest.NodeID))); got != 5 {
+		t.Fatalf("restart dispatched more: %d children, want 5", got)
+	}
+}
+
+func TestStatusAndPrint(t *testing.T) {
+	m, srv := fakeManager(t, nil, Config{Name: "py", Size: 2, Max: 4})
+	waitFor(t, 5*time.Second, "2 warm", func() bool { return m.Stats()["py"].Warm == 2 })
+	claim(t, m, Owner{})
+	waitFor(t, 5*time.Second, "refilled", func() bool { s := m.Stats()["py"]; return s.Warm == 2 && s.Claimed == 1 })
+	st, err := Status(ctx(t, 5*time.Second), srv.Client(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := NodePoolStatus{NodeID: pooltest.NodeID, NodeName: "fake-node", Pool: "py", Stats: Stats{Size: 2, Max: 4, Warm: 2, Claimed: 1}}
+	if len(st) != 1 || st[0] != want {
+		t.Fatalf("status %+v, want %+v", st, want)
+	}
+	var b bytes.Buffer
+	if err := PrintStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NODE POOL SIZE MAX WARM STARTING CLAIMED FAILED" ||
+		strings.Join(strings.Fields(lines[1]), " ") != "fake-node py 2 4 2 0 1 0" {
+		t.Fatalf("table:\n%s", b.String())
+	}
+}
+
+func claim(t *testing.T, m *Manager, o Owner) *Claim {
+	t.Helper()
+	c, err := m.Claim(ctx(t, 5*time.Second), "py", o)
+	if err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	return c
+}

@@ -1,0 +1,247 @@
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+const (
+	replenishEvery   = 10 * time.Second // safety net; normally a change wakes it
+	dispatchBase     = 500 * time.Millisecond
+	dispatchMaxDelay = 2 * time.Minute
+	// defaultStartTimeout is how long a warm instance may stay starting
+	// (placement, image pulls, artifacts) before it is replaced.
+	defaultStartTimeout = 5 * time.Minute
+)
+
+// replenishLoop keeps every pool at its target. It runs after each change
+// of the inventory, claim or release, and when a dispatch backoff ends.
+func (m *Manager) replenishLoop() {
+	t := time.NewTimer(replenishEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.kick:
+		case <-t.C:
+		}
+		next := time.Now().Add(replenishEvery)
+		for _, name := range m.names {
+			if at := m.replenish(m.pools[name]); !at.IsZero() && at.Before(next) {
+				next = at
+			}
+		}
+		t.Reset(max(time.Until(next), 10*time.Millisecond))
+	}
+}
+
+// plan is what one replenish pass does to a pool.
+type plan struct {
+	purge    []*instance // dead: purge outright
+	retire   []*instance // unwanted but maybe alive: retire under a claim
+	dispatch int
+}
+
+// replenish plans and starts the work that brings pool p to its target:
+// warm + starting = size (+ waiting claims) while warm + starting + claimed
+// (+ allocations still stopping) stays within max. It returns when the next
+// pass is due because of a dispatch backoff, or zero.
+func (m *Manager) replenish(p *pool) time.Time {
+	m.mu.Lock()
+	if p.tmpl == nil { // never registered: nothing to dispatch from
+		m.mu.Unlock()
+		return time.Time{}
+	}
+	pl, retryAt := m.planLocked(p, time.Now())
+	p.inflight += pl.dispatch
+	for _, in := range append(pl.purge, pl.retire...) {
+		m.inv.busy[in.jobID] = true
+	}
+	if len(pl.purge)+len(pl.retire)+pl.dispatch > 0 {
+		m.rebuildLocked()
+	}
+	m.mu.Unlock()
+
+	for _, in := range pl.purge {
+		m.goFn(func() { m.runRemoval(in, "", p) })
+	}
+	for _, in := range pl.retire {
+		m.goFn(func() { m.runRemoval(in, retireReason(in, p), p) })
+	}
+	for range pl.dispatch {
+		m.goFn(func() { m.dispatch(p) })
+	}
+	return retryAt
+}
+
+func retireReason(in *instance, p *pool) string {
+	switch {
+	case p.tmpl != nil && in.hash != p.tmpl.hash:
+		return "template changed"
+	case in.state == stateStarting:
+		return "did not start in time"
+	default:
+		return "more warm instances than the pool size"
+	}
+}
+
+// planLocked decides a pass for p from its current view.
+func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
+	var pl plan
+	v, hash := &p.view, p.tmpl.hash
+	warm, starting := v.counts.Warm, v.counts.Starting
+	var spare []*instance // current, warm, not reserved: may be trimmed
+	retiring, claiming := 0, 0
+	for _, in := range v.all {
+		switch {
+		case m.inv.busy[in.jobID]:
+			// Being removed: it still holds resources until it stops.
+			switch in.state {
+			case stateWarm:
+				warm--
+				retiring++
+			case stateStarting:
+				starting--
+				retiring++
+			}
+		case in.allocID != "" && m.inv.reserved[in.allocID]:
+			// A Claim is taking it right now: plan as if it were claimed,
+			// or waiting claims would be counted against it twice.
+			if in.state == stateWarm {
+				warm--
+				claiming++
+			}
+		case in.state == stateFailed:
+			pl.purge = append(pl.purge, in)
+		case in.state == stateWarm && in.hash != hash:
+			pl.retire = append(pl.retire, in)
+			warm--
+		case in.state == stateStarting && (in.hash != hash || now.Sub(in.submitted) > m.startTimeout):
+			pl.retire = append(pl.retire, in)
+			starting--
+			if in.hash == hash {
+				p.noteFailure(now, fmt.Errorf("warm instance %s did not become warm within %s", in.jobID, m.startTimeout))
+			}
+		case in.state == stateWarm:
+			spare = append(spare, in)
+		}
+	}
+	// Instances being removed keep their resources until they stop.
+	occupied := v.counts.Claimed + claiming + v.stopping + retiring + len(pl.retire)
+	target := min(p.cfg.Size+p.waiters, p.cfg.Max-occupied)
+	need := target - (warm + starting)
+	switch {
+	case need > 0 && now.Before(p.retryAt):
+		return pl, p.retryAt
+	case need > 0:
+		pl.dispatch = need
+	case need < 0 && p.waiters == 0 && p.inflight == 0 && len(p.expected) == 0:
+		// Surplus (claims that gave up waiting, a smaller size): trim
+		// the newest warm ones; starting ones finish first.
+		for i := len(spare) - 1; i >= 0 && need < 0; i-- {
+			pl.retire = append(pl.retire, spare[i])
+			need++
+		}
+	}
+	if len(pl.purge) > 0 {
+		p.noteFailure(now, fmt.Errorf("%d warm instance(s) died before being claimed", len(pl.purge)))
+	}
+	return pl, time.Time{}
+}
+
+// noteFailure pushes the next dispatch of p back, exponentially with jitter.
+func (p *pool) noteFailure(now time.Time, err error) {
+	p.failures++
+	p.lastErr = err
+	p.retryAt = now.Add(backoff(p.failures-1, dispatchBase, dispatchMaxDelay))
+}
+
+// runRemoval purges (why == "") or retires an instance and clears its busy
+// mark either way.
+func (m *Manager) runRemoval(in *instance, why string, p *pool) {
+	ctx, cancel := context.WithTimeout(m.ctx, cleanupTimeout)
+	defer cancel()
+	m.dispatchSL <- struct{}{}
+	defer func() { <-m.dispatchSL }()
+	var err error
+	if why == "" {
+		err = m.purgeJob(ctx, in.jobID)
+		if err == nil {
+			m.log.Info("purged dead warm instance", "pool", in.pool, "job_id", in.jobID, "alloc_id", in.allocID)
+		}
+	} else {
+		err = m.retire(ctx, in, why)
+	}
+	m.mu.Lock()
+	delete(m.inv.busy, in.jobID)
+	m.rebuildLocked()
+	m.mu.Unlock()
+	if err != nil && m.ctx.Err() == nil {
+		m.log.Error("removing warm instance failed; will retry", "pool", p.cfg.Name, "job_id", in.jobID, "error", err)
+	}
+	m.kickReplenish()
+}
+
+// dispatch starts one warm instance of p. The child is counted as starting
+// from before the call until the job list shows it, so no pass creates more
+// than the target from a list that trails the dispatches.
+func (m *Manager) dispatch(p *pool) {
+	select {
+	case m.dispatchSL <- struct{}{}:
+	case <-m.ctx.Done():
+		m.mu.Lock()
+		p.inflight--
+		m.mu.Unlock()
+		return
+	}
+	defer func() { <-m.dispatchSL }()
+	token := make([]byte, 12)
+	_, _ = rand.Read(token)
+	var resp *api.JobDispatchResponse
+	err := call(m.ctx, retryAttempts, func(ctx context.Context) error {
+		wo := writeOpts(ctx, m.namespace)
+		// The same token on every attempt: a retry after a lost answer
+		// returns the first child instead of making a second.
+		wo.IdempotencyToken = hex.EncodeToString(token)
+		var err error
+		resp, _, err = m.client.Jobs().DispatchOpts(&api.DispatchOptions{
+			JobID: p.jobID,
+			Meta:  map[string]string{metaDispatcher: m.instance},
+		}, wo)
+		return err
+	})
+	now := time.Now()
+	m.mu.Lock()
+	p.inflight--
+	if err == nil {
+		p.expected[resp.DispatchedJobID] = resp.JobCreateIndex
+	} else if m.ctx.Err() == nil {
+		err = fmt.Errorf("dispatch warm instance of pool %q from %s: %w", p.cfg.Name, p.jobID, err)
+		p.noteFailure(now, err)
+	}
+	m.rebuildLocked()
+	m.mu.Unlock()
+	switch {
+	case err == nil:
+		m.log.Debug("dispatched warm instance", "pool", p.cfg.Name, "job_id", resp.DispatchedJobID)
+	case m.ctx.Err() != nil:
+	default:
+		m.log.Error("dispatch failed; backing off", "pool", p.cfg.Name, "error", err)
+		if isNotFound(err) {
+			// The template job is gone (deregistered behind our back):
+			// register it again.
+			m.goFn(func() {
+				ctx, cancel := context.WithTimeout(m.ctx, cleanupTimeout)
+				defer cancel()
+				_ = m.ensureTemplate(ctx, p, true) // logs and records its error
+			})
+		}
+	}
+	m.kickReplenish()
+}

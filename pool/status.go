@@ -1,0 +1,148 @@
+package pool
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// NodePoolStatus is one pool on one node, as Nomad shows it.
+type NodePoolStatus struct {
+	NodeID   string
+	NodeName string
+	Pool     string
+	Stats
+}
+
+// Status reads every node's pools in namespace from the Nomad API: the
+// template jobs, their dispatched children, live allocations and claims.
+// It is what `agentkernel-pool status` prints.
+func Status(ctx context.Context, c *api.Client, namespace string) ([]NodePoolStatus, error) {
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	var (
+		jobs   []*api.JobListStub
+		allocs []*api.AllocationListStub
+		vars   []*api.VariableMetadata
+	)
+	err := call(ctx, retryAttempts, func(ctx context.Context) error {
+		q := queryOpts(ctx, namespace)
+		q.Prefix = jobPrefix
+		var err error
+		jobs, _, err = c.Jobs().ListOptions(&api.JobListOptions{Fields: &api.JobListFields{Meta: true}}, q)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pool status: list pool jobs in namespace %q: %w", namespace, err)
+	}
+	err = call(ctx, retryAttempts, func(ctx context.Context) error {
+		q := queryOpts(ctx, namespace)
+		q.Filter = fmt.Sprintf(`JobID matches "^%s" and (ClientStatus == "pending" or ClientStatus == "running" or ClientStatus == "unknown")`, jobPrefix)
+		var err error
+		allocs, _, err = c.Allocations().List(q)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pool status: list pool allocations in namespace %q: %w", namespace, err)
+	}
+	err = call(ctx, retryAttempts, func(ctx context.Context) error {
+		var err error
+		vars, _, err = c.Variables().PrefixList(claimRoot, queryOpts(ctx, namespace))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pool status: list claim records in namespace %q: %w", namespace, err)
+	}
+	return buildStatus(jobs, allocs, vars), nil
+}
+
+func buildStatus(jobs []*api.JobListStub, allocs []*api.AllocationListStub, vars []*api.VariableMetadata) []NodePoolStatus {
+	byJob := map[string][]*api.AllocationListStub{}
+	for _, a := range allocs {
+		if isLive(a) {
+			byJob[a.JobID] = append(byJob[a.JobID], a)
+		}
+	}
+	claims := map[string]claimRef{}
+	for _, v := range vars {
+		if pool, allocID, ok := parseClaimPath(v.Path); ok {
+			claims[allocID] = claimRef{pool: pool, path: v.Path, index: v.ModifyIndex}
+		}
+	}
+	type key struct{ node, pool string }
+	rows := map[key]*NodePoolStatus{}
+	row := func(node, node8, pool string) *NodePoolStatus {
+		if node == "" {
+			node = node8
+		}
+		k := key{node, pool}
+		if rows[k] == nil {
+			rows[k] = &NodePoolStatus{NodeID: node, Pool: pool}
+		}
+		return rows[k]
+	}
+	for _, j := range jobs {
+		pool, node8, child, ok := parseJobID(j.ID)
+		if !ok {
+			continue
+		}
+		if p := j.Meta[metaPool]; p != "" {
+			pool = p
+		}
+		r := row(j.Meta[metaNode], node8, pool)
+		if r.NodeName == "" {
+			r.NodeName = j.Meta[metaNodeName]
+		}
+		if !child {
+			r.Size, _ = strconv.Atoi(j.Meta[metaSize])
+			r.Max, _ = strconv.Atoi(j.Meta[metaMax])
+			continue
+		}
+		switch classify(j, byJob[j.ID], claims).state {
+		case stateStarting:
+			r.Starting++
+		case stateWarm:
+			r.Warm++
+		case stateClaimed:
+			r.Claimed++
+		case stateFailed:
+			r.Failed++
+		}
+	}
+	out := make([]NodePoolStatus, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b NodePoolStatus) int {
+		return cmp.Or(cmp.Compare(a.NodeName, b.NodeName), cmp.Compare(a.NodeID, b.NodeID), cmp.Compare(a.Pool, b.Pool))
+	})
+	return out
+}
+
+// PrintStatus writes st as a table: node, pool, size, max, warm, starting,
+// claimed, failed.
+func PrintStatus(w io.Writer, st []NodePoolStatus) error {
+	if len(st) == 0 {
+		_, err := fmt.Fprintln(w, "No agentkernel-pool pools found.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	_, err := fmt.Fprintln(tw, "NODE\tPOOL\tSIZE\tMAX\tWARM\tSTARTING\tCLAIMED\tFAILED")
+	for _, s := range st {
+		node := s.NodeName
+		if node == "" {
+			node = s.NodeID[:min(8, len(s.NodeID))]
+		}
+		_, e := fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", node, s.Pool, s.Size, s.Max, s.Warm, s.Starting, s.Claimed, s.Failed)
+		err = errors.Join(err, e)
+	}
+	return errors.Join(err, tw.Flush())
+}
