@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -24,8 +25,9 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 		return nil, fmt.Errorf("nomad api client: %w", err)
 	}
 	var (
-		mu  sync.Mutex
-		mgr *pool.Manager
+		mu        sync.Mutex
+		mgr       *pool.Manager
+		allocRoot string // the client's allocation dir on this host
 	)
 	runner := &sandbox.Runner{Client: client, Logger: logger.Named("sandbox")}
 	return &Backend{
@@ -42,10 +44,13 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 			return err
 		},
 		StartPool: func(ctx context.Context) (Pool, error) {
-			nodeID, err := localNodeID(ctx, client, logger)
+			nodeID, root, err := localNode(ctx, client, logger)
 			if err != nil {
 				return nil, err
 			}
+			mu.Lock()
+			allocRoot = root
+			mu.Unlock()
 			m, err := pool.New(pool.Options{
 				Client: client, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
 				Logger: logger.Named("pool"), OnChange: onChange,
@@ -62,6 +67,13 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 			mu.Unlock()
 			return m, nil
 		},
+		Prime: func(ctx context.Context, w pool.WarmAlloc) error {
+			mu.Lock()
+			root := allocRoot
+			mu.Unlock()
+			return runner.Prime(ctx, sandbox.Ref{Namespace: cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
+				HostAllocDir: filepath.Join(root, w.AllocID)})
+		},
 		Stop: func() {
 			mu.Lock()
 			defer mu.Unlock()
@@ -73,25 +85,37 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 	}, nil
 }
 
-// localNodeID asks the local agent for its node id, retrying until it answers.
-func localNodeID(ctx context.Context, c *api.Client, logger hclog.Logger) (string, error) {
+// localNode asks the local agent for its node id and its allocation dir,
+// retrying until it answers.
+func localNode(ctx context.Context, c *api.Client, logger hclog.Logger) (string, string, error) {
 	backoff := 500 * time.Millisecond
 	for {
 		self, err := agentSelf(ctx, c)
 		if err == nil {
 			if id := self.Stats["client"]["node_id"]; id != "" {
-				return id, nil
+				return id, allocRootOf(self), nil
 			}
 			err = errors.New("the agent at this address runs no client: point address at the local agent")
 		}
 		logger.Warn("nomad api not ready; retrying", "address", c.Address(), "error", err, "in", backoff)
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("nomad api at %s: %w", c.Address(), err)
+			return "", "", fmt.Errorf("nomad api at %s: %w", c.Address(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 15*time.Second)
 	}
+}
+
+// allocRootOf is the client's allocation dir: client.alloc_dir, else <data_dir>/alloc.
+func allocRootOf(self *api.AgentSelf) string {
+	if c, ok := self.Config["Client"].(map[string]any); ok {
+		if d, ok := c["AllocDir"].(string); ok && d != "" {
+			return d
+		}
+	}
+	d, _ := self.Config["DataDir"].(string)
+	return filepath.Join(d, "alloc")
 }
 
 func agentSelf(ctx context.Context, c *api.Client) (*api.AgentSelf, error) {

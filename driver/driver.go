@@ -22,6 +22,7 @@ type Pool interface {
 	Release(ctx context.Context, c *pool.Claim) error
 	Get(ctx context.Context, pool, allocID string) (*pool.Claim, error)
 	Stats() map[string]pool.Stats
+	Warm() []pool.WarmAlloc
 }
 
 // Backend is how the driver reaches Nomad. Everything but StartPool works without
@@ -42,6 +43,8 @@ type Backend struct {
 	// StartPool connects to the Nomad API and starts the pools; it blocks until the
 	// API answers or ctx ends.
 	StartPool func(ctx context.Context) (Pool, error)
+	// Prime prepares a warm allocation's launch path; nil means no priming.
+	Prime func(ctx context.Context, w pool.WarmAlloc) error
 	// Stop stops what StartPool started.
 	Stop func()
 }
@@ -193,6 +196,13 @@ func (d *Driver) restartBackendLocked() {
 		d.pool = p
 		d.mu.Unlock()
 		d.health.set(plugin.HealthHealthy, "ready")
+		if b.Prime != nil {
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				d.primeLoop(ctx, p, b.Prime)
+			}()
+		}
 		d.watchAPI(ctx, b)
 	}()
 }

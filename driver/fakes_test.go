@@ -65,6 +65,8 @@ func (p *fakePool) Stats() map[string]pool.Stats {
 	return map[string]pool.Stats{"dev": {Size: 2, Max: 8, Warm: 2, Claimed: len(p.claims)}}
 }
 
+func (p *fakePool) Warm() []pool.WarmAlloc { return nil }
+
 func (p *fakePool) releasedIDs() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()

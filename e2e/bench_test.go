@@ -42,15 +42,22 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 	}
 	waitWarmAttr(b, d, "bench", size)
 	taskCfg := mustMsgpack(b, map[string]any{"pool": "bench", "command": "/bin/true", "args": nil})
-	root := b.TempDir()
+	root := filepath.Join(a.DataDir, "alloc")
 
-	var lat []time.Duration
+	evctx, evcancel := context.WithCancel(ctx)
+	defer evcancel()
+	events, err := d.TaskEvents(evctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lat, claimLat []time.Duration
+	misses := 0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		waitWarmAttr(b, d, "bench", size)
 		allocID := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, time.Now().UnixNano()&0xffffffffffff)
-		allocDir := filepath.Join(root, allocID)
+		allocDir := filepath.Join(root, allocID) // beside the sandboxes, as a real task's is
 		if err := os.MkdirAll(filepath.Join(allocDir, "agent", "private"), 0o755); err != nil {
 			b.Fatal(err)
 		}
@@ -63,6 +70,15 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		}
 		lat = append(lat, time.Since(begin))
 		b.StopTimer()
+		for ev := range events { // the claim event carries the claim's own latency
+			if cl, err := time.ParseDuration(ev.Annotations["claim_latency"]); err == nil {
+				claimLat = append(claimLat, cl)
+				if _, miss := ev.Annotations["waited"]; miss {
+					misses++
+				}
+				break
+			}
+		}
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if _, err := c.Driver.WaitTask(wctx, &drivers.WaitTaskRequest{TaskId: tc.Id}); err != nil {
 			b.Fatalf("WaitTask: %v", err)
@@ -75,6 +91,8 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 	}
 	b.StopTimer()
 	reportPercentiles(b, "start", lat)
+	reportPercentiles(b, "claim", claimLat)
+	b.ReportMetric(float64(misses), "misses")
 }
 
 func reportPercentiles(b *testing.B, name string, lat []time.Duration) {
