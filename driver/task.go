@@ -63,7 +63,6 @@ type taskHandle struct {
 	exit        *plugin.ExitResult
 	completedAt time.Time
 	stopping    bool
-	released    bool
 }
 
 func (h *taskHandle) setExit(r plugin.ExitResult) {
