@@ -138,20 +138,7 @@ func TestPluginKilledMidTask(t *testing.T) {
 		}
 		return false
 	})
-	if err := os.WriteFile(marker+".release", nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ts := waitTask(t, a, alloc.ID, "agent", "dead", 60*time.Second)
-	if code, _ := exitCode(ts); code != 5 {
-		t.Errorf("exit code %d, want 5; events:\n%s", code, events(ts))
-	}
-	if out := logs(t, a, alloc.ID, "agent"); strings.Count(out, "before") != 1 || !strings.Contains(out, "after") {
-		t.Errorf("output %q: want 'before' once and 'after'", out)
-	}
-	runs, _ := os.ReadFile(marker + ".runs")
-	if strings.Count(string(runs), "run") != 1 {
-		t.Errorf("the command ran %d times, want once", strings.Count(string(runs), "run"))
-	}
+	releaseLongRun(t, a, alloc.ID, marker, 60*time.Second)
 }
 
 // TestAgentRestartMidTask: a graceful agent restart (which restarts the plugin)
@@ -164,14 +151,21 @@ func TestAgentRestartMidTask(t *testing.T) {
 	waitFor(t, 30*time.Second, "first output", func() bool { return strings.Contains(logs(t, a, alloc.ID, "agent"), "before") })
 
 	a.Restart()
+	releaseLongRun(t, a, alloc.ID, marker, 90*time.Second)
+}
+
+// releaseLongRun lets jobs/long.nomad.hcl finish and checks that it ran once, that
+// its output before and after the disruption arrived once, and its exit code.
+func releaseLongRun(t *testing.T, a *nomadtest.Agent, allocID, marker string, within time.Duration) {
+	t.Helper()
 	if err := os.WriteFile(marker+".release", nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ts := waitTask(t, a, alloc.ID, "agent", "dead", 90*time.Second)
+	ts := waitTask(t, a, allocID, "agent", "dead", within)
 	if code, _ := exitCode(ts); code != 5 {
 		t.Errorf("exit code %d, want 5; events:\n%s", code, events(ts))
 	}
-	if out := logs(t, a, alloc.ID, "agent"); strings.Count(out, "before") != 1 || !strings.Contains(out, "after") {
+	if out := logs(t, a, allocID, "agent"); strings.Count(out, "before") != 1 || !strings.Contains(out, "after") {
 		t.Errorf("output %q: want 'before' once and 'after'", out)
 	}
 	runs, _ := os.ReadFile(marker + ".runs")
