@@ -85,6 +85,16 @@ func TestIdleSandboxExec(t *testing.T) {
 	if len(fields) != 2 || fields[0] != alloc.ID || strings.Contains(fields[1], alloc.ID) {
 		t.Errorf("exec saw NOMAD_ALLOC_ID and NOMAD_ALLOC_DIR %q; want the task's alloc id and the sandbox's own dir", out)
 	}
+	// The sandbox task's resource usage is the claimed sandbox's, through Nomad.
+	waitFor(t, 20*time.Second, "resource usage of the sandbox task", func() bool {
+		st, err := a.Client.Allocations().Stats(alloc, nil)
+		if err != nil {
+			return false
+		}
+		u := st.Tasks["agent"]
+		return u != nil && u.ResourceUsage != nil && u.ResourceUsage.MemoryStats != nil &&
+			(u.ResourceUsage.MemoryStats.RSS > 0 || u.ResourceUsage.MemoryStats.Usage > 0)
+	})
 	_, errOut, code = nomadCLI(t, a, "", "alloc", "stop", alloc.ID)
 	if code != 0 {
 		t.Fatalf("alloc stop: %s", errOut)
