@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -48,6 +49,16 @@ func TestCommandOutputAndExitCode(t *testing.T) {
 	// The used sandbox is purged, never reused, and the pool is back to size.
 	waitFor(t, 60*time.Second, "2 live warm instances and no claimed one", func() bool { return len(warmJobs(t, a)) == 2 })
 	waitWarm(t, a, "dev", 2)
+
+	// agentkernel-pool status shows the node's pool as Nomad has it.
+	out, err := exec.Command(filepath.Join(nomadtest.BuildPlugin(t), "agentkernel-pool"), "status", "-address", a.Addr).CombinedOutput()
+	node, nerr := a.Node(context.Background())
+	if nerr != nil {
+		t.Fatal(nerr)
+	}
+	if fields := strings.Fields(lastLine(string(out))); err != nil || len(fields) < 5 || fields[0] != node.Name || fields[1] != "dev" || fields[4] != "2" {
+		t.Errorf("agentkernel-pool status: want node %s, pool dev with 2 warm; got %v\n%s", node.Name, err, out)
+	}
 }
 
 // TestIdleSandboxExec: an idle sandbox answers nomad alloc exec with stdin, tty and a
@@ -219,4 +230,9 @@ func TestExecTemplateIsolated(t *testing.T) {
 	if !strings.Contains(out, "isolated") || !strings.Contains(out, "out:hello from the task env") {
 		t.Errorf("output %q: want the command isolated from the host, with the task env", out)
 	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
