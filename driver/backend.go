@@ -40,8 +40,10 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 			return usage(ctx, client, ns, allocID, task)
 		},
 		Check: func(ctx context.Context) error {
-			_, err := agentSelf(ctx, client)
-			return err
+			if _, err := agentSelf(ctx, client); err != nil {
+				return fmt.Errorf("nomad api at %s: %w", client.Address(), err)
+			}
+			return nil
 		},
 		StartPool: func(ctx context.Context) (Pool, error) {
 			nodeID, root, err := localNode(ctx, client, logger)
@@ -123,6 +125,10 @@ func agentSelf(ctx context.Context, c *api.Client) (*api.AgentSelf, error) {
 	defer cancel()
 	var self api.AgentSelf
 	if _, err := c.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		if ue := (api.UnexpectedResponseError{}); errors.As(err, &ue) && ue.StatusCode() == 403 {
+			// The token itself never appears: only what it lacks.
+			return nil, fmt.Errorf("read /v1/agent/self: %w: permission denied: the plugin's ACL token needs agent read (see example/acl.hcl), or it is missing or unknown: set token_file", err)
+		}
 		return nil, fmt.Errorf("read /v1/agent/self: %w", err)
 	}
 	return &self, nil

@@ -180,7 +180,9 @@ func (d *Driver) restartBackendLocked() {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		stopProbe := d.probeWhileStarting(ctx, b)
 		p, err := b.StartPool(ctx)
+		stopProbe()
 		if err != nil {
 			if ctx.Err() == nil {
 				d.logger.Error("starting pools failed", "error", err)
@@ -207,6 +209,51 @@ func (d *Driver) restartBackendLocked() {
 	}()
 }
 
+// startProbeEvery is how often the API is probed while the pools are starting.
+const startProbeEvery = 2 * time.Second
+
+// probeWhileStarting probes the Nomad API while StartPool waits for it, so the
+// health description says why it waits (API down, token refused) instead of
+// only "connecting". The returned func stops the probe; once it returns, the
+// probe sets no more health.
+func (d *Driver) probeWhileStarting(ctx context.Context, b *Backend) (stop func()) {
+	if b.Check == nil {
+		return func() {}
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	var mu sync.Mutex
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		t := time.NewTicker(startProbeEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-t.C:
+			}
+			cctx, ccancel := context.WithTimeout(pctx, apiCallTimeout)
+			err := b.Check(cctx)
+			ccancel()
+			mu.Lock()
+			if pctx.Err() == nil {
+				if err != nil {
+					d.health.set(plugin.HealthUnhealthy, "starting: "+oneLine(err))
+				} else {
+					d.health.set(plugin.HealthUnhealthy, "starting: connecting to the nomad api")
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() {
+		cancel()
+		mu.Lock() // wait out a probe that is setting health
+		mu.Unlock()
+	}
+}
+
 // watchAPI re-checks the Nomad API so the driver turns unhealthy while it is down
 // and healthy again once it is back, with no restart.
 func (d *Driver) watchAPI(ctx context.Context, b *Backend) {
@@ -228,7 +275,7 @@ func (d *Driver) watchAPI(ctx context.Context, b *Backend) {
 			return
 		}
 		if err != nil {
-			d.health.set(plugin.HealthUnhealthy, "nomad api: "+oneLine(err))
+			d.health.set(plugin.HealthUnhealthy, oneLine(err))
 		} else {
 			d.health.set(plugin.HealthHealthy, "ready")
 		}

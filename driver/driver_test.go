@@ -246,9 +246,9 @@ func TestUnknownPoolFailsAtOnceListingPools(t *testing.T) {
 func TestClaimFailureIsRecoverable(t *testing.T) {
 	e := newEnv(t)
 	e.configure(e.devPool())
-	e.pool.claimErr = errors.New("nomad api: 503")
+	e.pool.claimErr = errors.New(`claim warm allocation in pool "dev": nomad api: 503`)
 	_, err := e.c.Driver.StartTask(context.Background(), &drivers.StartTaskRequest{Task: e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)})
-	if err == nil || !recoverable(err) || !strings.Contains(err.Error(), `claim warm allocation in pool "dev"`) {
+	if err == nil || !recoverable(err) || !strings.Contains(err.Error(), `claim warm allocation in pool "dev": nomad api: 503`) {
 		t.Fatalf("want a recoverable claim error, got %v", err)
 	}
 }

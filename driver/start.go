@@ -52,7 +52,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	claim, err := pl.Claim(cctx, tc.Pool, owner)
 	if err != nil {
 		d.emit(cfg, fmt.Sprintf("No sandbox from pool %s after %s", tc.Pool, time.Since(begin).Round(time.Millisecond)), map[string]string{"pool": tc.Pool})
-		return nil, nil, plugin.Recoverable(fmt.Errorf("claim warm allocation in pool %q: %w", tc.Pool, err))
+		return nil, nil, plugin.Recoverable(err) // the pool's error names the pool and the call
 	}
 	latency := time.Since(begin)
 	defer func() {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -257,7 +258,7 @@ func (m *Manager) createClaim(ctx context.Context, path string, items api.Variab
 	var conflict api.ErrCASConflict
 	if !errors.As(err, &conflict) {
 		if err != nil {
-			return nil, fmt.Errorf("create claim record %s: %w", path, err)
+			return nil, fmt.Errorf("create claim record %s: %w", path, denied(err, fmt.Sprintf("variables write on %s/* in namespace %q", strings.TrimSuffix(claimRoot, "/"), m.namespace)))
 		}
 		return created, nil
 	}

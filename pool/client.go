@@ -85,6 +85,16 @@ func statusCode(err error) int {
 	return 0
 }
 
+// denied adds to a 403 answer which ACL capability the call needs, so the
+// operator sees what the plugin's token lacks; other errors pass unchanged.
+// The token itself is never part of the message.
+func denied(err error, need string) error {
+	if err == nil || statusCode(err) != http.StatusForbidden {
+		return err
+	}
+	return fmt.Errorf("%w: permission denied: the plugin's ACL token needs %s (see example/acl.hcl), or it is missing or unknown (token_file)", err, need)
+}
+
 // isNotFound reports whether err is Nomad's 404.
 func isNotFound(err error) bool {
 	return statusCode(err) == http.StatusNotFound || errors.Is(err, api.ErrVariablePathNotFound)

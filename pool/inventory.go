@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -100,7 +101,7 @@ func (m *Manager) syncInventory(ctx context.Context) (syncIndexes, error) {
 			return err
 		})
 		if err != nil {
-			err = fmt.Errorf("read %s of node %s: %w", s.name, m.nodeID, err)
+			err = fmt.Errorf("read %s of node %s: %w", s.name, m.nodeID, denied(err, listNeeds(s.name, m.namespace)))
 			m.setWatchErr(s.name, err)
 			errs = append(errs, err)
 		}
@@ -133,7 +134,7 @@ func (m *Manager) watch(name string, index uint64, list func(context.Context, ui
 		}
 		if err != nil {
 			fails++
-			err = fmt.Errorf("watch %s of node %s: %w", name, m.nodeID, err)
+			err = fmt.Errorf("watch %s of node %s: %w", name, m.nodeID, denied(err, listNeeds(name, m.namespace)))
 			m.setWatchErr(name, err)
 			m.log.Warn("inventory watch failed; retrying", "watch", name, "attempt", fails, "error", err)
 			if !sleepCtx(m.ctx, backoff(fails-1, 250*time.Millisecond, 30*time.Second)) {
@@ -356,4 +357,12 @@ func (m *Manager) signalChangeLocked() {
 		default:
 		}
 	}
+}
+
+// listNeeds names the ACL capability an inventory list needs.
+func listNeeds(list, namespace string) string {
+	if list == "claims" {
+		return fmt.Sprintf("variables list and read on %s/* in namespace %q", strings.TrimSuffix(claimRoot, "/"), namespace)
+	}
+	return fmt.Sprintf("list-jobs and read-job in namespace %q", namespace)
 }

@@ -229,6 +229,9 @@ func (m *Manager) Start(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := m.checkAccess(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	indexes, err := m.syncInventory(ctx)
 	if err != nil {
 		errs = append(errs, err)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -222,7 +223,7 @@ func (m *Manager) dispatch(p *pool) {
 	if err == nil {
 		p.expected[resp.DispatchedJobID] = resp.JobCreateIndex
 	} else if m.ctx.Err() == nil {
-		err = fmt.Errorf("dispatch warm instance of pool %q from %s: %w", p.cfg.Name, p.jobID, err)
+		err = fmt.Errorf("dispatch warm instance of pool %q from %s: %w", p.cfg.Name, p.jobID, denied(err, "dispatch-job in namespace "+strconv.Quote(m.namespace)))
 		p.noteFailure(now, err)
 	}
 	m.rebuildLocked()

@@ -97,7 +97,7 @@ func (m *Manager) buildTemplate(ctx context.Context, p *pool, data []byte) (*war
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pool %q: parse jobspec %s: %w", p.cfg.Name, p.cfg.Jobspec, err)
+		return nil, fmt.Errorf("pool %q: parse jobspec %s: %w", p.cfg.Name, p.cfg.Jobspec, denied(err, "parse-job or submit-job in namespace "+strconv.Quote(m.namespace)))
 	}
 	m.mu.Lock()
 	node := m.node
@@ -209,7 +209,7 @@ func (m *Manager) register(ctx context.Context, p *pool, t *warmTemplate) error 
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("pool %q: read template job %s: %w", p.cfg.Name, p.jobID, err)
+		return fmt.Errorf("pool %q: read template job %s: %w", p.cfg.Name, p.jobID, denied(err, "read-job in namespace "+strconv.Quote(m.namespace)))
 	}
 	if cur != nil && !deref(cur.Stop) && cur.ParameterizedJob != nil &&
 		cur.Meta[metaHash] == t.hash && cur.Meta[metaSize] == t.job.Meta[metaSize] && cur.Meta[metaMax] == t.job.Meta[metaMax] {
@@ -223,7 +223,7 @@ func (m *Manager) register(ctx context.Context, p *pool, t *warmTemplate) error 
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("pool %q: register template job %s: %w", p.cfg.Name, p.jobID, err)
+		return fmt.Errorf("pool %q: register template job %s: %w", p.cfg.Name, p.jobID, denied(err, "submit-job in namespace "+strconv.Quote(m.namespace)))
 	}
 	if resp.Warnings != "" {
 		m.log.Warn("template job registered with warnings", "pool", p.cfg.Name, "job_id", p.jobID, "warnings", resp.Warnings)

@@ -209,6 +209,9 @@ func (a *Agent) waitReady(timeout time.Duration) error {
 				return err
 			}
 			a.Client = c
+			if a.Token != "" { // a restart keeps the bootstrap token
+				a.Client.SetSecretID(a.Token)
+			}
 		}
 		if a.opts.ACL && a.Token == "" {
 			tok, _, err := a.Client.ACLTokens().Bootstrap((&api.WriteOptions{}).WithContext(ctx))
