@@ -221,10 +221,11 @@ func (d *Driver) probeWhileStarting(ctx context.Context, b *Backend) (stop func(
 		return func() {}
 	}
 	pctx, cancel := context.WithCancel(ctx)
-	var mu sync.Mutex
+	done := make(chan struct{})
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		defer close(done)
 		t := time.NewTicker(startProbeEvery)
 		defer t.Stop()
 		for {
@@ -236,21 +237,19 @@ func (d *Driver) probeWhileStarting(ctx context.Context, b *Backend) (stop func(
 			cctx, ccancel := context.WithTimeout(pctx, apiCallTimeout)
 			err := b.Check(cctx)
 			ccancel()
-			mu.Lock()
-			if pctx.Err() == nil {
-				if err != nil {
-					d.health.set(plugin.HealthUnhealthy, "starting: "+oneLine(err))
-				} else {
-					d.health.set(plugin.HealthUnhealthy, "starting: connecting to the nomad api")
-				}
+			if pctx.Err() != nil {
+				return
 			}
-			mu.Unlock()
+			if err != nil {
+				d.health.set(plugin.HealthUnhealthy, "starting: "+oneLine(err))
+			} else {
+				d.health.set(plugin.HealthUnhealthy, "starting: connecting to the nomad api")
+			}
 		}
 	}()
 	return func() {
 		cancel()
-		mu.Lock() // wait out a probe that is setting health
-		mu.Unlock()
+		<-done // a probe in flight sets no health after this returns
 	}
 }
 

@@ -223,9 +223,9 @@ func TestNomadFaults(t *testing.T) {
 	t.Run("sandbox stopped from outside", func(t *testing.T) {
 		waitWarm(t, a, "dev", 1)
 		alloc := runJob(t, a, faultJob(t, "e2e-fault-stop", 0, "echo started; sleep 600"))
-		ts := waitTask(t, a, alloc.ID, "agent", "running", 60*time.Second)
+		waitTask(t, a, alloc.ID, "agent", "running", 60*time.Second)
 		waitFor(t, 30*time.Second, "the command's first output", func() bool { return strings.Contains(logs(t, a, alloc.ID, "agent"), "started") })
-		ts = taskState(t, a, alloc.ID, "agent")
+		ts := taskState(t, a, alloc.ID, "agent")
 		sb := sandboxOf(ts)
 		if sb == "" {
 			t.Fatalf("no claimed sandbox in the events:\n%s", events(ts))
