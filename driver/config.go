@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/url"
 	"os"
@@ -275,11 +276,23 @@ func toFloat(v any) (float64, bool) {
 	return 0, false
 }
 
+const maxTokenFile = 4096
+
 // readToken reads a token file; the token itself never reaches an error or a log.
 func readToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", err
+	}
+	defer f.Close()
+	// A token is a few dozen bytes; a bound keeps a wrong path such as /dev/zero
+	// from hanging the plugin.
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxTokenFile {
+		return "", fmt.Errorf("%s is larger than %d bytes: not a token file", path, maxTokenFile)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {

@@ -40,6 +40,7 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		{"bad name", rawConfig{Pools: map[string]rawPool{"Py.3": {Jobspec: spec}}}, []string{`pool "Py.3": name`}},
 		{"bad address", rawConfig{Address: "127.0.0.1:4646", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{`address "127.0.0.1:4646"`}},
 		{"empty token file", rawConfig{TokenFile: empty, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"token_file: ", "is empty"}},
+		{"endless token file", rawConfig{TokenFile: "/dev/zero", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"token_file: /dev/zero is larger than"}},
 		{"cert without key", rawConfig{CertFile: spec, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"cert_file and key_file: set both or neither"}},
 		{"missing ca", rawConfig{CAFile: filepath.Join(dir, "ca.pem"), Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"ca_file: ", "no such file"}},
 		{"two problems at once", rawConfig{Pools: map[string]rawPool{"a": {}, "b": {Jobspec: spec, Size: 9, Max: 3}}}, []string{`pool "a": jobspec`, `pool "b": size (9)`}},
