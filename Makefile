@@ -23,9 +23,20 @@ e2e: ## e2e tests against a real Nomad dev agent (needs nomad)
 	@command -v $(NOMAD) >/dev/null || { echo "make e2e needs nomad >= 1.6: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
 	go test -count=1 -v -timeout 30m ./e2e/...
 
-bench: ## benchmarks against a real Nomad dev agent (needs nomad)
+BENCH_OUT   := $(BUILD_DIR)/bench
+
+# One benchmark at a time (they share the machine): claim latency, StartTask, then
+# job start and the storm (each once: they run their own repetitions). Every step
+# runs even if one before it failed; BENCHMARKS.md gets what was measured.
+bench: ## benchmarks against a real Nomad dev agent: prints the table, writes BENCHMARKS.md (needs nomad)
 	@command -v $(NOMAD) >/dev/null || { echo "make bench needs nomad >= 1.6: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
-	go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./pool/... ./e2e/...
+	@set -o pipefail; mkdir -p $(BENCH_OUT); rm -f $(BENCH_OUT)/*.txt; status=0; \
+	export NOMAD_BIN=$$(command -v $(NOMAD)); \
+	go test -run '^$$' -bench Claim -benchtime 100x -timeout 30m ./pool/ 2>&1 | tee $(BENCH_OUT)/1-claim.txt || status=1; \
+	go test -run '^$$' -bench StartTaskWarm -benchtime 20x -timeout 20m ./e2e/ 2>&1 | tee $(BENCH_OUT)/2-starttask.txt || status=1; \
+	go test -run '^$$' -bench 'JobStart|Storm' -benchtime 1x -timeout 60m ./e2e/ 2>&1 | tee $(BENCH_OUT)/3-jobs.txt || status=1; \
+	go run ./e2e/benchreport -nomad "$$NOMAD_BIN" -o BENCHMARKS.md $(BENCH_OUT)/*.txt || status=1; \
+	exit $$status
 
 dev: build ## run a Nomad dev agent with the plugin, a warm pool and an example sandbox job
 	@./example/dev.sh "$(NOMAD)" "$(CURDIR)/$(PLUGIN_DIR)"

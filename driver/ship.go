@@ -37,6 +37,13 @@ func shipOutput(ctx context.Context, follow followFunc, job shipJob) (sandbox.Ex
 	stdout, stderr := newFIFOWriter(ctx, job.Stdout), newFIFOWriter(ctx, job.Stderr)
 	defer stdout.Close()
 	defer stderr.Close()
+	// Open both at once, as Nomad's executors do: logmon waits for a writer on
+	// each FIFO, and one never opened holds the task's end for seconds.
+	for _, w := range []*fifoWriter{stdout, stderr} {
+		if err := w.ensureOpen(); err != nil {
+			return sandbox.ExitStatus{}, err
+		}
+	}
 	saver := newOffsetSaver(job.Offsets)
 	st, err := follow(ctx, job.Ref, job.RunID, loadOffsets(job.Offsets), stdout, stderr, saver.save)
 	saver.flush()
@@ -64,12 +71,8 @@ func (w *fifoWriter) Write(p []byte) (int, error) {
 	}
 	written := 0
 	for written < len(p) {
-		if w.f == nil {
-			f, err := w.open()
-			if err != nil {
-				return written, err
-			}
-			w.f = f
+		if err := w.ensureOpen(); err != nil {
+			return written, err
 		}
 		n, err := w.f.Write(p[written:])
 		written += n
@@ -82,6 +85,19 @@ func (w *fifoWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// ensureOpen opens the FIFO unless it is open (or there is none).
+func (w *fifoWriter) ensureOpen() error {
+	if w.f != nil || w.path == "" || w.path == os.DevNull {
+		return nil
+	}
+	f, err := w.open()
+	if err != nil {
+		return err
+	}
+	w.f = f
+	return nil
 }
 
 // open waits for a reader without blocking in the kernel, so ctx can end the wait.

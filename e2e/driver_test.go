@@ -108,9 +108,10 @@ func TestIdleSandboxExec(t *testing.T) {
 		return u != nil && u.ResourceUsage != nil && u.ResourceUsage.MemoryStats != nil &&
 			(u.ResourceUsage.MemoryStats.RSS > 0 || u.ResourceUsage.MemoryStats.Usage > 0)
 	})
-	_, errOut, code = nomadCLI(t, a, "", "alloc", "stop", alloc.ID)
+	// Stop the job (an alloc stop would place a replacement that claims again).
+	_, errOut, code = nomadCLI(t, a, "", "job", "stop", "-purge", "e2e-idle")
 	if code != 0 {
-		t.Fatalf("alloc stop: %s", errOut)
+		t.Fatalf("job stop: %s", errOut)
 	}
 	waitFor(t, 60*time.Second, "the sandbox purged and the pool refilled", func() bool { return len(warmJobs(t, a)) == 1 })
 }
@@ -132,6 +133,15 @@ func TestStopDeliversKillSignal(t *testing.T) {
 		out, _, _ := nomadCLI(t, a, "", "alloc", "logs", alloc.ID, "agent")
 		return strings.Contains(out, "got USR1")
 	})
+	// Both log FIFOs had a writer, so logmon closed at once: a stdout-only task
+	// whose stderr FIFO is never opened holds its end for seconds.
+	waitTask(t, a, alloc.ID, "agent", "dead", 30*time.Second)
+	time.Sleep(5 * time.Second) // logmon gives up on an unopened FIFO after about 4 s
+	for _, line := range strings.Split(a.Log(), "\n") {
+		if strings.Contains(line, alloc.ID) && strings.Contains(line, "timed out waiting for read-side") {
+			t.Errorf("logmon waited for a log FIFO writer: %s", line)
+		}
+	}
 }
 
 // TestPluginKilledMidTask: killing the plugin process mid-task loses nothing: the

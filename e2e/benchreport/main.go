@@ -1,0 +1,348 @@
+// Command benchreport turns `go test -bench` output from make bench into
+// BENCHMARKS.md: the machine, the Nomad version, the date, and a table per
+// benchmark. It prints the markdown and writes it to -o.
+//
+//	go run ./e2e/benchreport -o BENCHMARKS.md -nomad "$NOMAD_BIN" build/bench/*.txt
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	out := flag.String("o", "BENCHMARKS.md", "markdown file to write")
+	nomad := flag.String("nomad", envOr("NOMAD_BIN", "nomad"), "nomad binary, for its version")
+	flag.Parse()
+	r := results{metrics: map[string]map[string]float64{}}
+	for _, f := range flag.Args() {
+		if err := r.parseFile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "benchreport: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	md := render(&r, *nomad)
+	fmt.Print(md)
+	if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+		fmt.Fprintf(os.Stderr, "benchreport: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "benchreport: wrote %s\n", *out)
+}
+
+// results holds every benchmark's metrics by name (without the -N suffix) and
+// the benchmarks that were skipped or failed, with why.
+type results struct {
+	order   []string
+	metrics map[string]map[string]float64
+	notRun  []string
+	perRun  []string // "per-run ..." log lines of BenchmarkJobStart
+}
+
+var (
+	lineRe = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
+	skipRe = regexp.MustCompile(`^\s*--- (SKIP|FAIL): (Benchmark\S+)`)
+	logRe  = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
+	runRe  = regexp.MustCompile(`^\s+\S+\.go:\d+: per-run (.*)$`)
+)
+
+func (r *results) parseFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return r.parse(f)
+}
+
+func (r *results) parse(in io.Reader) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	lastLog := "" // a SKIP or FAIL says why in the log line before it (-v) or after it
+	pending := ""
+	for sc.Scan() {
+		line := sc.Text()
+		logLine := logRe.FindStringSubmatch(line)
+		if pending != "" {
+			why := lastLog
+			if logLine != nil {
+				why = logLine[1]
+			}
+			r.notRun = append(r.notRun, pending+": "+why)
+			pending = ""
+		}
+		if logLine != nil {
+			lastLog = logLine[1]
+		}
+		if m := runRe.FindStringSubmatch(line); m != nil {
+			r.perRun = append(r.perRun, m[1])
+			continue
+		}
+		if m := skipRe.FindStringSubmatch(line); m != nil {
+			pending = m[2] + " " + strings.ToLower(m[1])
+			continue
+		}
+		m := lineRe.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		f := strings.Fields(m[4])
+		if len(f) < 2 || len(f)%2 != 0 {
+			continue
+		}
+		name := m[1]
+		if r.metrics[name] == nil {
+			r.metrics[name] = map[string]float64{}
+			r.order = append(r.order, name)
+		}
+		r.metrics[name]["runs"], _ = strconv.ParseFloat(m[3], 64)
+		for i := 0; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil && f[i+1] != "ns/op" {
+				r.metrics[name][f[i+1]] = v
+			}
+		}
+	}
+	if pending != "" {
+		r.notRun = append(r.notRun, pending+": "+lastLog)
+	}
+	return sc.Err()
+}
+
+// has says whether a benchmark, or any of its sub-benchmarks, has a result.
+func (r *results) has(family string) bool {
+	return slices.ContainsFunc(r.order, func(n string) bool { return n == family || strings.HasPrefix(n, family+"/") })
+}
+
+// expected are the benchmarks make bench runs; a missing one is listed as not run
+// (go test prints nothing for a skipped benchmark without -v).
+var expected = []string{"BenchmarkJobStart", "BenchmarkStorm", "BenchmarkClaim", "BenchmarkStartTaskWarm"}
+
+func render(r *results, nomad string) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	w("# Benchmarks\n\n")
+	w("Written by `make bench` (`go run ./e2e/benchreport`) on %s against a real Nomad agent\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	w("on loopback that loads the freshly built plugin. Figures are from one run on this machine.\n\n")
+	w("| | |\n|---|---|\n")
+	w("| machine | %d cores, %s, %s |\n", runtime.NumCPU(), memTotal(), cpuModel())
+	w("| kernel | %s |\n", strings.TrimSpace(run("uname", "-sr")))
+	w("| Nomad | %s |\n", firstLine(run(nomad, "version")))
+	w("| Go | %s |\n", runtime.Version())
+	w("| commit | %s |\n\n", commit())
+
+	if m := r.metrics["BenchmarkJobStart"]; m != nil {
+		jobStart(w, m, r.perRun)
+	}
+	if m := r.metrics["BenchmarkStorm"]; m != nil {
+		stormTables(w, m)
+	}
+	others(w, r)
+	for _, e := range expected {
+		if !r.has(e) && !slices.ContainsFunc(r.notRun, func(s string) bool { return strings.HasPrefix(s, e+" ") }) {
+			r.notRun = append(r.notRun, e+": no result (skipped or failed: see its go test output under build/bench/)")
+		}
+	}
+	if len(r.notRun) > 0 {
+		w("## Not run\n\n")
+		for _, s := range r.notRun {
+			w("- %s\n", s)
+		}
+		w("\n")
+	}
+	return b.String()
+}
+
+func jobStart(w func(string, ...any), m map[string]float64, perRun []string) {
+	w("## Sandbox job start: registration to first output line\n\n")
+	w("%s runs of each job, interleaved on one agent. The clock starts before the job is registered\n", num(m["runs"]))
+	w("through the API and stops when the task's first stdout line is in its log file on the host\n")
+	w("(polled every 1 ms; the file `nomad alloc logs` serves). Where the time goes, medians of\n")
+	w("each run's phases from the client's task events: registration to Received (placement),\n")
+	w("Received to Started (task setup, logmon, driver StartTask), Started to the first line (for\n")
+	w("agentkernel-pool: starting the detached shipper that copies the command's output into the task's log).\n\n")
+	w("| job | median | p90 | to Received | Received to Started | Started to first line |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, v := range []struct{ key, label string }{
+		{"pool", "agentkernel-pool, warm `exec` template"},
+		{"exec", "same template run directly with `exec` (cold)"},
+		{"raw", "`raw_exec` job (the floor)"},
+	} {
+		w("| %s | %s ms | %s ms | %s ms | %s ms | %s ms |\n", v.label, num(m[v.key+"-p50-ms"]), num(m[v.key+"-p90-ms"]),
+			num(m[v.key+"-received-ms"]), num(m[v.key+"-setup-ms"]), num(m[v.key+"-output-ms"]))
+	}
+	ratioExec, ratioRaw := m["exec/pool-x"], m["pool/raw-x"]
+	w("\n| ratio (medians) | figure | goal | |\n|---|---:|---|---|\n")
+	w("| exec / agentkernel-pool | %sx faster | at least 5x | %s |\n", num(ratioExec), met(ratioExec >= 5))
+	w("| agentkernel-pool / raw_exec | %sx | at most 1.5x | %s |\n", num(ratioRaw), met(ratioRaw > 0 && ratioRaw <= 1.5))
+	w("\nWarm hits: %s of %s pool runs; claim latency the driver reported (median): %s ms.\n",
+		num(m["pool-hits"]), num(m["runs"]), num(m["pool-claim-ms"]))
+	w("Each run starts once the node is quiet (pool refilled, nothing pending or stopping) and the\n")
+	w("CPUs were 70%% idle for a quarter second, waiting at most 30 s: %s of %s runs started without that.\n\n",
+		num(m["busy-starts"]), num(3*m["runs"]))
+	if len(perRun) > 0 {
+		w("Every run, in run order (runs rotate which job goes first):\n\n```\n%s\n```\n\n", strings.Join(perRun, "\n"))
+	}
+}
+
+func stormTables(w func(string, ...any), m map[string]float64) {
+	w("## Storm: %s sandbox jobs registered at once, pool size 5, max 60\n\n", num(m["jobs"]))
+	w("Template: `example/pools/raw_exec.nomad.hcl` (50 exec chroots at once would measure the\n")
+	w("machine, not the pool). Each job prints its sandbox's alloc dir and sleeps 5 s, so all hold a\n")
+	w("sandbox at once. Leftovers are counted 60 s after all jobs were purged.\n\n")
+	w("| figure | value | goal | |\n|---|---:|---|---|\n")
+	w("| jobs succeeded | %s of %s | all | %s |\n", num(m["succeeded"]), num(m["jobs"]), met(m["succeeded"] == m["jobs"]))
+	w("| sandboxes claimed twice (task events and in-sandbox output) | %s | 0 | %s |\n", num(m["claimed-twice"]), met(m["claimed-twice"] == 0))
+	w("| warm hits / pool misses | %s / %s | | |\n", num(m["warm-hits"]), num(m["jobs"]-m["warm-hits"]))
+	w("| dispatched warm jobs left beyond the warm target | %s | 0 | %s |\n", num(m["jobs-beyond-target"]), met(m["jobs-beyond-target"] == 0))
+	w("| live warm jobs left (target 5) | %s | 5 | %s |\n", num(m["warm-jobs-left"]), met(m["warm-jobs-left"] == 5))
+	w("| claim records left | %s | 0 | %s |\n", num(m["claims-left"]), met(m["claims-left"] == 0))
+	w("| start latency p50 / p99 | %s / %s ms | | |\n", num(m["start-p50-ms"]), num(m["start-p99-ms"]))
+	w("| pool miss: wait for a cold sandbox, median | %s ms | | |\n", num(m["miss-wait-p50-ms"]))
+	w("| same storm of plain `raw_exec` jobs: p50 / p99 (%s succeeded) | %s / %s ms | | |\n\n",
+		num(m["raw-succeeded"]), num(m["raw-start-p50-ms"]), num(m["raw-start-p99-ms"]))
+	w("A pool miss waits for a cold sandbox, which is a second Nomad task start (dispatch, placement,\n")
+	w("logmon, executor) before the job's own command runs: with 45 misses the storm starts about twice\n")
+	w("the tasks the plain `raw_exec` storm does, on the same cores.\n\n")
+	w("## Plugin memory (VmRSS)\n\n| plugin process | RSS |\n|---|---:|\n")
+	w("| idle, pool of 5 warm | %s MiB |\n", num(m["rss-idle-MiB"]))
+	w("| storm peak, 50 tasks running | %s MiB |\n", num(m["rss-storm-MiB"]))
+	w("| 60 s after the storm | %s MiB |\n", num(m["rss-after-MiB"]))
+	if m["shippers"] > 0 {
+		w("| output shippers at the peak (one detached process per running task) | %s x %s MiB |\n",
+			num(m["shippers"]), num(m["shipper-rss-MiB"]))
+	}
+	w("\n")
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+func num(v float64) string {
+	switch {
+	case v == float64(int64(v)):
+		return strconv.FormatInt(int64(v), 10)
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+}
+
+// about describes the other benchmarks make bench runs.
+var about = map[string]string{
+	"BenchmarkClaim": "Claim latency (pool package, `go test ./pool -bench Claim`): the Manager's claim " +
+		"(a warm candidate from the watched inventory, one check-and-set write) beside a naive one " +
+		"(list the dispatched jobs, read each one's allocations, then the same write), at pool sizes 5, 50 and 200.",
+	"BenchmarkStartTaskWarm": "StartTask on the warm path (claim plus launch of the command in the sandbox) " +
+		"through the plugin's gRPC surface against a real agent, raw_exec template.",
+}
+
+// others renders every other benchmark family as one table: a row per
+// sub-benchmark, a column per metric.
+func others(w func(string, ...any), r *results) {
+	var families []string
+	rows := map[string][]string{}
+	for _, name := range r.order {
+		fam, _, _ := strings.Cut(name, "/")
+		if fam == "BenchmarkJobStart" || fam == "BenchmarkStorm" {
+			continue
+		}
+		if rows[fam] == nil {
+			families = append(families, fam)
+		}
+		rows[fam] = append(rows[fam], name)
+	}
+	for _, fam := range families {
+		w("## %s\n\n", strings.TrimPrefix(fam, "Benchmark"))
+		if a := about[fam]; a != "" {
+			w("%s\n\n", a)
+		}
+		units := map[string]bool{}
+		for _, name := range rows[fam] {
+			for u := range r.metrics[name] {
+				units[u] = true
+			}
+		}
+		cols := slices.Sorted(maps.Keys(units))
+		w("| benchmark | %s |\n|---|%s\n", strings.Join(cols, " | "), strings.Repeat("---:|", len(cols)))
+		for _, name := range rows[fam] {
+			label := strings.TrimPrefix(strings.TrimPrefix(name, fam), "/")
+			if label == "" {
+				label = strings.TrimPrefix(fam, "Benchmark")
+			}
+			cells := make([]string, len(cols))
+			for i, u := range cols {
+				if v, ok := r.metrics[name][u]; ok {
+					cells[i] = num(v)
+				}
+			}
+			w("| %s | %s |\n", label, strings.Join(cells, " | "))
+		}
+		w("\n")
+	}
+}
+
+func run(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return string(out)
+}
+
+func firstLine(s string) string { l, _, _ := strings.Cut(s, "\n"); return strings.TrimSpace(l) }
+
+func commit() string {
+	c := strings.TrimSpace(run("git", "rev-parse", "--short", "HEAD"))
+	if st := run("git", "status", "--porcelain"); strings.TrimSpace(st) != "" && !strings.HasPrefix(st, "unknown") {
+		c += " with uncommitted changes"
+	}
+	return c
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				kib, _ := strconv.ParseFloat(f[0], 64)
+				return fmt.Sprintf("%.1f GiB RAM", kib/1024/1024)
+			}
+		}
+	}
+	return "unknown RAM"
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range bytes.Lines(b) {
+		if k, v, ok := strings.Cut(string(line), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
