@@ -39,10 +39,8 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if !ok {
 		return nil, nil, fmt.Errorf("config: pool %q is not configured on this node; pools here: %s", tc.Pool, strings.Join(conf.PoolNames(), ", "))
 	}
-	for _, a := range tc.Args {
-		if tc.Command == "" && a != "" {
-			return nil, nil, errors.New("config: args given without command")
-		}
+	if tc.Command == "" && len(tc.Args) > 0 {
+		return nil, nil, errors.New("config: args given without command")
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, pc.ClaimTimeout)
