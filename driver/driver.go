@@ -20,7 +20,6 @@ import (
 type Pool interface {
 	Claim(ctx context.Context, pool string, owner pool.Owner) (*pool.Claim, error)
 	Release(ctx context.Context, c *pool.Claim) error
-	Get(ctx context.Context, pool, allocID string) (*pool.Claim, error)
 	Stats() map[string]pool.Stats
 	Warm() []pool.WarmAlloc
 }

@@ -13,11 +13,7 @@ import (
 // ExecTaskStreaming implements plugin.Driver: `nomad alloc exec` on a sandbox task
 // runs in the task's claimed allocation, with the task's env.
 func (d *Driver) ExecTaskStreaming(ctx context.Context, taskID string, opts *plugin.ExecOptions) (*plugin.ExitResult, error) {
-	h, err := d.task(taskID)
-	if err != nil {
-		return nil, err
-	}
-	_, b, err := d.current()
+	h, b, err := d.taskAndBackend(taskID)
 	if err != nil {
 		return nil, err
 	}
@@ -50,11 +46,7 @@ func (d *Driver) ExecTaskStreaming(ctx context.Context, taskID string, opts *plu
 
 // ExecTask implements plugin.Driver (script checks).
 func (d *Driver) ExecTask(ctx context.Context, taskID string, cmd []string) (*plugin.ExecResult, error) {
-	h, err := d.task(taskID)
-	if err != nil {
-		return nil, err
-	}
-	_, b, err := d.current()
+	h, b, err := d.taskAndBackend(taskID)
 	if err != nil {
 		return nil, err
 	}

@@ -49,16 +49,6 @@ func (p *fakePool) Release(_ context.Context, c *pool.Claim) error {
 	return nil
 }
 
-func (p *fakePool) Get(_ context.Context, _ string, allocID string) (*pool.Claim, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c, ok := p.claims[allocID]
-	if !ok {
-		return nil, pool.ErrNotFound
-	}
-	return c, nil
-}
-
 func (p *fakePool) Stats() map[string]pool.Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -137,16 +137,12 @@ func (d *Driver) InspectTask(_ context.Context, taskID string) (*plugin.TaskStat
 
 // SignalTask implements plugin.Driver.
 func (d *Driver) SignalTask(ctx context.Context, taskID string, signal string) error {
-	h, err := d.task(taskID)
+	h, b, err := d.taskAndBackend(taskID)
 	if err != nil {
 		return err
 	}
 	if !h.state.Command {
 		return fmt.Errorf("task %q runs no command (it holds its sandbox); signal the command you exec'd instead", taskID)
-	}
-	_, b, err := d.current()
-	if err != nil {
-		return err
 	}
 	sctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()

@@ -133,3 +133,16 @@ func (d *Driver) task(id string) (*taskHandle, error) {
 	}
 	return h, nil
 }
+
+// taskAndBackend is a tracked task with the backend that reaches its sandbox.
+func (d *Driver) taskAndBackend(id string) (*taskHandle, *Backend, error) {
+	h, err := d.task(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, b, err := d.current()
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, b, nil
+}

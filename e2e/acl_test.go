@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,7 +12,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -224,30 +222,11 @@ func TestACLNoToken(t *testing.T) {
 // aclLogs reads a task's stdout through the API with the bootstrap token.
 func aclLogs(t *testing.T, a *nomadtest.Agent, allocID, task string) string {
 	t.Helper()
-	out, errOut, code := nomadCLIToken(t, a, "alloc", "logs", allocID, task)
+	out, errOut, code := nomadCLI(t, a, "", "alloc", "logs", allocID, task)
 	if code != 0 {
 		t.Fatalf("nomad alloc logs: %s", errOut)
 	}
 	return out
-}
-
-// nomadCLIToken runs the nomad CLI with the bootstrap token.
-func nomadCLIToken(t *testing.T, a *nomadtest.Agent, args ...string) (string, string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, nomadBin(t), args...)
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.Addr, "NOMAD_TOKEN="+a.Token)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("nomad %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
 }
 
 // testCA is a throwaway certificate authority.

@@ -107,13 +107,17 @@ func events(ts *api.TaskState) string {
 	return b.String()
 }
 
-// nomadCLI runs the nomad CLI against the agent, as a user would.
+// nomadCLI runs the nomad CLI against the agent, as a user would (with the
+// bootstrap token when ACLs are on).
 func nomadCLI(t *testing.T, a *nomadtest.Agent, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, nomadBin(t), args...)
 	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.Addr)
+	if a.Token != "" { // ACLs on: act as the operator
+		cmd.Env = append(cmd.Env, "NOMAD_TOKEN="+a.Token)
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

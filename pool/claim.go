@@ -333,12 +333,7 @@ func (m *Manager) confirmAlloc(ctx context.Context, in *instance) error {
 // recovery after a restart). A missing record is ErrNotFound (wrapped).
 func (m *Manager) Get(ctx context.Context, pool, allocID string) (*Claim, error) {
 	path := ClaimPath(pool, allocID)
-	var v *api.Variable
-	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		var err error
-		v, _, err = m.client.Variables().Read(path, queryOpts(ctx, m.namespace))
-		return err
-	})
+	v, err := m.readVariable(ctx, path)
 	if isNotFound(err) {
 		return nil, fmt.Errorf("read claim of allocation %s in pool %q: %w", allocID, pool, ErrNotFound)
 	}
@@ -381,4 +376,15 @@ func claimFromItems(it api.VariableItems) *Claim {
 	}
 	c.ClaimedAt, _ = time.Parse(time.RFC3339Nano, it[itemClaimedAt])
 	return c
+}
+
+// readVariable reads one variable of the pool's namespace, retrying where safe.
+func (m *Manager) readVariable(ctx context.Context, path string) (*api.Variable, error) {
+	var v *api.Variable
+	err := call(ctx, retryAttempts, func(ctx context.Context) error {
+		var err error
+		v, _, err = m.client.Variables().Read(path, queryOpts(ctx, m.namespace))
+		return err
+	})
+	return v, err
 }

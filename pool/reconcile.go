@@ -170,12 +170,7 @@ func (m *Manager) claimRecord(ctx context.Context, path string) (*claimRecord, e
 	if rec != nil {
 		return rec, nil
 	}
-	var v *api.Variable
-	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		var err error
-		v, _, err = m.client.Variables().Read(path, queryOpts(ctx, m.namespace))
-		return err
-	})
+	v, err := m.readVariable(ctx, path)
 	if isNotFound(err) {
 		return nil, nil
 	}
