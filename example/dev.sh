@@ -98,6 +98,11 @@ done
 end=$(date +%s%N)
 echo "$out" | sed 's/^/    /'
 echo "==> registration to first output: $(((end - start) / 1000000)) ms (this includes the CLI's own polling)"
+# The server learns the task's events a moment after the output exists.
+for _ in $(seq 1 100); do
+  case $("$nomad_bin" alloc status -t '{{.ClientStatus}}' "$alloc" 2>/dev/null) in complete|failed) break ;; esac
+  sleep 0.1
+done
 "$nomad_bin" alloc status "$alloc" | sed -n '/Recent Events/,$p' | sed 's/^/    /'
 
 echo "==> the agent keeps running: try 'NOMAD_ADDR=$NOMAD_ADDR nomad job run $repo/example/jobs/idle.nomad.hcl'"
