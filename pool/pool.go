@@ -222,7 +222,10 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.mu.Unlock()
 
 	m.log.Info("starting pool manager", "node_id", m.nodeID, "namespace", m.namespace, "pools", strings.Join(m.names, ","))
-	m.loadNode(ctx)
+	nodeErr := m.loadNode(ctx)
+	if nodeErr != nil {
+		m.log.Warn("cannot read this node yet; warm templates get its datacenter and node pool once it can be read", "error", nodeErr)
+	}
 	var errs []error
 	for _, name := range m.names {
 		if err := m.ensureTemplate(ctx, m.pools[name], true); err != nil {
@@ -241,6 +244,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.goFn(func() { m.watchClaims(indexes.claims) })
 	m.goFn(m.replenishLoop)
 	m.goFn(m.reconcileLoop)
+	if nodeErr != nil {
+		m.goFn(m.nodeLoop)
+	}
 	if m.onChange != nil {
 		m.goFn(m.notifyLoop)
 	}
@@ -363,8 +369,8 @@ func (m *Manager) notifyLoop() {
 }
 
 // loadNode reads this node's datacenter, node pool and name, used to fill
-// template defaults. A failure is logged: templates then keep their own.
-func (m *Manager) loadNode(ctx context.Context) {
+// template defaults.
+func (m *Manager) loadNode(ctx context.Context) error {
 	var node *api.Node
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
@@ -372,12 +378,34 @@ func (m *Manager) loadNode(ctx context.Context) {
 		return err
 	})
 	if err != nil {
-		m.log.Warn("cannot read this node; warm templates keep their own datacenters and node pool", "node_id", m.nodeID, "error", err)
-		return
+		return fmt.Errorf("read node %s: %w", m.nodeID, err)
 	}
 	m.mu.Lock()
 	m.node = node
 	m.mu.Unlock()
+	return nil
+}
+
+// nodeLoop reads this node until it can, for a Manager started before its
+// node was registered (at agent boot), then completes the templates with
+// the node's defaults. The template hash leaves those out, so the warm
+// instances already there stay.
+func (m *Manager) nodeLoop() {
+	for sleepCtx(m.ctx, min(m.reconcileEvery, templateRetry)) {
+		ctx, cancel := context.WithTimeout(m.ctx, reconcileTimeout)
+		err := m.loadNode(ctx)
+		if err == nil {
+			m.log.Info("read this node; completing warm templates with its datacenter and node pool", "node_id", m.nodeID)
+			for _, name := range m.names {
+				_ = m.ensureTemplate(ctx, m.pools[name], false) // logs and records its error
+			}
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		m.log.Debug("cannot read this node yet", "node_id", m.nodeID, "error", err)
+	}
 }
 
 // sleepCtx waits d or until ctx ends; it reports whether d elapsed.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"strconv"
 
 	"github.com/hashicorp/nomad/api"
@@ -32,8 +33,9 @@ const (
 // warmTemplate is a pool's template job as registered.
 type warmTemplate struct {
 	job    *api.Job
-	hash   string // of the job without size, max and node name
+	hash   string // of the job without size, max and what node fills in
 	task   string
+	placed bool              // node defaults (datacenters, node pool, name) were known
 	source [sha256.Size]byte // of the jobspec file, to notice edits cheaply
 	size   int
 	max    int
@@ -58,7 +60,10 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool, force bool) error
 		}
 		sum := sha256.Sum256(data)
 		t := cur
-		if cur == nil || cur.source != sum || cur.size != p.cfg.Size || cur.max != p.cfg.Max {
+		m.mu.Lock()
+		nodeKnown := m.node != nil
+		m.mu.Unlock()
+		if cur == nil || cur.source != sum || cur.size != p.cfg.Size || cur.max != p.cfg.Max || (!cur.placed && nodeKnown) {
 			if t, err = m.buildTemplate(ctx, p, data); err != nil {
 				return err
 			}
@@ -147,14 +152,6 @@ func overlay(job *api.Job, c Config, nodeID, namespace string, node *api.Node) (
 	job.Constraints = append(job.Constraints, &api.Constraint{
 		LTarget: "${node.unique.id}", Operand: "=", RTarget: nodeID,
 	})
-	if node != nil {
-		if len(job.Datacenters) == 0 && node.Datacenter != "" {
-			job.Datacenters = []string{node.Datacenter}
-		}
-		if deref(job.NodePool) == "" && node.NodePool != "" {
-			job.NodePool = &node.NodePool
-		}
-	}
 	// Service-only and rollout blocks have no meaning for single-shot
 	// batch children.
 	job.Update, job.Migrate, job.Reschedule = nil, nil, nil
@@ -179,10 +176,21 @@ func overlay(job *api.Job, c Config, nodeID, namespace string, node *api.Node) (
 	}
 	meta[metaHash] = hash
 	meta[metaSize], meta[metaMax] = strconv.Itoa(c.Size), strconv.Itoa(c.Max)
-	if node != nil && node.Name != "" {
-		meta[metaNodeName] = node.Name
+	// What the node fills in stays out of the hash: whether the node was
+	// known when a plugin started (it may not be registered yet at agent
+	// boot) must not make its warm instances look outdated to the next one.
+	if node != nil {
+		if len(job.Datacenters) == 0 && node.Datacenter != "" {
+			job.Datacenters = []string{node.Datacenter}
+		}
+		if deref(job.NodePool) == "" && node.NodePool != "" {
+			job.NodePool = &node.NodePool
+		}
+		if node.Name != "" {
+			meta[metaNodeName] = node.Name
+		}
 	}
-	return &warmTemplate{job: job, hash: hash, task: task.Name, size: c.Size, max: c.Max}, nil
+	return &warmTemplate{job: job, hash: hash, task: task.Name, size: c.Size, max: c.Max, placed: node != nil}, nil
 }
 
 // templateHash identifies what warm instances run: everything in the job
@@ -211,7 +219,7 @@ func (m *Manager) register(ctx context.Context, p *pool, t *warmTemplate) error 
 	if err != nil {
 		return fmt.Errorf("pool %q: read template job %s: %w", p.cfg.Name, p.jobID, denied(err, "read-job in namespace "+strconv.Quote(m.namespace)))
 	}
-	if cur != nil && !deref(cur.Stop) && cur.ParameterizedJob != nil &&
+	if cur != nil && !deref(cur.Stop) && cur.ParameterizedJob != nil && samePlacement(cur, t.job) &&
 		cur.Meta[metaHash] == t.hash && cur.Meta[metaSize] == t.job.Meta[metaSize] && cur.Meta[metaMax] == t.job.Meta[metaMax] {
 		m.log.Debug("warm template already registered", "pool", p.cfg.Name, "job_id", p.jobID, "template", t.hash)
 		return nil
@@ -234,6 +242,19 @@ func (m *Manager) register(ctx context.Context, p *pool, t *warmTemplate) error 
 	}
 	m.log.Info("registered warm template", "pool", p.cfg.Name, "job_id", p.jobID, "template", t.hash, "previous", old)
 	return nil
+}
+
+// samePlacement reports whether the registered job cur already has the
+// datacenters, node pool and node name that want sets (Nomad fills its own
+// defaults where want leaves them unset, so only what want sets counts).
+func samePlacement(cur, want *api.Job) bool {
+	if len(want.Datacenters) > 0 && !slices.Equal(cur.Datacenters, want.Datacenters) {
+		return false
+	}
+	if np := deref(want.NodePool); np != "" && deref(cur.NodePool) != np {
+		return false
+	}
+	return want.Meta[metaNodeName] == "" || cur.Meta[metaNodeName] == want.Meta[metaNodeName]
 }
 
 func deref[T any](p *T) T {

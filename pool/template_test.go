@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -290,4 +291,51 @@ func TestStartWhileAPIDown(t *testing.T) {
 		s := m.Stats()["py"]
 		return s.Warm == 1 && s.Error == "" && m.Health() == nil
 	})
+}
+
+// A plugin that starts before its node is registered (at agent boot) builds
+// templates without the node's datacenter and node pool. Once the node can
+// be read, the template gets them under the same template hash: the warm
+// instances stay, and the next Manager (a plugin restart) adopts them
+// instead of replacing the whole pool.
+func TestNodeDefaultsKeepWarmInstances(t *testing.T) {
+	srv := pooltest.New()
+	t.Cleanup(srv.Close)
+	srv.RemoveNode(pooltest.NodeID)
+	spec := jobspecFile(t, "job {}")
+	cfg := Config{Name: "py", Jobspec: spec, Size: 2, Max: 4}
+	m1 := newManager(t, srv, func(m *Manager) { m.reconcileEvery = 100 * time.Millisecond }, cfg)
+	if err := m1.Start(ctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "2 warm", func() bool { return m1.Stats()["py"].Warm == 2 })
+	parent := ParentJobID("py", pooltest.NodeID)
+	if j := srv.Job(parent); len(j.Datacenters) != 0 || deref(j.NodePool) != "" {
+		t.Fatalf("template has datacenters %v and node pool %q before the node was known", j.Datacenters, deref(j.NodePool))
+	}
+	warm := srv.Children(parent)
+	slices.Sort(warm)
+
+	srv.AddNode(pooltest.NodeID, "fake-node")
+	waitFor(t, 5*time.Second, "the template re-registered", func() bool { return len(srv.Job(parent).Datacenters) > 0 })
+	j := srv.Job(parent)
+	if !slices.Equal(j.Datacenters, []string{"dc1"}) || deref(j.NodePool) != "default" || j.Meta[metaNodeName] != "fake-node" {
+		t.Errorf("template not completed with the node's defaults: datacenters %v, node pool %q, node name %q",
+			j.Datacenters, deref(j.NodePool), j.Meta[metaNodeName])
+	}
+	m1.Stop()
+
+	m2 := newManager(t, srv, nil, cfg)
+	if err := m2.Start(ctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	registers := srv.Calls(http.MethodPut, "/v1/jobs") - srv.Calls(http.MethodPut, "/v1/jobs/parse")
+	m2.reconcile(ctx(t, 5*time.Second))
+	time.Sleep(200 * time.Millisecond) // let a wrong replenish act
+	if got := srv.Children(parent); !slices.Equal(slices.Sorted(slices.Values(got)), warm) {
+		t.Errorf("warm instances %v became %v: the restart replaced them", warm, got)
+	}
+	if n := srv.Calls(http.MethodPut, "/v1/jobs") - srv.Calls(http.MethodPut, "/v1/jobs/parse"); n != registers {
+		t.Errorf("template registered again by an unchanged restart (%d registers, were %d)", n, registers)
+	}
 }

@@ -143,6 +143,14 @@ func (s *Server) AddNode(id, name string) {
 	s.nodes[id] = &api.Node{ID: id, Name: name, Datacenter: "dc1", NodePool: "default", Status: "ready"}
 }
 
+// RemoveNode forgets a node: reading it answers 404, as for a node that has
+// not registered yet.
+func (s *Server) RemoveNode(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.nodes, id)
+}
+
 // Inject adds a fault; it stays until it has hit Times requests or Clear.
 func (s *Server) Inject(f Fault) {
 	s.mu.Lock()
