@@ -63,6 +63,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		}
 	}()
 	d.emitClaim(cfg, claim, latency)
+	crashAfterClaim()
 
 	h := &taskHandle{
 		cfg:  cfg,

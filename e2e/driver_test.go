@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -154,6 +155,8 @@ func TestPluginKilledMidTask(t *testing.T) {
 	waitTask(t, a, alloc.ID, "agent", "running", 60*time.Second)
 	waitFor(t, 30*time.Second, "first output", func() bool { return strings.Contains(logs(t, a, alloc.ID, "agent"), "before") })
 
+	waitWarm(t, a, "dev", 1)
+	before := warmJobs(t, a)
 	pids := pluginPIDs(t, a)
 	if len(pids) == 0 {
 		t.Fatal("no plugin process found")
@@ -171,7 +174,23 @@ func TestPluginKilledMidTask(t *testing.T) {
 		}
 		return false
 	})
+	// The new plugin adopts the warm pool as it is: nothing replaced.
+	waitWarm(t, a, "dev", 1)
+	time.Sleep(2 * time.Second)
+	if after := warmJobs(t, a); jobIDs(after) != jobIDs(before) {
+		t.Errorf("warm jobs before the kill %s, after %s: want the same", jobIDs(before), jobIDs(after))
+	}
 	releaseLongRun(t, a, alloc.ID, marker, 60*time.Second)
+}
+
+// jobIDs lists the jobs' IDs, sorted, for comparing sets.
+func jobIDs(jobs []*api.JobListStub) string {
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, " ")
 }
 
 // TestAgentRestartMidTask: a graceful agent restart (which restarts the plugin)

@@ -123,7 +123,8 @@ func faultJob(t *testing.T, name string, attempts int, script string) string {
 // sandboxOf finds the claimed sandbox allocation in the task's claim event.
 func sandboxOf(ts *api.TaskState) string {
 	for i := len(ts.Events) - 1; i >= 0; i-- {
-		if id := ts.Events[i].Details["sandbox_alloc_id"]; id != "" && strings.Contains(ts.Events[i].DisplayMessage, "Claimed warm sandbox") {
+		msg := ts.Events[i].DisplayMessage
+		if id := ts.Events[i].Details["sandbox_alloc_id"]; id != "" && (strings.Contains(msg, "Claimed warm sandbox") || strings.Contains(msg, "miss:")) {
 			return id
 		}
 	}

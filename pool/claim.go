@@ -13,7 +13,9 @@ import (
 )
 
 // Owner is who holds a claim: the allocation and task that run in the
-// claimed sandbox. Empty fields are allowed (library use).
+// claimed sandbox. Empty fields are allowed (library use). An owner with
+// AllocID and TaskName holds one claim at a time: a newer claim of the same
+// pair supersedes the older ones, which are freed (see supersede.go).
 type Owner struct {
 	AllocID   string
 	TaskName  string
@@ -120,6 +122,7 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 			if err == nil {
 				c.Hit, c.Waited = !missed, time.Since(start)
 				m.kickReplenish()
+				m.releaseSuperseded(c)
 				m.log.Info("claimed warm allocation", "pool", pool, "alloc_id", c.AllocID, "job_id", c.JobID,
 					"owner_alloc_id", owner.AllocID, "owner_task", owner.TaskName, "hit", c.Hit, "waited", c.Waited)
 				return c, nil

@@ -94,6 +94,14 @@ func (m *Manager) reconcileClaims(ctx context.Context) {
 	}
 	m.mu.Unlock()
 
+	// Read every record first: whether a claim is superseded depends on
+	// the others.
+	type entry struct {
+		ref claimRef
+		rec *claimRecord
+	}
+	entries := map[string]entry{}
+	var recs []*claimRecord
 	for allocID, ref := range claims {
 		if ctx.Err() != nil {
 			return
@@ -106,13 +114,25 @@ func (m *Manager) reconcileClaims(ctx context.Context) {
 		if rec == nil || rec.foreign {
 			continue
 		}
-		c := rec.claim
+		entries[allocID] = entry{ref, rec}
+		recs = append(recs, rec)
+	}
+	newest := newestClaims(recs)
+
+	for allocID, e := range entries {
+		if ctx.Err() != nil {
+			return
+		}
+		ref, rec, c := e.ref, e.rec, e.rec.claim
 		var why string
+		var err error
 		switch {
 		case !live[allocID]:
 			why, err = m.sandboxGone(ctx, allocID)
 		case rec.reason == reasonRetire && time.Since(c.ClaimedAt) > retireGrace:
 			why = "retirement was interrupted"
+		case superseded(rec, newest):
+			why = whySuperseded
 		case c.Owner.AllocID != "":
 			why, err = m.ownerGone(ctx, c.Owner)
 		}
@@ -123,21 +143,20 @@ func (m *Manager) reconcileClaims(ctx context.Context) {
 		if why == "" {
 			continue
 		}
-		jobID := c.JobID
-		if jobID == "" {
-			jobID = m.jobOfAlloc(allocID)
-		}
-		if err := m.removeClaimed(ctx, ref.pool, jobID, allocID); err != nil {
+		if err := m.removeClaimed(ctx, ref.pool, c.JobID, allocID); err != nil {
 			m.log.Error("cannot clean up leaked claim; will retry", "pool", ref.pool, "alloc_id", allocID, "why", why, "error", err)
 			continue
 		}
-		m.log.Info("cleaned up leaked claim", "pool", ref.pool, "alloc_id", allocID, "job_id", jobID,
+		m.log.Info("cleaned up leaked claim", "pool", ref.pool, "alloc_id", allocID, "job_id", c.JobID,
 			"owner_alloc_id", c.Owner.AllocID, "why", why)
 	}
 }
 
 // removeClaimed purges the job (if known) and deletes the claim.
 func (m *Manager) removeClaimed(ctx context.Context, pool, jobID, allocID string) error {
+	if jobID == "" {
+		jobID = m.jobOfAlloc(allocID)
+	}
 	if jobID != "" {
 		if err := m.purgeJob(ctx, jobID); err != nil {
 			return err

@@ -158,3 +158,50 @@ func claim(t *testing.T, m *Manager, o Owner) *Claim {
 	}
 	return c
 }
+
+// A task start that claimed but never launched (its plugin died) leaves a
+// claim whose owner still runs; the task's next start claims again. The
+// older claim of the same owner task is freed at once by the new claim
+// when its record is known, and by reconcile when it is not. Claims of
+// another task of the same allocation are kept.
+func TestSupersededClaimsFreed(t *testing.T) {
+	m, srv := fakeManager(t, nil, Config{Name: "py", Size: 3, Max: 6})
+	waitFor(t, 5*time.Second, "3 warm", func() bool { return m.Stats()["py"].Warm == 3 })
+	srv.AddAlloc(&api.Allocation{ID: "owner", ClientStatus: "running", DesiredStatus: "run",
+		TaskStates: map[string]*api.TaskState{"agent": {State: "pending"}, "sidecar": {State: "running"}}})
+	held := func(c *Claim) bool {
+		return srv.Job(c.JobID) != nil && len(srv.Vars(ClaimPath("py", c.AllocID))) == 1
+	}
+
+	// Known record: freed by the newer claim itself.
+	first := claim(t, m, Owner{AllocID: "owner", TaskName: "agent", TaskID: "owner/agent/1"})
+	sidecar := claim(t, m, Owner{AllocID: "owner", TaskName: "sidecar", TaskID: "owner/sidecar/1"})
+	second := claim(t, m, Owner{AllocID: "owner", TaskName: "agent", TaskID: "owner/agent/2"})
+	waitFor(t, 5*time.Second, "first claim freed", func() bool { return !held(first) })
+	if !held(second) || !held(sidecar) {
+		t.Fatal("newest claim or another task's claim freed")
+	}
+
+	// Unknown record (a new plugin process): freed by reconcile.
+	m.mu.Lock()
+	m.claimCache = map[string]*claimRecord{}
+	m.mu.Unlock()
+	third := claim(t, m, Owner{AllocID: "owner", TaskName: "agent", TaskID: "owner/agent/3"})
+	time.Sleep(100 * time.Millisecond)
+	if !held(second) {
+		t.Fatal("claim freed without its record being read")
+	}
+	waitFor(t, 5*time.Second, "claims listed", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.inv.claims) == 3
+	})
+	m.reconcile(ctx(t, 5*time.Second))
+	if held(second) {
+		t.Error("superseded claim not freed by reconcile")
+	}
+	if !held(third) || !held(sidecar) {
+		t.Error("reconcile freed a claim in use")
+	}
+	waitFor(t, 5*time.Second, "refilled", func() bool { s := m.Stats()["py"]; return s.Claimed == 2 && s.Warm == 3 })
+}

@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
+)
+
+// TestPluginKilledBetweenClaimAndLaunch: the plugin dies right after a start
+// wrote its claim and before it launched the command (a fault point in the
+// driver, armed by a file). Nomad starts the task again with a new plugin,
+// which claims another sandbox; the first claim's sandbox is purged and its
+// claim deleted while the task still runs, the pool refills, the command ran
+// once, and nothing is left after the job is purged.
+func TestPluginKilledBetweenClaimAndLaunch(t *testing.T) {
+	if _, err := nomadtest.Binary(); err != nil {
+		t.Skipf("skipping e2e: %v", err)
+	}
+	armed := filepath.Join(t.TempDir(), "crash-after-claim")
+	if err := os.WriteFile(armed, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(driver.CrashAfterClaimEnv, armed) // the agent passes its env to the plugin
+	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t),
+		PluginConfig: poolBlock("dev", rawExecTemplate(t), 1, 4)})
+	waitWarm(t, a, "dev", 1)
+	before := warmJobs(t, a)
+	if len(before) != 1 {
+		t.Fatalf("want 1 warm job before the start, have %d", len(before))
+	}
+	first := before[0].ID
+	pids := pluginPIDs(t, a)
+
+	runs := filepath.Join(t.TempDir(), "runs")
+	alloc := runJob(t, a, faultJob(t, "e2e-crash-claim", 2, "echo run >> "+runs+"; echo started; sleep 600"))
+	waitFor(t, 60*time.Second, "the plugin to crash after the claim", func() bool {
+		_, err := os.Stat(armed)
+		return os.IsNotExist(err)
+	})
+	begin := time.Now()
+	ts := waitTask(t, a, alloc.ID, "agent", "running", 90*time.Second)
+	waitFor(t, 30*time.Second, "the command's output", func() bool { return strings.Contains(logs(t, a, alloc.ID, "agent"), "started") })
+	t.Logf("task running %s after the crash; events:\n%s", time.Since(begin).Round(time.Millisecond), events(ts))
+	if now := pluginPIDs(t, a); len(now) == 0 || slices.Equal(now, pids) {
+		t.Errorf("plugin processes %v before, %v after: want a new one", pids, now)
+	}
+	sb := sandboxOf(taskState(t, a, alloc.ID, "agent"))
+	if sb == "" {
+		t.Fatalf("no claimed sandbox in the events:\n%s", events(ts))
+	}
+
+	// The orphaned claim goes while its owner still runs.
+	var claims []string
+	waitFor(t, 90*time.Second, "the orphaned claim freed", func() bool {
+		claims = claimVars(t, a, "dev")
+		return len(claims) == 1 && strings.HasSuffix(claims[0], "/"+sb) && !liveWarmJob(t, a, first)
+	})
+	t.Logf("orphaned claim of %s freed %s after the crash; claims now %v", first, time.Since(begin).Round(time.Millisecond), claims)
+	if !strings.Contains(a.Log(), "superseded by a newer claim of the same owner task") {
+		t.Error("the agent log does not say why the claim was freed")
+	}
+	waitWarm(t, a, "dev", 1)
+	if b, _ := os.ReadFile(runs); strings.Count(string(b), "run") != 1 {
+		t.Errorf("the command ran %d times, want once", strings.Count(string(b), "run"))
+	}
+	if ts := taskState(t, a, alloc.ID, "agent"); ts.State != "running" {
+		t.Errorf("task %s after the cleanup, want running; events:\n%s", ts.State, events(ts))
+	}
+
+	if _, _, err := a.Client.Jobs().Deregister("e2e-crash-claim", true, nil); err != nil {
+		t.Fatalf("purge job: %v", err)
+	}
+	waitFor(t, 60*time.Second, "no claim and one warm job after the purge", func() bool {
+		return len(claimVars(t, a, "dev")) == 0 && len(warmJobs(t, a)) == 1
+	})
+}
+
+// liveWarmJob reports whether the dispatched warm job id still exists and is not dead.
+func liveWarmJob(t *testing.T, a *nomadtest.Agent, id string) bool {
+	t.Helper()
+	j, _, err := a.Client.Jobs().Info(id, nil)
+	if err != nil {
+		return false // purged
+	}
+	return j.Status == nil || *j.Status != "dead"
+}
