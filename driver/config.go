@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +36,7 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"size":          hclspec.NewAttr("size", "string", false),
 		"max":           hclspec.NewAttr("max", "string", false),
 		"claim_timeout": hclspec.NewAttr("claim_timeout", "string", false),
+		"namespaces":    hclspec.NewAttr("namespaces", "list(string)", false),
 	})),
 })
 
@@ -51,10 +53,11 @@ type rawConfig struct {
 }
 
 type rawPool struct {
-	Jobspec      string `codec:"jobspec"`
-	Size         any    `codec:"size"`
-	Max          any    `codec:"max"`
-	ClaimTimeout any    `codec:"claim_timeout"`
+	Jobspec      string   `codec:"jobspec"`
+	Size         any      `codec:"size"`
+	Max          any      `codec:"max"`
+	ClaimTimeout any      `codec:"claim_timeout"`
+	Namespaces   []string `codec:"namespaces"`
 }
 
 // Config is the validated plugin configuration.
@@ -63,6 +66,15 @@ type Config struct {
 	TokenFile string
 	Namespace string
 	Pools     []pool.Config // sorted by name
+	// Namespaces lists, per pool, the Nomad namespaces whose tasks may use
+	// it; a pool without an entry serves every namespace.
+	Namespaces map[string][]string
+}
+
+// Serves reports whether tasks of namespace ns may use the named pool.
+func (c *Config) Serves(poolName, ns string) bool {
+	allowed, limited := c.Namespaces[poolName]
+	return !limited || slices.Contains(allowed, ns)
 }
 
 // PoolNames lists the configured pools, sorted.
@@ -141,9 +153,17 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 	}
 	for _, name := range names {
 		p, perrs := parsePool(name, raw.Pools[name])
+		nss, nerrs := parseNamespaces(name, raw.Pools[name].Namespaces)
+		perrs = append(perrs, nerrs...)
 		errs = append(errs, perrs...)
 		if len(perrs) == 0 {
 			c.Pools = append(c.Pools, p)
+			if len(nss) > 0 {
+				if c.Namespaces == nil {
+					c.Namespaces = map[string][]string{}
+				}
+				c.Namespaces[name] = nss
+			}
 		}
 	}
 	return c, errors.Join(errs...)
@@ -188,6 +208,28 @@ func parsePool(name string, raw rawPool) (pool.Config, []error) {
 		bad("claim_timeout: %v", err)
 	}
 	return p, errs
+}
+
+// namespaceRE is what Nomad accepts as a namespace name.
+var namespaceRE = regexp.MustCompile(`^[a-zA-Z0-9-]{1,128}$`)
+
+// parseNamespaces validates a pool's namespaces list: Nomad namespace names,
+// each once. Empty means every namespace.
+func parseNamespaces(pool string, raw []string) ([]string, []error) {
+	var errs []error
+	var out []string
+	for _, ns := range raw {
+		switch {
+		case !namespaceRE.MatchString(ns):
+			errs = append(errs, fmt.Errorf("pool %q: namespaces: %q is not a Nomad namespace name (1-128 of a-z, A-Z, 0-9 and -)", pool, ns))
+		case slices.Contains(out, ns):
+			errs = append(errs, fmt.Errorf("pool %q: namespaces: %q is listed twice", pool, ns))
+		default:
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	return out, errs
 }
 
 // wholeNumber reads a non-negative integer given as any msgpack number or a

@@ -43,6 +43,9 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		{"endless token file", rawConfig{TokenFile: "/dev/zero", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"token_file: /dev/zero is larger than"}},
 		{"cert without key", rawConfig{CertFile: spec, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"cert_file and key_file: set both or neither"}},
 		{"missing ca", rawConfig{CAFile: filepath.Join(dir, "ca.pem"), Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"ca_file: ", "no such file"}},
+		{"namespaces", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"team-a", "default"}}}}, nil},
+		{"bad namespace", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"team a", ""}}}}, []string{`pool "py": namespaces: "team a" is not a Nomad namespace name`, `namespaces: "" is not`}},
+		{"namespace twice", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"a", "a"}}}}, []string{`pool "py": namespaces: "a" is listed twice`}},
 		{"two problems at once", rawConfig{Pools: map[string]rawPool{"a": {}, "b": {Jobspec: spec, Size: 9, Max: 3}}}, []string{`pool "a": jobspec`, `pool "b": size (9)`}},
 	}
 	for _, tc := range cases {

@@ -77,6 +77,10 @@ type Driver struct {
 	backend   *Backend
 	pool      Pool // set once the backend's pools run
 	stopBuild context.CancelFunc
+	// startRetry is the pause before starting the pools again after a
+	// failed start (a token lacking a right, a template Nomad refused), so
+	// an operator's fix takes effect without restarting the agent.
+	startRetry time.Duration
 
 	health *healthState
 	events *eventHub
@@ -97,6 +101,7 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 		health:     newHealthState(),
 		events:     newEventHub(),
 		tasks:      newTaskStore(),
+		startRetry: defaultStartRetry,
 	}
 }
 
@@ -179,14 +184,8 @@ func (d *Driver) restartBackendLocked() {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		stopProbe := d.probeWhileStarting(ctx, b)
-		p, err := b.StartPool(ctx)
-		stopProbe()
-		if err != nil {
-			if ctx.Err() == nil {
-				d.logger.Error("starting pools failed", "error", err)
-				d.health.set(plugin.HealthUnhealthy, oneLine(err))
-			}
+		p := d.startPool(ctx, b)
+		if p == nil {
 			return
 		}
 		d.mu.Lock()
@@ -211,11 +210,38 @@ func (d *Driver) restartBackendLocked() {
 // startProbeEvery is how often the API is probed while the pools are starting.
 const startProbeEvery = 2 * time.Second
 
+const defaultStartRetry = 15 * time.Second
+
+// startPool starts the backend's pools, and again after every failure until
+// it works or ctx ends (then it returns nil). While it fails, the driver is
+// unhealthy with the error, which names what to fix.
+func (d *Driver) startPool(ctx context.Context, b *Backend) Pool {
+	for first := true; ; first = false {
+		stopProbe := d.probeWhileStarting(ctx, b, first)
+		p, err := b.StartPool(ctx)
+		stopProbe()
+		if err == nil {
+			return p
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.logger.Error("starting pools failed; will retry", "error", err, "in", d.startRetry)
+		d.health.set(plugin.HealthUnhealthy, oneLine(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d.startRetry):
+		}
+	}
+}
+
 // probeWhileStarting probes the Nomad API while StartPool waits for it, so the
 // health description says why it waits (API down, token refused) instead of
-// only "connecting". The returned func stops the probe; once it returns, the
-// probe sets no more health.
-func (d *Driver) probeWhileStarting(ctx context.Context, b *Backend) (stop func()) {
+// only "connecting". On a retry (first false) a working API leaves the last
+// start's error in place. The returned func stops the probe; once it returns,
+// the probe sets no more health.
+func (d *Driver) probeWhileStarting(ctx context.Context, b *Backend, first bool) (stop func()) {
 	if b.Check == nil {
 		return func() {}
 	}
@@ -241,7 +267,7 @@ func (d *Driver) probeWhileStarting(ctx context.Context, b *Backend) (stop func(
 			}
 			if err != nil {
 				d.health.set(plugin.HealthUnhealthy, "starting: "+oneLine(err))
-			} else {
+			} else if first {
 				d.health.set(plugin.HealthUnhealthy, "starting: connecting to the nomad api")
 			}
 		}

@@ -39,6 +39,10 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if !ok {
 		return nil, nil, fmt.Errorf("config: pool %q is not configured on this node; pools here: %s", tc.Pool, strings.Join(conf.PoolNames(), ", "))
 	}
+	if !conf.Serves(tc.Pool, cfg.Namespace) {
+		return nil, nil, fmt.Errorf("config: pool %q does not serve namespace %q; it serves namespaces: %s",
+			tc.Pool, cfg.Namespace, strings.Join(conf.Namespaces[tc.Pool], ", "))
+	}
 	if tc.Command == "" && len(tc.Args) > 0 {
 		return nil, nil, errors.New("config: args given without command")
 	}

@@ -53,20 +53,27 @@ func waitWarm(t *testing.T, a *nomadtest.Agent, pool string, want int) {
 // runJob parses and registers a jobspec (HCL text) and returns its first allocation.
 func runJob(t *testing.T, a *nomadtest.Agent, hcl string) *api.Allocation {
 	t.Helper()
+	return runJobWith(t, a.Client, hcl)
+}
+
+// runJobWith registers a job through c (whose namespace it uses) and returns
+// its first allocation.
+func runJobWith(t *testing.T, c *api.Client, hcl string) *api.Allocation {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	job, err := a.Client.Jobs().ParseHCLOpts(&api.JobsParseRequest{JobHCL: hcl, Canonicalize: true})
+	job, err := c.Jobs().ParseHCLOpts(&api.JobsParseRequest{JobHCL: hcl, Canonicalize: true})
 	if err != nil {
 		t.Fatalf("parse job: %v", err)
 	}
-	if _, _, err := a.Client.Jobs().Register(job, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+	if _, _, err := c.Jobs().Register(job, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		t.Fatalf("register job: %v", err)
 	}
 	var alloc *api.Allocation
 	waitFor(t, 60*time.Second, "an allocation of job "+*job.ID, func() bool {
-		allocs, _, err := a.Client.Jobs().Allocations(*job.ID, false, nil)
+		allocs, _, err := c.Jobs().Allocations(*job.ID, false, nil)
 		if err == nil && len(allocs) > 0 {
-			alloc, _, err = a.Client.Allocations().Info(allocs[0].ID, nil)
+			alloc, _, err = c.Allocations().Info(allocs[0].ID, nil)
 			return err == nil
 		}
 		return false

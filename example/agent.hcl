@@ -14,6 +14,7 @@ plugin "agentkernel-pool" {
       size          = 3     # warm allocations kept ready on this node
       max           = 12    # warm + starting + claimed on this node
       claim_timeout = "30s" # how long a start may wait on a pool miss
+      # namespaces  = ["agents"] # only tasks of these namespaces may use it (default: all)
     }
 
     # Development only: raw_exec is not isolated.

@@ -1,0 +1,64 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
+)
+
+// A start of the pools that fails (say, the token lacks a right) leaves the
+// driver unhealthy with the error, and is retried: once the operator fixes
+// the cause, the driver turns healthy with no agent restart.
+func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
+	e := &env{t: t, pool: newFakePool(), runner: newFakeRunner(), dir: t.TempDir()}
+	var mu sync.Mutex
+	denied := true
+	starts := 0
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+		return &Backend{Runner: e.runner, AllocDone: e.runner.allocDone,
+			StartPool: func(context.Context) (Pool, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				starts++
+				if denied {
+					return nil, errors.New("check acl token: write claim record: permission denied (needs variables write)")
+				}
+				return e.pool, nil
+			}}, nil
+	})
+	e.drv.startRetry = 50 * time.Millisecond
+	t.Cleanup(func() { _ = e.drv.Shutdown(context.Background()) })
+	e.c = plugintest.Serve(t, e.drv)
+
+	_, err := e.c.Base.SetConfig(context.Background(), &base.SetConfigRequest{MsgpackConfig: e.pluginConfig(e.devPool()), PluginApiVersion: "v0.1.0",
+		NomadConfig: &base.NomadConfig{Driver: &base.NomadDriverConfig{ClientMinPort: 14000, ClientMaxPort: 14512}}})
+	if err != nil {
+		t.Fatalf("SetConfig: %v", err)
+	}
+	fp := e.waitHealth(drivers.FingerprintResponse_UNHEALTHY)
+	for !strings.Contains(fp.HealthDescription, "permission denied") {
+		fp = e.waitHealth(drivers.FingerprintResponse_UNHEALTHY)
+	}
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	tries := starts
+	denied = false // the operator fixed the policy
+	mu.Unlock()
+	if tries < 2 {
+		t.Errorf("pools started %d times while failing, want retries", tries)
+	}
+	e.waitHealth(drivers.FingerprintResponse_HEALTHY)
+	h := e.start(e.taskConfig("agent", map[string]any{"pool": "dev"}, nil))
+	if h.Config.GetId() == "" {
+		t.Fatal("no task started after the fix")
+	}
+}
