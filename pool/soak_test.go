@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -75,13 +76,24 @@ func TestSoakClaimRelease(t *testing.T) {
 	hits := 0
 	start := time.Now()
 	for i := 1; i <= cycles; i++ {
-		// No owner allocation (as in BenchmarkClaim): reconcile would look up
-		// a made-up one, and a real one is not needed to claim and release.
+		// A made-up owner allocation per cycle, as the driver claims for
+		// each task. Every 10th cycle, the owner's first claim is abandoned
+		// (a start that never launched) and its second supersedes it: the
+		// pool frees the first by itself, or settled() below never returns.
 		// Contexts per cycle, cancelled at once: ctx(t, ...) would keep two
 		// timers and cleanups per cycle until the test ends and show up as
 		// heap growth.
+		owner := Owner{AllocID: fmt.Sprintf("%08d-0000-4000-8000-000000000000", i), TaskName: "agent"}
+		if i%10 == 0 {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			_, err := m.Claim(cctx, name, owner)
+			cancel()
+			if err != nil {
+				t.Fatalf("abandoned claim %d: %v", i, err)
+			}
+		}
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		c, err := m.Claim(cctx, name, Owner{})
+		c, err := m.Claim(cctx, name, owner)
 		cancel()
 		if err != nil {
 			t.Fatalf("claim %d: %v", i, err)
