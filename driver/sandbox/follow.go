@@ -47,7 +47,13 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 	defer out.close()
 	defer errOut.close()
 
-	poll := time.NewTicker(orDefault(r.PollInterval, DefaultPollInterval))
+	watch := watchDir(dir)
+	defer watch.close()
+	every := orDefault(r.PollInterval, DefaultPollInterval)
+	if watch != nil {
+		every = max(every, WatchedPollInterval)
+	}
+	poll := time.NewTicker(every)
 	defer poll.Stop()
 	checkEvery := orDefault(r.AllocCheckEvery, DefaultAllocCheckEvery)
 	nextCheck := time.Now().Add(checkEvery)
@@ -116,6 +122,7 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 		case <-ctx.Done():
 			return ExitStatus{}, ctx.Err()
 		case <-poll.C:
+		case <-watch.wakeups():
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,3 +189,22 @@ func TestFollowLargeOutput(t *testing.T) {
 type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
+// Output and the exit reach the follower as they are written, not at the next
+// poll: with polling all but off, Follow still delivers at once.
+func TestFollowWakesOnWrites(t *testing.T) {
+	r, ref := localSandbox(t)
+	r.PollInterval = time.Hour
+	if err := r.Launch(ctxT(t, 10*time.Second), ref, Spec{ID: "wake", Command: "/bin/sh", Args: []string{"-c", "echo first; sleep 0.3; echo second; exit 4"}}); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuf
+	begin := time.Now()
+	st, err := r.Follow(ctxT(t, 20*time.Second), ref, "wake", Offsets{}, &out, io.Discard, nil)
+	if err != nil {
+		t.Fatalf("follow with an hour's poll interval: %v (after %s)", err, time.Since(begin))
+	}
+	if st.Code != 4 || out.String() != "first\nsecond\n" {
+		t.Errorf("status %+v, stdout %q; want code 4 and both lines", st, out.String())
+	}
+}

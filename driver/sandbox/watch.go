@@ -1,0 +1,73 @@
+package sandbox
+
+import (
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// WatchedPollInterval is how often Follow looks for output anyway while a
+// file watch tells it about writes: a safety net, not the way output arrives.
+const WatchedPollInterval = 500 * time.Millisecond
+
+// dirWatch wakes a follower when anything in a run dir is written or created,
+// so output reaches the task log as it is written instead of at the next
+// poll. Without inotify (the per-user instance limit, another OS) Follow
+// polls as before.
+type dirWatch struct {
+	w    *fsnotify.Watcher
+	wake chan struct{}
+	done sync.WaitGroup
+}
+
+// watchDir watches dir; it returns nil when it cannot.
+func watchDir(dir string) *dirWatch {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil
+	}
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		return nil
+	}
+	d := &dirWatch{w: w, wake: make(chan struct{}, 1)}
+	d.done.Add(1)
+	go func() {
+		defer d.done.Done()
+		for {
+			select {
+			case _, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				select {
+				case d.wake <- struct{}{}:
+				default: // a wake-up is pending already
+				}
+			case _, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+	return d
+}
+
+// wakeups is the channel to wait on; nil (never ready) without a watch.
+func (d *dirWatch) wakeups() <-chan struct{} {
+	if d == nil {
+		return nil
+	}
+	return d.wake
+}
+
+// close stops the watch and its goroutine.
+func (d *dirWatch) close() {
+	if d == nil {
+		return
+	}
+	d.w.Close()
+	d.done.Wait()
+}
