@@ -89,12 +89,8 @@ func (p processShipper) ship(ctx context.Context, job shipJob) (sandbox.ExitStat
 			}
 			starts++
 		}
-		for processAlive(pid, job.RunID) {
-			select {
-			case <-ctx.Done():
-				return sandbox.ExitStatus{}, ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
+		if err := waitProcessExit(ctx, pid, func() bool { return processAlive(pid, job.RunID) }); err != nil {
+			return sandbox.ExitStatus{}, err
 		}
 		_ = os.Remove(shipperPIDPath(job))
 		if st, exited, err := p.runner.Status(job.Ref, job.RunID); err == nil && exited {
@@ -169,4 +165,16 @@ func processAlive(pid int, runID string) bool {
 	}
 	args := strings.Split(string(b), "\x00")
 	return len(args) > 1 && args[1] == ShipCommand && strings.Contains(string(b), "\x00"+runID+"\x00")
+}
+
+// pollProcessExit checks alive every 50 ms until it is false or ctx ends.
+func pollProcessExit(ctx context.Context, alive func() bool) error {
+	for alive() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }

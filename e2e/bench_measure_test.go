@@ -316,6 +316,26 @@ func rssKiB(pid int) int64 {
 	return 0
 }
 
+// pssKiB is a process's proportional set size in KiB: its private pages plus
+// its share of pages mapped by several processes (the shippers share this
+// binary's text). 0 when it is gone.
+func pssKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
 // pluginRSS is the plugin process's resident set in MiB (summed, should Nomad
 // run more than one).
 func pluginRSS(tb testing.TB, a *nomadtest.Agent) float64 {

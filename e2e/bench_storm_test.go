@@ -49,7 +49,7 @@ func BenchmarkStorm(b *testing.B) {
 	}
 	var rssStorm float64
 	var ships []int
-	var shipKiB int64
+	var shipKiB, shipPssKiB int64
 	b.ResetTimer()
 	samples, errs := storm(a, specs, func() {
 		// Every job that will has printed and sleeps: peak claims, one shipper each.
@@ -57,6 +57,7 @@ func BenchmarkStorm(b *testing.B) {
 		ships = shippers(a)
 		for _, p := range ships {
 			shipKiB += rssKiB(p)
+			shipPssKiB += pssKiB(p)
 		}
 	})
 	b.StopTimer()
@@ -136,6 +137,7 @@ func BenchmarkStorm(b *testing.B) {
 	b.ReportMetric(float64(len(ships)), "shippers")
 	if len(ships) > 0 {
 		b.ReportMetric(float64(shipKiB)/1024/float64(len(ships)), "shipper-rss-MiB")
+		b.ReportMetric(float64(shipPssKiB)/1024/float64(len(ships)), "shipper-pss-MiB")
 	}
 }
 

@@ -106,7 +106,7 @@ func poolBlock(name, jobspec string, size, max int) string {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // rawExecTemplate is the fast (development-only) warm template for tests.
-func rawExecTemplate(t *testing.T) string {
+func rawExecTemplate(t testing.TB) string {
 	t.Helper()
 	p, err := filepath.Abs("../example/pools/raw_exec.nomad.hcl")
 	if err != nil {

@@ -127,7 +127,7 @@ func (r *results) has(family string) bool {
 
 // expected are the benchmarks make bench runs; a missing one is listed as not run
 // (go test prints nothing for a skipped benchmark without -v).
-var expected = []string{"BenchmarkJobStart", "BenchmarkStorm", "BenchmarkClaim", "BenchmarkStartTaskWarm"}
+var expected = []string{"BenchmarkJobStart", "BenchmarkStorm", "BenchmarkIdleTasks", "BenchmarkClaim", "BenchmarkStartTaskWarm"}
 
 func render(r *results, nomad string) string {
 	var b strings.Builder
@@ -170,8 +170,10 @@ func jobStart(w func(string, ...any), m map[string]float64, perRun []string) {
 	w("through the API and stops when the task's first stdout line is in its log file on the host\n")
 	w("(polled every 1 ms; the file `nomad alloc logs` serves). Where the time goes, medians of\n")
 	w("each run's phases from the client's task events: registration to Received (placement),\n")
-	w("Received to Started (task setup, logmon, driver StartTask), Started to the first line (for\n")
-	w("agentkernel-pool: starting the detached shipper that copies the command's output into the task's log).\n\n")
+	w("Received to Started (task setup, logmon, driver StartTask), Started to the first line. Nomad's\n")
+	w("logmon flushes its log buffer to the file every 100 ms, counted from its own start, for every driver:\n")
+	w("a line lands at the first flush after it was written, so the figures move in steps of that tick\n")
+	w("(agentkernel-pool's output reaches logmon about 12 ms after StartTask returns, then waits for the tick).\n\n")
 	w("| job | median | p90 | to Received | Received to Started | Started to first line |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, v := range []struct{ key, label string }{
 		{"pool", "agentkernel-pool, warm `exec` template"},
@@ -219,8 +221,12 @@ func stormTables(w func(string, ...any), m map[string]float64) {
 	w("| storm peak, 50 tasks running | %s MiB |\n", num(m["rss-storm-MiB"]))
 	w("| 60 s after the storm | %s MiB |\n", num(m["rss-after-MiB"]))
 	if m["shippers"] > 0 {
-		w("| output shippers at the peak (one detached process per running task) | %s x %s MiB |\n",
+		w("| output shippers at the peak (one detached process per running task), RSS | %s x %s MiB |\n",
 			num(m["shippers"]), num(m["shipper-rss-MiB"]))
+		if m["shipper-pss-MiB"] > 0 {
+			w("| the same, PSS (the binary's pages are shared among them) | %s x %s MiB |\n",
+				num(m["shippers"]), num(m["shipper-pss-MiB"]))
+		}
 	}
 	w("\n")
 }
@@ -250,6 +256,9 @@ var about = map[string]string{
 	"BenchmarkClaim": "Claim latency (pool package, `go test ./pool -bench Claim`): the Manager's claim " +
 		"(a warm candidate from the watched inventory, one check-and-set write) beside a naive one " +
 		"(list the dispatched jobs, read each one's allocations, then the same write), at pool sizes 5, 50 and 200.",
+	"BenchmarkIdleTasks": "What running tasks cost while their commands are quiet: 10 sandbox tasks sleep, and the " +
+		"CPU time of the plugin and of the output shippers is read from /proc over 20 s; per task, in ms of CPU " +
+		"per second (1 ms/s is 0.1% of a core). The plugin's share includes answering Nomad's TaskStats stream.",
 	"BenchmarkStartTaskWarm": "StartTask on the warm path (claim plus launch of the command in the sandbox) " +
 		"through the plugin's gRPC surface against a real agent, raw_exec template.",
 }

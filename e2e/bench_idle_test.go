@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
+)
+
+// BenchmarkIdleTasks measures what running tasks cost while their commands
+// are quiet: 10 sandbox tasks sleep, and the CPU time of the plugin and of the
+// output shippers is read from /proc over a 20 s window. Reported per task,
+// in milliseconds of CPU per second (1 ms/s is 0.1% of a core).
+//
+//	NOMAD_BIN=/work/bin/nomad go test ./e2e -run '^$' -bench IdleTasks -benchtime 1x
+func BenchmarkIdleTasks(b *testing.B) {
+	if _, err := nomadtest.Binary(); err != nil {
+		b.Skipf("skipping: %v", err)
+	}
+	const tasks, window = 10, 20 * time.Second
+	a := nomadtest.Start(b, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(b),
+		PluginConfig: poolBlock("dev", rawExecTemplate(b), tasks, 2*tasks)})
+	settle(b, a, "dev", tasks)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var ids []string
+	for i := range tasks {
+		hcl, err := os.ReadFile(filepath.Join("jobs", "fault.nomad.hcl"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := fmt.Sprintf("bench-idle-%d", i)
+		hcl = []byte(strings.NewReplacer("JOBNAME", id, "ATTEMPTS", "0", "SCRIPT", "echo started; exec sleep 600").Replace(string(hcl)))
+		job, err := a.Client.Jobs().ParseHCLOpts(&api.JobsParseRequest{JobHCL: string(hcl), Canonicalize: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := a.Client.Jobs().Register(job, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	defer func() {
+		for _, id := range ids {
+			purgeJob(b, a, id)
+		}
+	}()
+	for running := 0; running < tasks; {
+		if ctx.Err() != nil {
+			b.Fatalf("only %d of %d tasks running", running, tasks)
+		}
+		time.Sleep(500 * time.Millisecond)
+		running = 0
+		for _, id := range ids {
+			allocs, _, err := a.Client.Jobs().Allocations(id, false, (&api.QueryOptions{}).WithContext(ctx))
+			if err == nil && len(allocs) > 0 && allocs[0].TaskStates["agent"] != nil && allocs[0].TaskStates["agent"].State == "running" {
+				running++
+			}
+		}
+	}
+	time.Sleep(3 * time.Second) // starts and refills settle
+
+	plugin, ships := a.Processes(driver.Name), shippers(a)
+	if len(ships) != tasks {
+		b.Fatalf("%d shipper processes, want %d", len(ships), tasks)
+	}
+	p0, s0 := cpuTicks(plugin), cpuTicks(ships)
+	b.ResetTimer()
+	time.Sleep(window)
+	b.StopTimer()
+	p1, s1 := cpuTicks(plugin), cpuTicks(ships)
+	perTask := func(ticks int) float64 { // ticks are 10 ms
+		return float64(ticks) * 10 / window.Seconds() / tasks
+	}
+	b.ReportMetric(perTask(p1-p0), "plugin-cpu-ms/s/task")
+	b.ReportMetric(perTask(s1-s0), "shipper-cpu-ms/s/task")
+	b.ReportMetric(tasks, "tasks")
+}
+
+// cpuTicks sums user and system CPU time of the processes, in clock ticks.
+func cpuTicks(pids []int) int {
+	total := 0
+	for _, pid := range pids {
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(st), ')')
+		f := strings.Fields(string(st[i+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.Atoi(f[11])
+			s, _ := strconv.Atoi(f[12])
+			total += u + s
+		}
+	}
+	return total
+}
