@@ -19,7 +19,8 @@ import (
 // BenchmarkIdleTasks measures what running tasks cost while their commands
 // are quiet: 10 sandbox tasks sleep, and the CPU time of the plugin and of the
 // output shippers is read from /proc over a 20 s window. Reported per task,
-// in milliseconds of CPU per second (1 ms/s is 0.1% of a core).
+// in milliseconds of CPU per second (1 ms/s is 0.1% of a core), and each
+// shipper's proportional memory (PSS).
 //
 //	NOMAD_BIN=/work/bin/nomad go test ./e2e -run '^$' -bench IdleTasks -benchtime 1x
 func BenchmarkIdleTasks(b *testing.B) {
@@ -84,6 +85,11 @@ func BenchmarkIdleTasks(b *testing.B) {
 	}
 	b.ReportMetric(perTask(p1-p0), "plugin-cpu-ms/s/task")
 	b.ReportMetric(perTask(s1-s0), "shipper-cpu-ms/s/task")
+	var pss int64
+	for _, p := range ships {
+		pss += pssKiB(p)
+	}
+	b.ReportMetric(float64(pss)/1024/tasks, "shipper-pss-MiB")
 	b.ReportMetric(tasks, "tasks")
 }
 

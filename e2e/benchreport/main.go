@@ -258,7 +258,7 @@ var about = map[string]string{
 		"(list the dispatched jobs, read each one's allocations, then the same write), at pool sizes 5, 50 and 200.",
 	"BenchmarkIdleTasks": "What running tasks cost while their commands are quiet: 10 sandbox tasks sleep, and the " +
 		"CPU time of the plugin and of the output shippers is read from /proc over 20 s; per task, in ms of CPU " +
-		"per second (1 ms/s is 0.1% of a core). The plugin's share includes answering Nomad's TaskStats stream.",
+		"per second (1 ms/s is 0.1% of a core), and each shipper's PSS. The plugin's share includes answering Nomad's TaskStats stream.",
 	"BenchmarkStartTaskWarm": "StartTask on the warm path (claim plus launch of the command in the sandbox) " +
 		"through the plugin's gRPC surface against a real agent, raw_exec template.",
 }
