@@ -299,33 +299,21 @@ func pct(d []time.Duration, p float64) time.Duration {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // rssKiB is a process's resident set (VmRSS) in KiB, 0 when it is gone.
-func rssKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n
-			}
-		}
-	}
-	return 0
-}
+func rssKiB(pid int) int64 { return procKiB(pid, "status", "VmRSS:") }
 
 // pssKiB is a process's proportional set size in KiB: its private pages plus
 // its share of pages mapped by several processes (the shippers share this
 // binary's text). 0 when it is gone.
-func pssKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+func pssKiB(pid int) int64 { return procKiB(pid, "smaps_rollup", "Pss:") }
+
+// procKiB reads the "<key> <n> kB" line of /proc/<pid>/<file>.
+func procKiB(pid int, file, key string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		return 0
 	}
 	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
+		if rest, ok := strings.CutPrefix(line, key); ok {
 			f := strings.Fields(rest)
 			if len(f) > 0 {
 				n, _ := strconv.ParseInt(f[0], 10, 64)
