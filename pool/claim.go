@@ -90,6 +90,7 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 	defer stop()
 
 	start := time.Now()
+	m.releaseSuperseded(owner, "", start)
 	// waiting counts this call in p.waiters (the replenisher dispatches
 	// for it) while it has no candidate in hand; missed remembers it ever
 	// had to wait.
@@ -122,7 +123,7 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 			if err == nil {
 				c.Hit, c.Waited = !missed, time.Since(start)
 				m.kickReplenish()
-				m.releaseSuperseded(c)
+				m.releaseSuperseded(owner, c.AllocID, c.ClaimedAt)
 				m.log.Info("claimed warm allocation", "pool", pool, "alloc_id", c.AllocID, "job_id", c.JobID,
 					"owner_alloc_id", owner.AllocID, "owner_task", owner.TaskName, "hit", c.Hit, "waited", c.Waited)
 				return c, nil

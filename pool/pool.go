@@ -101,6 +101,8 @@ type Manager struct {
 	// claimCache holds claim records read or written, by path: records
 	// never change, so a copy is good until the record is deleted.
 	claimCache map[string]*claimRecord
+	// freeing holds the allocations of superseded claims being freed.
+	freeing map[string]bool
 
 	startTimeout   time.Duration
 	reconcileEvery time.Duration
@@ -165,6 +167,7 @@ func New(opts Options) (*Manager, error) {
 		notify:     make(chan struct{}, 1),
 		dispatchSL: make(chan struct{}, 8),
 		claimCache: map[string]*claimRecord{},
+		freeing:    map[string]bool{},
 
 		startTimeout:   defaultStartTimeout,
 		reconcileEvery: defaultReconcileEvery,

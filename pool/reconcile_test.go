@@ -205,3 +205,21 @@ func TestSupersededClaimsFreed(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "refilled", func() bool { s := m.Stats()["py"]; return s.Claimed == 2 && s.Warm == 3 })
 }
+
+// A start that never launched holds a claim within max. When the owner task
+// starts again, its new claim begins by freeing that one, so the new claim
+// gets a sandbox even on a pool that is at max.
+func TestSupersededClaimFreesItsSlot(t *testing.T) {
+	m, srv := fakeManager(t, nil, Config{Name: "py", Size: 1, Max: 1})
+	waitFor(t, 5*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
+	srv.AddAlloc(&api.Allocation{ID: "owner", ClientStatus: "running", DesiredStatus: "run",
+		TaskStates: map[string]*api.TaskState{"agent": {State: "pending"}}})
+	orphan := claim(t, m, Owner{AllocID: "owner", TaskName: "agent", TaskID: "owner/agent/1"})
+	again := claim(t, m, Owner{AllocID: "owner", TaskName: "agent", TaskID: "owner/agent/2"})
+	if again.AllocID == orphan.AllocID {
+		t.Fatal("the new claim got the orphaned sandbox")
+	}
+	if srv.Job(orphan.JobID) != nil || len(srv.Vars(ClaimPath("py", orphan.AllocID))) != 0 {
+		t.Error("orphaned claim not freed")
+	}
+}

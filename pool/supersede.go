@@ -46,10 +46,13 @@ func superseded(rec *claimRecord, newest map[ownerKey]time.Time) bool {
 }
 
 // releaseSuperseded frees, in the background, the claims this Manager knows
-// of that c supersedes. It reads nothing from Nomad: records not yet cached
-// are left to reconcile.
-func (m *Manager) releaseSuperseded(c *Claim) {
-	mine := &claimRecord{claim: c, reason: reasonClaim}
+// of that a claim by owner made at t supersedes (keep is that claim's
+// allocation, "" before it is made). It reads nothing from Nomad: records not
+// yet cached are left to reconcile. Claim calls it as it begins, so the slot
+// an orphaned claim holds within max is free for the new claim, and again
+// once it has its claim.
+func (m *Manager) releaseSuperseded(owner Owner, keep string, t time.Time) {
+	mine := &claimRecord{claim: &Claim{Owner: owner, ClaimedAt: t}, reason: reasonClaim}
 	if _, ok := ownerKeyOf(mine); !ok {
 		return
 	}
@@ -57,7 +60,8 @@ func (m *Manager) releaseSuperseded(c *Claim) {
 	var stale []*Claim
 	m.mu.Lock()
 	for _, rec := range m.claimCache {
-		if rec.claim.AllocID != c.AllocID && superseded(rec, newest) {
+		if id := rec.claim.AllocID; id != keep && !m.freeing[id] && superseded(rec, newest) {
+			m.freeing[id] = true
 			stale = append(stale, rec.claim)
 		}
 	}
@@ -69,7 +73,11 @@ func (m *Manager) releaseSuperseded(c *Claim) {
 		ctx, cancel := context.WithTimeout(m.ctx, cleanupTimeout)
 		defer cancel()
 		for _, s := range stale {
-			if err := m.removeClaimed(ctx, s.Pool, s.JobID, s.AllocID); err != nil {
+			err := m.removeClaimed(ctx, s.Pool, s.JobID, s.AllocID)
+			m.mu.Lock()
+			delete(m.freeing, s.AllocID)
+			m.mu.Unlock()
+			if err != nil {
 				m.log.Error("cannot free superseded claim; reconcile will retry", "pool", s.Pool, "alloc_id", s.AllocID, "error", err)
 				continue
 			}
