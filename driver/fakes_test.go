@@ -78,6 +78,7 @@ type fakeRunner struct {
 	launchErr error
 	runs      map[string]*fakeRun
 	allocGone map[string]chan struct{}
+	execs     []string // the sandbox allocation of every exec, in order
 }
 
 func newFakeRunner() *fakeRunner {
@@ -142,7 +143,10 @@ func (r *fakeRunner) Signal(_ context.Context, _ sandbox.Ref, runID, sig string)
 	return nil
 }
 
-func (r *fakeRunner) Exec(_ context.Context, _ sandbox.Ref, runID string, cmd []string, _ bool, stdin io.Reader, stdout, _ io.Writer, _ <-chan api.TerminalSize) (int, error) {
+func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd []string, _ bool, stdin io.Reader, stdout, _ io.Writer, _ <-chan api.TerminalSize) (int, error) {
+	r.mu.Lock()
+	r.execs = append(r.execs, ref.AllocID)
+	r.mu.Unlock()
 	run := r.run(runID)
 	in, _ := io.ReadAll(stdin)
 	fmt.Fprintf(stdout, "%s|%s|%s", cmd[0], in, run.spec.Env["OUT"])
