@@ -27,14 +27,29 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 	var (
 		mu        sync.Mutex
 		mgr       *pool.Manager
+		ready     = make(chan struct{}) // closed once mgr is first set
+		readyOnce sync.Once
 		allocRoot string // the client's allocation dir on this host
 	)
 	runner := &sandbox.Runner{Client: client, Logger: logger.Named("sandbox")}
 	return &Backend{
 		Runner: runner,
 		Ship:   processShipper{runner: runner}.ship,
-		AllocDone: func(ctx context.Context, ns, allocID string) (string, error) {
-			return allocDone(ctx, client, ns, allocID)
+		// From the pool's inventory, not a query per task (see pool.AllocDone);
+		// a recovered task waits here until the pools run.
+		AllocDone: func(ctx context.Context, _, allocID string) (string, error) {
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			mu.Lock()
+			m := mgr
+			mu.Unlock()
+			if m == nil {
+				return "", fmt.Errorf("watch allocation %s: %w", allocID, pool.ErrStopped)
+			}
+			return m.AllocDone(ctx, allocID)
 		},
 		Usage: func(ctx context.Context, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
 			return usage(ctx, client, ns, allocID, task)
@@ -67,6 +82,7 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 			mu.Lock()
 			mgr = m
 			mu.Unlock()
+			readyOnce.Do(func() { close(ready) })
 			return m, nil
 		},
 		Prime: func(ctx context.Context, w pool.WarmAlloc) error {
@@ -132,36 +148,6 @@ func agentSelf(ctx context.Context, c *api.Client) (*api.AgentSelf, error) {
 		return nil, fmt.Errorf("read /v1/agent/self: %w", err)
 	}
 	return &self, nil
-}
-
-// allocDone blocks (with blocking queries) until the allocation is terminal or gone.
-func allocDone(ctx context.Context, c *api.Client, ns, allocID string) (string, error) {
-	var index uint64
-	for {
-		qctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
-		q := (&api.QueryOptions{Namespace: ns, WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(qctx)
-		a, meta, err := c.Allocations().Info(allocID, q)
-		cancel()
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-		switch {
-		case err != nil && isNotFound(err):
-			return "allocation no longer exists", nil
-		case err != nil:
-			select { // API down: look again shortly, the sandbox may be fine
-			case <-ctx.Done():
-				return "", ctx.Err()
-			case <-time.After(2 * time.Second):
-			}
-			continue
-		case a.ClientStatus != api.AllocClientStatusRunning && a.ClientStatus != api.AllocClientStatusPending:
-			return "allocation is " + a.ClientStatus, nil
-		case a.DesiredStatus != api.AllocDesiredStatusRun:
-			return "allocation desired status is " + a.DesiredStatus, nil
-		}
-		index = meta.LastIndex
-	}
 }
 
 func isNotFound(err error) bool {
