@@ -150,14 +150,6 @@ func agentSelf(ctx context.Context, c *api.Client) (*api.AgentSelf, error) {
 	return &self, nil
 }
 
-func isNotFound(err error) bool {
-	var ue api.UnexpectedResponseError
-	if errors.As(err, &ue) {
-		return ue.StatusCode() == 404
-	}
-	return false
-}
-
 func usage(ctx context.Context, c *api.Client, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
 	q := (&api.QueryOptions{Namespace: ns}).WithContext(ctx)
 	a := &api.Allocation{ID: allocID, Namespace: ns}
