@@ -80,7 +80,36 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 	if code != 0 {
 		return fmt.Errorf("prime allocation %s: %s", ref.short(), orExit(strings.TrimSpace(stderr.String()), code))
 	}
-	return nil
+	return r.awaitDaemon(ctx, ref)
+}
+
+// daemonReadyWait bounds how long Prime waits for the launch daemon it started
+// to open its FIFO.
+const daemonReadyWait = 5 * time.Second
+
+// awaitDaemon waits until the launch daemon reads its FIFO. The prime script
+// returns as soon as the daemon is started in the background, a moment before
+// the daemon opens the FIFO; a Prime or Launch in that moment would see no
+// daemon (a second Prime would start a second one).
+func (r *Runner) awaitDaemon(ctx context.Context, ref Ref) error {
+	if ref.HostAllocDir == "" {
+		return nil // launches go through exec anyway
+	}
+	deadline := time.Now().Add(daemonReadyWait)
+	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 10*time.Millisecond) {
+		if f, err := openFifo(ref); err == nil {
+			f.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("prime allocation %s: the launch daemon did not open its FIFO within %s", ref.short(), daemonReadyWait)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("prime allocation %s: wait for the launch daemon: %w", ref.short(), ctx.Err())
+		case <-time.After(delay):
+		}
+	}
 }
 
 // launchPrimed launches through the launch daemon. ok is false when the sandbox
