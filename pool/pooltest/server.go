@@ -223,9 +223,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.runHooks(r)
 	// The index is read with the state it describes, as Nomad does: a list
 	// never claims an index newer than its contents.
+	// The body is encoded under the lock too: it may point into the state
+	// (a job, a node), which a concurrent write would change mid-encoding.
 	s.mu.Lock()
 	status, body := s.route(r)
 	idx := s.index
+	encoded, encErr := json.Marshal(body)
 	s.mu.Unlock()
 	w.Header().Set("X-Nomad-Index", strconv.FormatUint(idx, 10))
 	w.Header().Set("X-Nomad-LastContact", "0")
@@ -239,8 +242,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 		return
 	}
+	if encErr != nil {
+		http.Error(w, "encode response: "+encErr.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
+	_, _ = w.Write(encoded)
 }
 
 // block implements blocking queries: wait until the index passes ?index=
