@@ -60,12 +60,7 @@ func (m *Manager) liveAllocLocked(allocID string) *api.AllocationListStub {
 func (m *Manager) whyNotLive(ctx context.Context, allocID string) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var a *api.Allocation
-	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		var err error
-		a, _, err = m.client.Allocations().Info(allocID, queryOpts(ctx, m.namespace))
-		return err
-	})
+	a, err := m.readAlloc(ctx, allocID)
 	switch {
 	case isNotFound(err):
 		return "allocation no longer exists"
@@ -73,4 +68,15 @@ func (m *Manager) whyNotLive(ctx context.Context, allocID string) string {
 		return "allocation is no longer running"
 	}
 	return "allocation is " + a.ClientStatus
+}
+
+// readAlloc reads an allocation of the pool's namespace, retrying where safe.
+func (m *Manager) readAlloc(ctx context.Context, allocID string) (*api.Allocation, error) {
+	var a *api.Allocation
+	err := call(ctx, retryAttempts, func(ctx context.Context) error {
+		var err error
+		a, _, err = m.client.Allocations().Info(allocID, queryOpts(ctx, m.namespace))
+		return err
+	})
+	return a, err
 }

@@ -207,12 +207,7 @@ func (m *Manager) claimRecord(ctx context.Context, path string) (*claimRecord, e
 // sandboxGone says why a claimed allocation that is not live in the
 // inventory is gone, or "" when it still runs (the inventory trails).
 func (m *Manager) sandboxGone(ctx context.Context, allocID string) (string, error) {
-	var a *api.Allocation
-	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		var err error
-		a, _, err = m.client.Allocations().Info(allocID, queryOpts(ctx, m.namespace))
-		return err
-	})
+	a, err := m.readAlloc(ctx, allocID)
 	switch {
 	case isNotFound(err):
 		return "sandbox allocation no longer exists", nil
