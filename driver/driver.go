@@ -81,6 +81,11 @@ type Driver struct {
 	// failed start (a token lacking a right, a template Nomad refused), so
 	// an operator's fix takes effect without restarting the agent.
 	startRetry time.Duration
+	// reloadEvery is how often the files the config names are read again
+	// (see reloadLoop); reloading starts with the first real SetConfig.
+	reloadEvery time.Duration
+	reloading   bool
+	reloadFiles string // filesState of the last rebuild reload made
 
 	health *healthState
 	events *eventHub
@@ -94,14 +99,15 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Driver{
-		logger:     logger.Named("driver"),
-		newBackend: newBackend,
-		ctx:        ctx,
-		cancel:     cancel,
-		health:     newHealthState(),
-		events:     newEventHub(),
-		tasks:      newTaskStore(),
-		startRetry: defaultStartRetry,
+		logger:      logger.Named("driver"),
+		newBackend:  newBackend,
+		ctx:         ctx,
+		cancel:      cancel,
+		health:      newHealthState(),
+		events:      newEventHub(),
+		tasks:       newTaskStore(),
+		startRetry:  defaultStartRetry,
+		reloadEvery: reloadEvery,
 	}
 }
 
@@ -153,6 +159,14 @@ func (d *Driver) SetConfig(_ context.Context, msgpackConfig []byte, agent *plugi
 		return nil // validation instance: no side effects
 	}
 	d.restartBackendLocked()
+	if !d.reloading {
+		d.reloading = true
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.reloadLoop()
+		}()
+	}
 	return nil
 }
 

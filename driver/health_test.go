@@ -3,6 +3,8 @@ package driver
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -60,5 +62,64 @@ func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 	h := e.start(e.taskConfig("agent", map[string]any{"pool": "dev"}, nil))
 	if h.Config.GetId() == "" {
 		t.Fatal("no task started after the fix")
+	}
+}
+
+// The files the plugin block names are read again: a token_file that appears
+// after the agent started makes the driver healthy, and a new token in it
+// (a rotation) rebuilds the connection with that token; no restart either way.
+func TestTokenFileReloaded(t *testing.T) {
+	e := &env{t: t, pool: newFakePool(), runner: newFakeRunner(), dir: t.TempDir()}
+	var mu sync.Mutex
+	var tokens []string
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+		mu.Lock()
+		tokens = append(tokens, cfg.API.Token)
+		mu.Unlock()
+		return &Backend{Runner: e.runner, AllocDone: e.runner.allocDone,
+			StartPool: func(context.Context) (Pool, error) { return e.pool, nil }}, nil
+	})
+	e.drv.reloadEvery = 50 * time.Millisecond
+	t.Cleanup(func() { _ = e.drv.Shutdown(context.Background()) })
+	e.c = plugintest.Serve(t, e.drv)
+
+	tokenFile := filepath.Join(e.dir, "token")
+	cfg := map[string]any{"address": nil, "ca_file": nil, "cert_file": nil, "key_file": nil,
+		"namespace": nil, "tls_server_name": nil, "token_file": tokenFile, "pool": e.devPool()}
+	_, err := e.c.Base.SetConfig(context.Background(), &base.SetConfigRequest{MsgpackConfig: encode(t, cfg), PluginApiVersion: "v0.1.0",
+		NomadConfig: &base.NomadConfig{Driver: &base.NomadDriverConfig{ClientMinPort: 14000, ClientMaxPort: 14512}}})
+	if err != nil {
+		t.Fatalf("SetConfig: %v", err)
+	}
+	if fp := e.waitHealth(drivers.FingerprintResponse_UNHEALTHY); !strings.Contains(fp.HealthDescription, "token_file") {
+		t.Fatalf("without the token file: %q", fp.HealthDescription)
+	}
+	if err := os.WriteFile(tokenFile, []byte("first-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHealth(drivers.FingerprintResponse_HEALTHY)
+
+	if err := os.WriteFile(tokenFile, []byte("second-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := strings.Join(tokens, ",")
+		mu.Unlock()
+		if got == "first-token,second-token" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backends built with tokens %q, want first-token then second-token", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.waitHealth(drivers.FingerprintResponse_HEALTHY)
+	time.Sleep(200 * time.Millisecond) // unchanged files: no more rebuilds
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tokens) != 2 {
+		t.Errorf("backends built %d times, want 2 (%q)", len(tokens), tokens)
 	}
 }

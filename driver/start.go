@@ -135,7 +135,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sand
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			reason, err := b.AllocDone(ctx, ref.Namespace, ref.AllocID)
+			reason, err := d.allocDone(ctx, b, ref)
 			if err != nil {
 				return
 			}
@@ -172,6 +172,26 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sand
 		return
 	}
 	h.setExit(plugin.ExitResult{ExitCode: st.Code, Signal: st.Signal})
+}
+
+// allocDone waits until the task's sandbox allocation stops and says why. It
+// follows the backend across rebuilds (a new token rebuilds it): when the
+// backend it waits on is stopped, it waits on the current one.
+func (d *Driver) allocDone(ctx context.Context, b *Backend, ref sandbox.Ref) (string, error) {
+	for {
+		reason, err := b.AllocDone(ctx, ref.Namespace, ref.AllocID)
+		if err == nil || ctx.Err() != nil {
+			return reason, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Second):
+		}
+		if _, cur, cerr := d.current(); cerr == nil && cur.AllocDone != nil {
+			b = cur
+		}
+	}
 }
 
 // runID names the task's run inside the sandbox; unique per start.

@@ -1,0 +1,74 @@
+package driver
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/plugin"
+)
+
+// reloadEvery is how often the files the plugin block names are read again.
+const reloadEvery = 15 * time.Second
+
+// reloadLoop reads the plugin config again every reloadEvery, so that a token
+// written to token_file (a rotation, or a token_file that did not exist yet)
+// takes effect without an agent restart. The config's own text cannot change
+// without one; only the files it names can. It rebuilds the backend only when
+// the config now parses cleanly and either was broken before or carries
+// another token: a file that is briefly missing never tears down working
+// pools.
+func (d *Driver) reloadLoop() {
+	t := time.NewTicker(d.reloadEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.reload()
+	}
+}
+
+func (d *Driver) reload() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var raw rawConfig
+	if d.rawConfig == nil || plugin.DecodeConfig(d.rawConfig, &raw) != nil {
+		return
+	}
+	cfg, err := parseConfig(&raw)
+	if err != nil {
+		return
+	}
+	files := filesState(&raw, cfg)
+	switch {
+	case d.cfgErr != nil && files != d.reloadFiles:
+		d.logger.Info("the files the plugin config names changed and it is valid now; starting the pools")
+	case d.cfgErr == nil && d.cfg != nil && cfg.API.Token != d.cfg.API.Token:
+		d.logger.Info("token_file holds a new token; reconnecting to the nomad api", "token_file", raw.TokenFile)
+	default:
+		return
+	}
+	d.reloadFiles = files
+	d.cfg, d.cfgErr = cfg, nil
+	d.restartBackendLocked()
+}
+
+// filesState sums up the files a config names (size and time of each), so a
+// rebuild that failed is tried again only once one of them changed.
+func filesState(raw *rawConfig, cfg *Config) string {
+	paths := []string{raw.TokenFile, raw.CAFile, raw.CertFile, raw.KeyFile}
+	for _, p := range cfg.Pools {
+		paths = append(paths, p.Jobspec)
+	}
+	var b strings.Builder
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil {
+			fmt.Fprintf(&b, "%s %d %d;", p, fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return b.String()
+}
