@@ -10,7 +10,6 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
-	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
 // TestACLTokenRotation: the operator writes a new token into token_file and
@@ -19,13 +18,7 @@ import (
 // stays usable, the running task ends normally with all its output, and a new
 // job runs. No secret reaches the agent log.
 func TestACLTokenRotation(t *testing.T) {
-	if _, err := nomadtest.Binary(); err != nil {
-		t.Skipf("skipping e2e: %v", err)
-	}
-	tokenFile := filepath.Join(t.TempDir(), "agentkernel-pool.token")
-	block := strings.Replace(poolBlock("dev", rawExecTemplate(t), 1, 4), "config {\n",
-		"config {\n  token_file = \""+tokenFile+"\"\n", 1)
-	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block, ACL: true})
+	a, tokenFile := aclAgent(t, false)
 
 	// The token file appears after the agent started: picked up without a restart.
 	unhealthyWith(t, a, 60*time.Second, "token_file", "no such file")

@@ -72,6 +72,19 @@ func applyPolicy(t *testing.T, a *nomadtest.Agent, name, rules string) {
 	}
 }
 
+// aclAgent starts an ACL-enabled agent whose plugin block names a token file
+// that does not exist yet; it returns the agent and the file's path.
+func aclAgent(t *testing.T, persistent bool) (*nomadtest.Agent, string) {
+	t.Helper()
+	if _, err := nomadtest.Binary(); err != nil {
+		t.Skipf("skipping e2e: %v", err)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "agentkernel-pool.token")
+	block := strings.Replace(poolBlock("dev", rawExecTemplate(t), 1, 4), "config {\n",
+		"config {\n  token_file = \""+tokenFile+"\"\n", 1)
+	return nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block, ACL: true, Persistent: persistent}), tokenFile
+}
+
 // pluginToken creates a policy from rules and a client token holding only it.
 func pluginToken(t *testing.T, a *nomadtest.Agent, name, rules string) string {
 	t.Helper()
@@ -145,13 +158,7 @@ func noSecret(t *testing.T, a *nomadtest.Agent, secret string, states ...*api.Ta
 // completion with its output. No secret ever reaches the agent log or a task
 // event.
 func TestACLLeastPrivilege(t *testing.T) {
-	if _, err := nomadtest.Binary(); err != nil {
-		t.Skipf("skipping e2e: %v", err)
-	}
-	tokenFile := filepath.Join(t.TempDir(), "agentkernel-pool.token")
-	block := strings.Replace(poolBlock("dev", rawExecTemplate(t), 1, 4), "config {\n",
-		"config {\n  token_file = \""+tokenFile+"\"\n", 1)
-	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block, ACL: true, Persistent: true})
+	a, tokenFile := aclAgent(t, true)
 
 	// 1. No token file yet: the operator is told which field is wrong.
 	unhealthyWith(t, a, 60*time.Second, "token_file", "no such file")
