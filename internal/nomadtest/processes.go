@@ -39,7 +39,9 @@ func (a *Agent) Processes(name string) []int {
 // detached lists processes outside the agent's group that belong to it: helpers
 // whose command line names a path in this agent's dir (the plugin's output
 // shippers, Nomad's executors) and tasks, which carry one of this agent's
-// allocation ids in their environment.
+// allocation ids, or a path in its dir (NOMAD_ALLOC_DIR under raw_exec), in
+// their environment. A -dev agent removes its alloc dirs as it shuts down,
+// so the paths are what is left to tell its tasks by then.
 func (a *Agent) detached() []int {
 	var markers [][]byte
 	allocs, _ := os.ReadDir(filepath.Join(a.DataDir, "alloc"))
@@ -59,6 +61,10 @@ func (a *Agent) detached() []int {
 		}
 		env, err := os.ReadFile(d + "/environ")
 		if err != nil {
+			continue
+		}
+		if bytes.Contains(env, []byte(a.dir+"/")) {
+			pids = append(pids, pid)
 			continue
 		}
 		for _, m := range markers {
