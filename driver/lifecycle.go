@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
@@ -101,6 +102,9 @@ func (d *Driver) DestroyTask(ctx context.Context, taskID string, force bool) err
 	}
 	h.cancel()
 	stopShipper(h.shipJob())
+	if n := sandbox.Reap(h.state.ref(), h.state.RunID); n > 0 {
+		d.logger.Info("killed what was left of the task's command", "task_id", taskID, "processes", n)
+	}
 	claim := h.state.Claim
 	_, p, err := d.currentPool()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,27 @@ func TestPluginKilledBetweenClaimAndLaunch(t *testing.T) {
 	waitFor(t, 60*time.Second, "no claim and one warm job after the purge", func() bool {
 		return len(claimVars(t, a, "dev")) == 0 && len(warmJobs(t, a)) == 1
 	})
+	// The command was `sh -c "…; sleep 600"`: stopping sh must not leave its
+	// sleep running (raw_exec on cgroups v1 would not end it by itself).
+	waitFor(t, 30*time.Second, "no process of the job left", func() bool {
+		return len(processesWithEnv("NOMAD_JOB_NAME=e2e-crash-claim")) == 0
+	})
+}
+
+// processesWithEnv lists the processes whose environment holds kv.
+func processesWithEnv(kv string) []int {
+	var pids []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		env, err := os.ReadFile(d + "/environ")
+		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), kv) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // liveWarmJob reports whether the dispatched warm job id still exists and is not dead.

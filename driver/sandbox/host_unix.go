@@ -102,3 +102,68 @@ func parentOf(pid int) int {
 	}
 	return ppid
 }
+
+// Reap kills what is left of a finished or stopped run's process group: the
+// command's children that outlived it (a stopped `sh -c "a; b"` leaves b).
+// Under exec and docker the sandbox's teardown ends them anyway; under raw_exec
+// on cgroups v1 nothing else would. The group is the command's session, so its
+// id is the command's pid; it is killed only while a member of it carries this
+// sandbox's NOMAD_ALLOC_DIR, so a reused pid is never hit. It returns how many
+// members it found.
+func Reap(ref Ref, runID string) int {
+	if ref.HostAllocDir == "" || checkRunID(runID) != nil {
+		return 0
+	}
+	fields, ok, _ := readRecord(filepath.Join(ref.RunDir(runID), filePid))
+	if !ok || len(fields) < 1 {
+		return 0
+	}
+	pgid, err := strconv.Atoi(fields[0])
+	if err != nil || pgid <= 1 {
+		return 0
+	}
+	want := []byte("NOMAD_ALLOC_DIR=" + filepath.Join(ref.HostAllocDir, "alloc"))
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	found := 0
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || groupOf(pid) != pgid {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join(d, "environ"))
+		if err != nil {
+			continue
+		}
+		for _, kv := range bytes.Split(environ, []byte{0}) {
+			if bytes.Equal(bytes.TrimRight(kv, "/"), want) {
+				found++
+				break
+			}
+		}
+	}
+	if found > 0 {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+	return found
+}
+
+// groupOf reads a process's group id from /proc, or -1.
+func groupOf(pid int) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return -1
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	f := bytes.Fields(b[i+1:]) // state ppid pgrp ...
+	if len(f) < 3 {
+		return -1
+	}
+	pgrp, err := strconv.Atoi(string(f[2]))
+	if err != nil {
+		return -1
+	}
+	return pgrp
+}

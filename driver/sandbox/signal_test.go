@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -165,4 +166,48 @@ func TestSignalKillEndsTheCommandsChildren(t *testing.T) {
 	if alive(child) {
 		t.Errorf("child %d of the killed command lives on", child)
 	}
+}
+
+// What a command leaves behind in its process group (a background child)
+// is killed by Reap once the run is over; a run with nothing left is a no-op.
+func TestReapKillsLeftovers(t *testing.T) {
+	r, ref := localSandbox(t)
+	childFile := filepath.Join(t.TempDir(), "child")
+	script := `sleep 600 & echo $! > ` + childFile + `; exit 0`
+	if err := r.Launch(ctxT(t, 10*time.Second), ref, Spec{ID: "leaves", Command: "/bin/sh", Args: []string{"-c", script}}); err != nil {
+		t.Fatal(err)
+	}
+	follow(t, r, ref, "leaves")
+	b, err := os.ReadFile(childFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if child <= 1 || syscall.Kill(child, 0) != nil {
+		t.Fatalf("background child %d not running after the command exited", child)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+	if n := Reap(ref, "leaves"); n != 1 {
+		t.Errorf("Reap found %d leftovers, want 1", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(child, 0) == nil && !zombie(child) {
+		if time.Now().After(deadline) {
+			t.Fatalf("background child %d still alive after Reap", child)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := Reap(ref, "leaves"); n != 0 {
+		t.Errorf("second Reap found %d, want 0", n)
+	}
+}
+
+// zombie reports whether pid has exited but is not yet reaped.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && strings.HasPrefix(string(b[i+1:]), " Z")
 }
