@@ -82,26 +82,7 @@ func isSupervisor(pid int, ref Ref, runID string) bool {
 }
 
 // parentOf reads a process's parent pid from /proc, or -1.
-func parentOf(pid int) int {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return -1
-	}
-	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return -1
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 2 {
-		return -1
-	}
-	ppid, err := strconv.Atoi(string(f[1]))
-	if err != nil {
-		return -1
-	}
-	return ppid
-}
+func parentOf(pid int) int { return statField(pid, 1) }
 
 // Reap kills what is left of a finished or stopped run's process group: the
 // command's children that outlived it (a stopped `sh -c "a; b"` leaves b).
@@ -148,22 +129,27 @@ func Reap(ref Ref, runID string) int {
 }
 
 // groupOf reads a process's group id from /proc, or -1.
-func groupOf(pid int) int {
+func groupOf(pid int) int { return statField(pid, 2) }
+
+// statField reads the n-th number after the command name in /proc/<pid>/stat
+// (0 is the state, 1 the parent pid, 2 the group id), or -1.
+func statField(pid, n int) int {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return -1
 	}
+	// pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
 		return -1
 	}
-	f := bytes.Fields(b[i+1:]) // state ppid pgrp ...
-	if len(f) < 3 {
+	f := bytes.Fields(b[i+1:])
+	if len(f) <= n {
 		return -1
 	}
-	pgrp, err := strconv.Atoi(string(f[2]))
+	v, err := strconv.Atoi(string(f[n]))
 	if err != nil {
 		return -1
 	}
-	return pgrp
+	return v
 }
