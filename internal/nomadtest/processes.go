@@ -40,7 +40,8 @@ func (a *Agent) Processes(name string) []int {
 // whose command line names a path in this agent's dir (the plugin's output
 // shippers, Nomad's executors) and tasks, which carry one of this agent's
 // allocation ids, or a path in its dir (NOMAD_ALLOC_DIR under raw_exec), in
-// their environment. A -dev agent removes its alloc dirs as it shuts down,
+// their environment, and helpers such as logmon, which inherit the NOMAD_ADDR
+// the agent was started with. A -dev agent removes its alloc dirs as it shuts down,
 // so the paths are what is left to tell its tasks by then.
 func (a *Agent) detached() []int {
 	var markers [][]byte
@@ -63,8 +64,8 @@ func (a *Agent) detached() []int {
 		if err != nil {
 			continue
 		}
-		if bytes.Contains(env, []byte(a.dir+"/")) {
-			pids = append(pids, pid)
+		if bytes.Contains(env, []byte(a.dir+"/")) || bytes.Contains(env, []byte("NOMAD_ADDR="+a.Addr+"\x00")) {
+			pids = append(pids, pid) // a task, or a helper of the agent's (logmon)
 			continue
 		}
 		for _, m := range markers {
