@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"strings"
@@ -33,10 +34,13 @@ func (d *Driver) reloadLoop() {
 }
 
 func (d *Driver) reload() {
+	// The files are read without the lock, which StartTask needs: a slow
+	// filesystem must not hold up starts.
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	rawBytes := d.rawConfig
+	d.mu.Unlock()
 	var raw rawConfig
-	if d.rawConfig == nil || plugin.DecodeConfig(d.rawConfig, &raw) != nil {
+	if rawBytes == nil || plugin.DecodeConfig(rawBytes, &raw) != nil {
 		return
 	}
 	cfg, err := parseConfig(&raw)
@@ -44,6 +48,11 @@ func (d *Driver) reload() {
 		return
 	}
 	files := filesState(&raw, cfg)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !bytes.Equal(rawBytes, d.rawConfig) {
+		return // SetConfig came in meanwhile
+	}
 	switch {
 	case d.cfgErr != nil && files != d.reloadFiles:
 		d.logger.Info("the files the plugin config names changed and it is valid now; starting the pools")

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,23 +30,11 @@ func BenchmarkIdleTasks(b *testing.B) {
 		PluginConfig: poolBlock("dev", rawExecTemplate(b), tasks, 2*tasks)})
 	settle(b, a, "dev", tasks)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	var ids []string
+	var allocs []*api.Allocation
 	for i := range tasks {
-		hcl, err := os.ReadFile(filepath.Join("jobs", "fault.nomad.hcl"))
-		if err != nil {
-			b.Fatal(err)
-		}
 		id := fmt.Sprintf("bench-idle-%d", i)
-		hcl = []byte(strings.NewReplacer("JOBNAME", id, "ATTEMPTS", "0", "SCRIPT", "echo started; exec sleep 600").Replace(string(hcl)))
-		job, err := a.Client.Jobs().ParseHCLOpts(&api.JobsParseRequest{JobHCL: string(hcl), Canonicalize: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, _, err := a.Client.Jobs().Register(job, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-			b.Fatal(err)
-		}
+		allocs = append(allocs, runJob(b, a, faultJob(b, id, 0, "echo started; exec sleep 600")))
 		ids = append(ids, id)
 	}
 	defer func() {
@@ -56,18 +42,8 @@ func BenchmarkIdleTasks(b *testing.B) {
 			purgeJob(b, a, id)
 		}
 	}()
-	for running := 0; running < tasks; {
-		if ctx.Err() != nil {
-			b.Fatalf("only %d of %d tasks running", running, tasks)
-		}
-		time.Sleep(500 * time.Millisecond)
-		running = 0
-		for _, id := range ids {
-			allocs, _, err := a.Client.Jobs().Allocations(id, false, (&api.QueryOptions{}).WithContext(ctx))
-			if err == nil && len(allocs) > 0 && allocs[0].TaskStates["agent"] != nil && allocs[0].TaskStates["agent"].State == "running" {
-				running++
-			}
-		}
+	for _, al := range allocs {
+		waitTask(b, a, al.ID, "agent", "running", 2*time.Minute)
 	}
 	time.Sleep(3 * time.Second) // starts and refills settle
 

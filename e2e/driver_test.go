@@ -18,7 +18,7 @@ import (
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
-func jobHCL(t *testing.T, name string, replace ...string) string {
+func jobHCL(t testing.TB, name string, replace ...string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("jobs", name))
 	if err != nil {

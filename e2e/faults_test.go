@@ -116,7 +116,7 @@ func (f *forwarder) close() {
 	f.conns = map[net.Conn]struct{}{}
 }
 
-func faultJob(t *testing.T, name string, attempts int, script string) string {
+func faultJob(t testing.TB, name string, attempts int, script string) string {
 	return jobHCL(t, "fault.nomad.hcl", "JOBNAME", name, "ATTEMPTS", itoa(attempts), "SCRIPT", script)
 }
 

@@ -51,14 +51,14 @@ func waitWarm(t *testing.T, a *nomadtest.Agent, pool string, want int) {
 }
 
 // runJob parses and registers a jobspec (HCL text) and returns its first allocation.
-func runJob(t *testing.T, a *nomadtest.Agent, hcl string) *api.Allocation {
+func runJob(t testing.TB, a *nomadtest.Agent, hcl string) *api.Allocation {
 	t.Helper()
 	return runJobWith(t, a.Client, hcl)
 }
 
 // runJobWith registers a job through c (whose namespace it uses) and returns
 // its first allocation.
-func runJobWith(t *testing.T, c *api.Client, hcl string) *api.Allocation {
+func runJobWith(t testing.TB, c *api.Client, hcl string) *api.Allocation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -82,7 +82,7 @@ func runJobWith(t *testing.T, c *api.Client, hcl string) *api.Allocation {
 }
 
 // waitTask waits until the task reaches state ("running" or "dead") and returns it.
-func waitTask(t *testing.T, a *nomadtest.Agent, allocID, task, state string, within time.Duration) *api.TaskState {
+func waitTask(t testing.TB, a *nomadtest.Agent, allocID, task, state string, within time.Duration) *api.TaskState {
 	t.Helper()
 	var ts *api.TaskState
 	waitFor(t, within, "task "+task+" "+state, func() bool {
@@ -163,7 +163,7 @@ func warmJobs(t *testing.T, a *nomadtest.Agent) []*api.JobListStub {
 	return out
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {

@@ -170,12 +170,8 @@ func (m *Manager) removeClaimed(ctx context.Context, pool, jobID, allocID string
 func (m *Manager) jobOfAlloc(allocID string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for jobID, allocs := range m.inv.allocs {
-		for _, a := range allocs {
-			if a.ID == allocID {
-				return jobID
-			}
-		}
+	if a := m.liveAllocLocked(allocID); a != nil {
+		return a.JobID
 	}
 	return ""
 }

@@ -52,11 +52,10 @@ func superseded(rec *claimRecord, newest map[ownerKey]time.Time) bool {
 // an orphaned claim holds within max is free for the new claim, and again
 // once it has its claim.
 func (m *Manager) releaseSuperseded(owner Owner, keep string, t time.Time) {
-	mine := &claimRecord{claim: &Claim{Owner: owner, ClaimedAt: t}, reason: reasonClaim}
-	if _, ok := ownerKeyOf(mine); !ok {
+	if owner.AllocID == "" || owner.TaskName == "" {
 		return
 	}
-	newest := newestClaims([]*claimRecord{mine})
+	newest := map[ownerKey]time.Time{{owner.AllocID, owner.TaskName}: t}
 	var stale []*Claim
 	m.mu.Lock()
 	for _, rec := range m.claimCache {
