@@ -104,7 +104,9 @@ func (w *fifoWriter) ensureOpen() error {
 func (w *fifoWriter) open() (*os.File, error) {
 	deadline := time.Now().Add(fifoReopenWait)
 	for {
-		f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0)
+		// No symlink is followed: the log FIFO sits in the task group's shared
+		// alloc dir, which the group's other tasks can write.
+		f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 		if err == nil {
 			return f, nil
 		}

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 )
 
@@ -46,7 +48,7 @@ func ShipMain(args []string, stderr io.Writer) int {
 	defer cancel()
 	go func() { // a purged sandbox ends the shipper, so none outlives its task
 		for ctx.Err() == nil {
-			if _, err := os.Stat(job.Ref.RunDir(job.RunID)); errors.Is(err, os.ErrNotExist) {
+			if ok, err := job.Ref.RunExists(job.RunID); err == nil && !ok {
 				cancel()
 				return
 			}
@@ -59,9 +61,37 @@ func ShipMain(args []string, stderr io.Writer) int {
 	r := &sandbox.Runner{}
 	if _, err := shipOutput(ctx, r.Follow, job); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(stderr, "ship run %s: %v\n", job.RunID, err)
+		if t := (*allocfs.TamperedError)(nil); errors.As(err, &t) {
+			recordTampered(job, t)
+		}
 		return 1
 	}
 	return 0
+}
+
+// The shipper tells the plugin that the sandbox tampered with the run's files
+// in a file beside the offsets, in the task's own dir (the plugin cannot read
+// the exit code of a process it did not start). A tampered run is not shipped
+// again: a new shipper would find the same.
+func shipperTamperedPath(job shipJob) string { return job.Offsets + ".tampered" }
+
+func recordTampered(job shipJob, t *allocfs.TamperedError) {
+	if b, err := json.Marshal(t); err == nil {
+		_ = os.WriteFile(shipperTamperedPath(job), b, 0o600)
+	}
+}
+
+// tampered is what a shipper recorded, or nil.
+func tampered(job shipJob) error {
+	b, err := os.ReadFile(shipperTamperedPath(job))
+	if err != nil {
+		return nil
+	}
+	var t allocfs.TamperedError
+	if json.Unmarshal(b, &t) != nil {
+		return nil
+	}
+	return &t
 }
 
 // processShipper runs shipOutput in a shipper process that outlives the plugin.
@@ -76,6 +106,9 @@ func shipperPIDPath(job shipJob) string { return job.Offsets + ".shipper.pid" }
 func (p processShipper) ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error) {
 	for starts := 0; ; {
 		pid := shipperPID(job)
+		if err := tampered(job); pid == 0 && err != nil {
+			return sandbox.ExitStatus{}, err
+		}
 		if pid == 0 {
 			if st, exited, err := p.runner.Status(job.Ref, job.RunID); err == nil && exited && starts > 0 {
 				return st, nil
@@ -93,11 +126,17 @@ func (p processShipper) ship(ctx context.Context, job shipJob) (sandbox.ExitStat
 			return sandbox.ExitStatus{}, err
 		}
 		_ = os.Remove(shipperPIDPath(job))
+		if err := tampered(job); err != nil {
+			return sandbox.ExitStatus{}, err
+		}
 		if st, exited, err := p.runner.Status(job.Ref, job.RunID); err == nil && exited {
 			return st, nil
 		}
-		if _, err := os.Stat(job.Ref.RunDir(job.RunID)); errors.Is(err, os.ErrNotExist) {
-			return sandbox.ExitStatus{}, fmt.Errorf("run %s is gone from sandbox %s", job.RunID, short(job.Ref.AllocID))
+		if ok, err := job.Ref.RunExists(job.RunID); err != nil || !ok {
+			if err == nil {
+				err = fmt.Errorf("run %s is gone from sandbox %s", job.RunID, short(job.Ref.AllocID))
+			}
+			return sandbox.ExitStatus{}, err
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
@@ -167,6 +168,14 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sand
 	if ctx.Err() != nil {
 		return // plugin shutting down or task destroyed: the command lives on
 	}
+	if errors.Is(err, allocfs.ErrTampered) {
+		// The command rewrote the plugin's files to reach the host: nothing it
+		// planted was read; the task ends, and Destroy purges the sandbox.
+		d.logger.Warn("sandbox tampered with its run files; ending the task", "task_id", h.cfg.ID, "sandbox_alloc_id", ref.AllocID, "error", err)
+		d.emit(h.cfg, upperFirst(err.Error()), map[string]string{"sandbox_alloc_id": ref.AllocID})
+		h.setExit(plugin.ExitResult{ExitCode: 1, Err: err.Error()})
+		return
+	}
 	if err != nil {
 		h.setExit(plugin.ExitResult{ExitCode: 1, Err: fmt.Sprintf("follow command in sandbox %s: %v", short(ref.AllocID), err)})
 		return
@@ -220,6 +229,13 @@ func sandboxEnv(env map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func short(id string) string {

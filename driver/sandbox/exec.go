@@ -9,8 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
+	"path"
 	"strconv"
 	"time"
 
@@ -37,8 +36,12 @@ func (r *Runner) Exec(ctx context.Context, ref Ref, runID string, cmd []string, 
 		stdin = bytes.NewReader(nil)
 	}
 	execID := newExecID()
-	pidPath := filepath.Join(ref.RunDir(runID), "exec-"+execID+".pid")
-	defer os.Remove(pidPath)
+	pidPath := path.Join(runRel(runID), "exec-"+execID+".pid")
+	defer func() {
+		if err := ref.files().Remove(pidPath); err != nil {
+			r.logger().Warn("could not remove an exec's pid file", "alloc_id", ref.AllocID, "error", err)
+		}
+	}()
 
 	full := append([]string{"/bin/sh", "-c", execScript, "akp-exec", runID, execID}, cmd...)
 	code, err := r.call(ctx, ref, tty, full, stdin, stdout, stderr, resize)
@@ -65,7 +68,7 @@ func (r *Runner) ExecOutput(ctx context.Context, ref Ref, runID string, cmd []st
 func (r *Runner) hangup(ref Ref, pidPath string) {
 	var pid string
 	for i := 0; i < 20; i++ {
-		if fields, ok, _ := readRecord(pidPath); ok {
+		if fields, ok, _ := readRecord(ref.files(), pidPath); ok {
 			pid = fields[0]
 			break
 		}

@@ -8,10 +8,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
 // Offsets are how many bytes of the run's stdout and stderr were delivered.
@@ -38,16 +40,19 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 	if err := checkRunID(runID); err != nil {
 		return ExitStatus{}, fmt.Errorf("follow run in allocation %s: %w", ref.short(), err)
 	}
-	dir := ref.RunDir(runID)
-	if _, ok, err := readRecord(filepath.Join(dir, filePid)); err != nil || !ok {
-		return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w: no pid record in %s", runID, ref.short(), ErrNoRun, dir)
+	files, dir := ref.files(), runRel(runID)
+	if _, ok, err := readRecord(files, path.Join(dir, filePid)); err != nil || !ok {
+		if err != nil {
+			return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w", runID, ref.short(), err)
+		}
+		return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w: no pid record in %s", runID, ref.short(), ErrNoRun, ref.RunDir(runID))
 	}
-	out := &tail{path: filepath.Join(dir, fileStdout), off: from.Stdout, w: stdout}
-	errOut := &tail{path: filepath.Join(dir, fileStderr), off: from.Stderr, w: stderr}
+	out := &tail{files: files, rel: path.Join(dir, fileStdout), off: from.Stdout, w: stdout}
+	errOut := &tail{files: files, rel: path.Join(dir, fileStderr), off: from.Stderr, w: stderr}
 	defer out.close()
 	defer errOut.close()
 
-	watch := watchDir(dir)
+	watch := watchDir(files, dir)
 	defer watch.close()
 	every := orDefault(r.PollInterval, DefaultPollInterval)
 	if watch != nil {
@@ -84,7 +89,7 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 	for {
 		// Read exit before copying: all output written before the exit record is
 		// then copied by drain.
-		st, exited, err := readExit(dir)
+		st, exited, err := readExit(files, dir)
 		if err != nil {
 			return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w", runID, ref.short(), err)
 		}
@@ -103,7 +108,7 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 			}
 			if gone {
 				// The exit record may have landed just before the end.
-				if st, exited, _ := readExit(dir); exited {
+				if st, exited, _ := readExit(files, dir); exited {
 					return drain(st)
 				}
 				if reapOrphans(ref, runID) {
@@ -133,17 +138,20 @@ func (r *Runner) Status(ref Ref, runID string) (st ExitStatus, exited bool, err 
 	if err := checkRunID(runID); err != nil {
 		return ExitStatus{}, false, err
 	}
-	dir := ref.RunDir(runID)
-	if _, err := os.Stat(dir); err != nil {
-		return ExitStatus{}, false, fmt.Errorf("run %s in allocation %s: %w: %w", runID, ref.short(), ErrNoRun, err)
+	files, dir := ref.files(), runRel(runID)
+	if ok, err := files.Exists(dir); err != nil || !ok {
+		if err != nil {
+			return ExitStatus{}, false, fmt.Errorf("run %s in allocation %s: %w", runID, ref.short(), err)
+		}
+		return ExitStatus{}, false, fmt.Errorf("run %s in allocation %s: %w", runID, ref.short(), ErrNoRun)
 	}
-	return readExit(dir)
+	return readExit(files, dir)
 }
 
 // readExit reads the exit record: "<code>\n" from the shell supervisor, or
 // "<code> <signal>\n". A record without its newline is not complete yet.
-func readExit(dir string) (ExitStatus, bool, error) {
-	fields, ok, err := readRecord(filepath.Join(dir, fileExit))
+func readExit(files allocfs.Dir, dir string) (ExitStatus, bool, error) {
+	fields, ok, err := readRecord(files, path.Join(dir, fileExit))
 	if err != nil || !ok {
 		return ExitStatus{}, false, err
 	}
@@ -162,10 +170,14 @@ func readExit(dir string) (ExitStatus, bool, error) {
 	return st, true, nil
 }
 
-// readRecord reads a one-line record; ok is false while it is absent or has
-// no newline yet.
-func readRecord(path string) ([]string, bool, error) {
-	b, err := os.ReadFile(path)
+// maxRecord bounds a record the plugin reads: one line of a few numbers. The
+// sandbox can write anything there; more than this is tampering.
+const maxRecord = 256
+
+// readRecord reads a one-line record through the boundary; ok is false while
+// it is absent or has no newline yet.
+func readRecord(files allocfs.Dir, rel string) ([]string, bool, error) {
+	b, err := files.ReadRecord(rel, maxRecord)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
@@ -180,13 +192,16 @@ func readRecord(path string) ([]string, bool, error) {
 	return fields, true, nil
 }
 
-// tail copies a growing file to a writer from an offset.
+// tail copies a growing file to a writer from an offset. It opens the file
+// once, through the boundary; what the sandbox does to the name afterwards
+// does not change what it reads.
 type tail struct {
-	path string
-	off  int64
-	w    io.Writer
-	f    *os.File
-	buf  []byte
+	files allocfs.Dir
+	rel   string
+	off   int64
+	w     io.Writer
+	f     *os.File
+	buf   []byte
 }
 
 // maxCopyRound bounds one round of copying a file, so a command that writes
@@ -198,7 +213,7 @@ const maxCopyRound = 4 << 20
 // offset moves only by what the writer took.
 func (t *tail) copy() (int64, error) {
 	if t.f == nil {
-		f, err := os.Open(t.path)
+		f, err := t.files.OpenFile(t.rel)
 		if errors.Is(err, fs.ErrNotExist) {
 			return 0, nil // the supervisor has not made it yet
 		}
@@ -218,14 +233,14 @@ func (t *tail) copy() (int64, error) {
 			t.off += int64(wn)
 			total += int64(wn)
 			if werr != nil {
-				return total, fmt.Errorf("copy %s: %w", filepath.Base(t.path), werr)
+				return total, fmt.Errorf("copy %s: %w", path.Base(t.rel), werr)
 			}
 		}
 		if err == io.EOF || n == 0 || total >= maxCopyRound {
 			return total, nil
 		}
 		if err != nil {
-			return total, fmt.Errorf("read %s: %w", filepath.Base(t.path), err)
+			return total, fmt.Errorf("read %s: %w", path.Base(t.rel), err)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
 // syncBuf is a strings.Builder safe for a test to read while Follow writes.
@@ -121,6 +123,10 @@ func TestFollowUnknownRun(t *testing.T) {
 
 func TestReadExitRecords(t *testing.T) {
 	dir := t.TempDir()
+	files := allocfs.New(dir, "0123456789abcdef")
+	if err := os.Mkdir(filepath.Join(dir, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		content string
 		want    ExitStatus
@@ -134,18 +140,18 @@ func TestReadExitRecords(t *testing.T) {
 		{"137 9\n", ExitStatus{Code: 137, Signal: 9}, true},
 		{"130 0\n", ExitStatus{Code: 130}, true},
 	} {
-		if err := os.WriteFile(filepath.Join(dir, fileExit), []byte(tc.content), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "run", fileExit), []byte(tc.content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		st, exited, err := readExit(dir)
+		st, exited, err := readExit(files, "run")
 		if err != nil || exited != tc.exited || st != tc.want {
 			t.Errorf("%q: %+v exited=%v err=%v", tc.content, st, exited, err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, fileExit), []byte("x\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "run", fileExit), []byte("x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := readExit(dir); err == nil {
+	if _, _, err := readExit(files, "run"); err == nil {
 		t.Error("bad record accepted")
 	}
 }

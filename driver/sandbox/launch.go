@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"path"
 	"strings"
+
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
 // Launch starts s.Command with s.Args and s.Env in the sandbox, detached from
@@ -24,7 +24,9 @@ func (r *Runner) Launch(ctx context.Context, ref Ref, s Spec) error {
 	if len(skipped) > 0 {
 		r.logger().Warn("env variables a shell cannot export were left out", "alloc_id", ref.AllocID, "run_id", s.ID, "names", skipped)
 	}
-	r.makeRunDir(ref, s.ID)
+	if err := r.makeRunDir(ref, s.ID); err != nil {
+		return fmt.Errorf("launch command in allocation %s: %w", ref.short(), err)
+	}
 	ctx, cancel := withTimeout(ctx, orDefault(r.LaunchTimeout, DefaultLaunchTimeout))
 	defer cancel()
 	what := "launch command"
@@ -53,7 +55,7 @@ func (r *Runner) Launch(ctx context.Context, ref Ref, s Spec) error {
 		return nil
 	case codeLaunched:
 		if sent { // the launch daemon took our run after all
-			if _, err := r.awaitPid(ctx, ref.RunDir(s.ID), false); err != nil {
+			if _, err := r.awaitPid(ctx, ref, s.ID, false); err != nil {
 				return fmt.Errorf("%s in allocation %s: run %s: %w", what, ref.short(), s.ID, err)
 			}
 			return nil
@@ -71,24 +73,26 @@ func (r *Runner) Launch(ctx context.Context, ref Ref, s Spec) error {
 }
 
 // makeRunDir makes the run dir from the host, which costs microseconds where
-// mkdir inside the sandbox costs an exec. It is world-writable because the
-// sandbox's task user, unknown here, writes into it; the files in it are the
-// task user's, and the env file is not among them. When it cannot be made (no
-// host path, not root) the launcher makes it.
-func (r *Runner) makeRunDir(ref Ref, runID string) {
+// mkdir inside the sandbox costs an exec. It is world-writable and sticky
+// because the sandbox's task user, unknown here, writes into it; the files in
+// it are the task user's, and the env file is not among them. When it cannot
+// be made (no host path, not root) the launcher makes it; when the sandbox has
+// put something else in its way, the launch fails.
+func (r *Runner) makeRunDir(ref Ref, runID string) error {
 	if ref.HostAllocDir == "" {
-		return
+		return nil
 	}
-	dir := ref.RunDir(runID)
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		r.logger().Debug("could not make run dir from the host; the launcher will", "path", dir, "error", err)
-		return
-	}
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o777|os.ModeSticky); err != nil {
-			r.logger().Debug("could not open run dir to the sandbox user", "path", d, "error", err)
+	files := ref.files()
+	for _, dir := range []string{path.Join("alloc", runDirName), runRel(runID)} {
+		if err := files.Mkdir(dir, 0o1777); err != nil {
+			if errors.Is(err, allocfs.ErrTampered) {
+				return err
+			}
+			r.logger().Debug("could not make run dir from the host; the launcher will", "path", dir, "error", err)
+			return nil
 		}
 	}
+	return nil
 }
 
 func orExit(msg string, code int) string {
@@ -107,12 +111,9 @@ func (r *Runner) Cleanup(ctx context.Context, ref Ref, runID string) error {
 	// The secrets dir is a host dir (or a tmpfs mounted there) under every driver
 	// that has one: remove the file from the host when the dir is visible.
 	if ref.HostAllocDir != "" {
-		secrets := filepath.Join(ref.HostAllocDir, ref.Task, "secrets")
-		if _, err := os.Stat(secrets); err == nil {
-			err := os.Remove(filepath.Join(secrets, "agentkernel-"+runID+".env"))
-			if err == nil || errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
+		files := ref.files()
+		if ok, err := files.Exists(ref.secretsRel()); err == nil && ok {
+			return files.Remove(ref.envRel(runID))
 		}
 	}
 	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -222,7 +223,7 @@ func TestLaunchedCommandLooksLikeANomadTask(t *testing.T) {
 	}
 	out, _, _ := follow(t, r, ref, "task")
 	lines := strings.Fields(out)
-	fields, _, _ := readRecord(filepath.Join(ref.RunDir("task"), filePid))
+	fields, _, _ := readRecord(ref.files(), path.Join(runRel("task"), filePid))
 	if len(lines) != 3 || lines[0] == "0077" || lines[1] != fields[0] || lines[2] != fields[0] {
 		t.Errorf("umask, session, pid = %q; recorded pid %s", lines, fields[0])
 	}

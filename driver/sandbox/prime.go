@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+	"path"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
 // Files of the launch daemon: its FIFO in the alloc dir's runDirName, the rest
@@ -115,12 +118,16 @@ func (r *Runner) awaitDaemon(ctx context.Context, ref Ref) error {
 // launchPrimed launches through the launch daemon. ok is false when the sandbox
 // is not primed, or its daemon did not take the run in time (sent is true then):
 // nothing was started, or the daemon takes the run late and the exec launcher,
-// which the caller tries next, finds it taken.
+// which the caller tries next, finds it taken. The run's files are created
+// through the boundary, exclusively, owned by the FIFO's owner (the task user).
 func (r *Runner) launchPrimed(ctx context.Context, ref Ref, s Spec, env []byte) (ok, sent bool, err error) {
 	if ref.HostAllocDir == "" {
 		return false, false, nil
 	}
 	fifo, err := openFifo(ref)
+	if errors.Is(err, allocfs.ErrTampered) {
+		return true, false, err
+	}
 	if err != nil {
 		return false, false, nil
 	}
@@ -129,16 +136,22 @@ func (r *Runner) launchPrimed(ctx context.Context, ref Ref, s Spec, env []byte) 
 	if err != nil {
 		return false, false, nil
 	}
-	dir := ref.RunDir(s.ID)
-	if _, err := os.Stat(filepath.Join(dir, fileLaunched)); err == nil && s.Command != "" {
-		return true, false, ErrAlreadyLaunched
+	files, dir := ref.files(), runRel(s.ID)
+	if s.Command != "" {
+		if launched, err := files.Exists(path.Join(dir, fileLaunched)); err != nil || launched {
+			if err == nil {
+				err = ErrAlreadyLaunched
+			}
+			return true, false, err
+		}
 	}
-	secrets := filepath.Join(ref.HostAllocDir, ref.Task, "secrets")
-	if fi, err := os.Stat(secrets); err != nil || !fi.IsDir() {
+	if ok, err := files.Exists(ref.secretsRel()); err != nil || !ok {
 		return false, false, nil
 	}
-	envPath := filepath.Join(secrets, "agentkernel-"+s.ID+".env")
-	if err := writeOwned(envPath, env, 0o600, uid, gid); err != nil {
+	if err := files.CreateFile(ref.envRel(s.ID), env, 0o600, uid, gid); err != nil {
+		if errors.Is(err, allocfs.ErrTampered) {
+			return true, false, err
+		}
 		r.logger().Debug("could not write env file from the host", "error", err)
 		return false, false, nil
 	}
@@ -149,30 +162,45 @@ func (r *Runner) launchPrimed(ctx context.Context, ref Ref, s Spec, env []byte) 
 	for _, a := range s.Args {
 		argv += " " + shQuote(a)
 	}
-	if err := writeOwned(filepath.Join(dir, fileArgv), []byte(argv+"\n"), 0o644, uid, gid); err != nil {
+	if err := files.CreateFile(path.Join(dir, fileArgv), []byte(argv+"\n"), 0o644, uid, gid); err != nil {
+		_ = files.Remove(ref.envRel(s.ID))
+		if errors.Is(err, allocfs.ErrTampered) {
+			return true, false, err
+		}
 		return false, false, nil
 	}
 	if _, err := fifo.Write([]byte(s.ID + "\n")); err != nil {
+		_ = files.Remove(ref.envRel(s.ID))
 		return false, false, nil
 	}
-	ok, err = r.awaitPid(ctx, dir, true)
+	ok, err = r.awaitPid(ctx, ref, s.ID, true)
 	return ok, true, err
 }
 
 // awaitPid waits for the daemon to record the run's pids. With fallback, it
 // gives up when the daemon has not taken the run within primedClaimWait.
-func (r *Runner) awaitPid(ctx context.Context, dir string, fallback bool) (bool, error) {
+func (r *Runner) awaitPid(ctx context.Context, ref Ref, runID string, fallback bool) (bool, error) {
+	files, dir := ref.files(), runRel(runID)
 	start := time.Now()
 	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 500*time.Microsecond) {
-		if _, ok, _ := readRecord(filepath.Join(dir, filePid)); ok {
+		_, ok, err := readRecord(files, path.Join(dir, filePid))
+		if err != nil {
+			return true, err
+		}
+		if ok {
 			return true, nil
 		}
-		if b, err := os.ReadFile(filepath.Join(dir, fileLaunErr)); err == nil {
-			return true, fmt.Errorf("launch daemon: %s", strings.TrimSpace(string(b)))
+		// What the daemon wrote there is not quoted: the sandbox could have
+		// put anything in its place.
+		if failed, err := files.Exists(path.Join(dir, fileLaunErr)); err != nil || failed {
+			if err == nil {
+				err = fmt.Errorf("the launch daemon could not start the run (see %s in the sandbox)", fileLaunErr)
+			}
+			return true, err
 		}
 		if fallback && time.Since(start) > primedClaimWait {
-			if _, err := os.Stat(filepath.Join(dir, fileLaunched)); errors.Is(err, os.ErrNotExist) {
-				r.logger().Warn("launch daemon did not take the run; launching by exec", "run_dir", dir)
+			if taken, err := files.Exists(path.Join(dir, fileLaunched)); err == nil && !taken {
+				r.logger().Warn("launch daemon did not take the run; launching by exec", "run_dir", ref.RunDir(runID))
 				return false, nil
 			}
 		}
@@ -184,19 +212,21 @@ func (r *Runner) awaitPid(ctx context.Context, dir string, fallback bool) (bool,
 	}
 }
 
-// writeOwned writes a file for the sandbox's task user: to a temporary name,
-// then renamed, so a reader never sees it half written.
-func writeOwned(path string, b []byte, mode os.FileMode, uid, gid int) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+// openFifo opens the launch daemon's FIFO for writing without blocking, through
+// the boundary: it fails (ENXIO) when no daemon reads it.
+func openFifo(ref Ref) (*os.File, error) {
+	return ref.files().OpenFIFO(path.Join("alloc", runDirName, fileFifo))
+}
+
+// ownerOf tells whose an open file is: the FIFO is the sandbox task user's.
+func ownerOf(f *os.File) (uid, gid int, err error) {
+	fi, err := f.Stat()
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr, os.Chmod(tmp, mode), chown(tmp, uid, gid)); err != nil {
-		os.Remove(tmp)
-		return err
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, errors.New("no owner")
 	}
-	return os.Rename(tmp, path)
+	return int(st.Uid), int(st.Gid), nil
 }

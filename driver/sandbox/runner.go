@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"path/filepath"
 	"regexp"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
 // Defaults for the Runner's zero-valued fields.
@@ -42,9 +45,34 @@ type Ref struct {
 	HostAllocDir string
 }
 
-// RunDir is where the run's pid, exit and output files live on the host.
+// RunDir is where the run's pid, exit and output files live on the host. It
+// is for messages: every access to what is in it goes through the boundary
+// (files), since the sandbox can replace anything there.
 func (r Ref) RunDir(runID string) string {
 	return filepath.Join(r.HostAllocDir, "alloc", runDirName, runID)
+}
+
+// files is the sandbox's allocation dir on the host, behind the boundary.
+func (r Ref) files() allocfs.Dir { return allocfs.New(r.HostAllocDir, r.AllocID) }
+
+// runRel is a run's dir relative to the allocation dir.
+func runRel(runID string) string { return path.Join("alloc", runDirName, runID) }
+
+// secretsRel is the sandbox task's secrets dir relative to the allocation dir.
+func (r Ref) secretsRel() string { return path.Join(r.Task, "secrets") }
+
+// envRel is a run's env file relative to the allocation dir.
+func (r Ref) envRel(runID string) string {
+	return path.Join(r.secretsRel(), "agentkernel-"+runID+".env")
+}
+
+// RunExists reports whether the run's dir is there on the host; false once
+// the sandbox is purged. A sandbox that replaced it is an error.
+func (r Ref) RunExists(runID string) (bool, error) {
+	if err := checkRunID(runID); err != nil {
+		return false, err
+	}
+	return r.files().Exists(runRel(runID))
 }
 
 func (r Ref) short() string {

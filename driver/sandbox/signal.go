@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"path/filepath"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -86,8 +86,11 @@ func (r *Runner) Signal(ctx context.Context, ref Ref, runID, sig string) error {
 		r.logger().Debug("signal after exit ignored", "alloc_id", ref.AllocID, "run_id", runID, "signal", sig, "exit_code", st.Code)
 		return nil
 	}
-	fields, ok, err := readRecord(filepath.Join(ref.RunDir(runID), filePid))
-	if err != nil || !ok {
+	fields, ok, err := readRecord(ref.files(), path.Join(runRel(runID), filePid))
+	if err != nil {
+		return fmt.Errorf("signal run %s in allocation %s: %w", runID, ref.short(), err)
+	}
+	if !ok {
 		return fmt.Errorf("signal run %s in allocation %s: no pid recorded: %w", runID, ref.short(), ErrNoRun)
 	}
 	pid := fields[0]

@@ -1,10 +1,13 @@
 package sandbox
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
 // WatchedPollInterval is how often Follow looks for output anyway while a
@@ -21,13 +24,21 @@ type dirWatch struct {
 	done sync.WaitGroup
 }
 
-// watchDir watches dir; it returns nil when it cannot.
-func watchDir(dir string) *dirWatch {
+// watchDir watches the dir rel of files; it returns nil when it cannot. The
+// watch is placed on the directory the boundary opened (through its
+// /proc/self/fd link), never on whatever a path names by the time inotify
+// resolves it.
+func watchDir(files allocfs.Dir, rel string) *dirWatch {
+	dir, err := files.OpenDir(rel)
+	if err != nil {
+		return nil
+	}
+	defer dir.Close()
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil
 	}
-	if err := w.Add(dir); err != nil {
+	if err := w.Add("/proc/self/fd/" + strconv.Itoa(int(dir.Fd()))); err != nil {
 		w.Close()
 		return nil
 	}

@@ -1,37 +1,13 @@
-//go:build unix
-
 package sandbox
 
 import (
 	"bytes"
-	"errors"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"syscall"
 )
-
-// openFifo opens the launch daemon's FIFO for writing without blocking: it
-// fails (ENXIO) when no daemon reads it.
-func openFifo(ref Ref) (*os.File, error) {
-	path := filepath.Join(ref.HostAllocDir, "alloc", runDirName, fileFifo)
-	return os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
-}
-
-// ownerOf tells whose a file is: the FIFO is the sandbox task user's.
-func ownerOf(f *os.File) (uid, gid int, err error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, 0, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, 0, errors.New("no owner")
-	}
-	return int(st.Uid), int(st.Gid), nil
-}
-
-func chown(path string, uid, gid int) error { return os.Chown(path, uid, gid) }
 
 // reapOrphans kills what is left of a run whose sandbox is gone. Under exec and
 // docker the sandbox's teardown kills it, and under raw_exec with cgroups v2 so
@@ -43,7 +19,7 @@ func chown(path string, uid, gid int) error { return os.Chown(path, uid, gid) }
 // namespace, is never hit. The command leads its own session (setsid), which is
 // killed whole.
 func reapOrphans(ref Ref, runID string) (killed bool) {
-	fields, ok, _ := readRecord(filepath.Join(ref.RunDir(runID), filePid))
+	fields, ok, _ := readRecord(ref.files(), path.Join(runRel(runID), filePid))
 	if !ok || len(fields) < 2 {
 		return false
 	}
@@ -95,7 +71,7 @@ func Reap(ref Ref, runID string) int {
 	if ref.HostAllocDir == "" || checkRunID(runID) != nil {
 		return 0
 	}
-	fields, ok, _ := readRecord(filepath.Join(ref.RunDir(runID), filePid))
+	fields, ok, _ := readRecord(ref.files(), path.Join(runRel(runID), filePid))
 	if !ok || len(fields) < 1 {
 		return 0
 	}

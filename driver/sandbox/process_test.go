@@ -1,10 +1,9 @@
-//go:build unix
-
 package sandbox
 
 import (
 	"bytes"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -26,7 +25,7 @@ func testReap(t *testing.T, primed bool) {
 	if err := r.Launch(ctxT(t, 10*time.Second), ref, Spec{ID: "orphan", Command: "/bin/sleep", Args: []string{"30"}}); err != nil {
 		t.Fatal(err)
 	}
-	fields, ok, _ := readRecord(filepath.Join(ref.RunDir("orphan"), filePid))
+	fields, ok, _ := readRecord(ref.files(), path.Join(runRel("orphan"), filePid))
 	if !ok || len(fields) != 2 {
 		t.Fatalf("pid record %q", fields)
 	}

@@ -1,0 +1,144 @@
+//go:build linux
+
+package allocfs
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// FuzzBoundary builds a random tree in a fake allocation dir (dirs, files,
+// symlinks into the host, to /dev/zero and back up the tree, FIFOs, deep
+// nesting, long names) and runs every Dir operation on random paths in it. No
+// operation may read a host file, change anything outside the allocation dir,
+// or hang.
+func FuzzBoundary(f *testing.F) {
+	f.Add([]byte("\x00a\x01b\x02c\x03d\x10a\x11b\x12c\x13d"))
+	f.Add([]byte("\x00alloc\x00alloc/x\x02alloc/x/y\x10alloc/x/y\x14alloc/x/y/z"))
+	f.Add([]byte("\x04p\x05q\x06r\x07s\x10p\x10q\x10r\x10s\x11p\x15q\x16r\x17s"))
+	f.Add(bytes.Repeat([]byte("\x00d/"), 60))
+	f.Add(append([]byte("\x01"), bytes.Repeat([]byte("n"), 300)...))
+	f.Fuzz(func(t *testing.T, prog []byte) {
+		root := t.TempDir()
+		h := newHost(t)
+		before := h.snapshot(t)
+		d := New(root, "fuzz")
+		var paths []string
+		for _, ins := range bytes.Split(prog, []byte{'\n'}) {
+			if len(ins) < 2 {
+				continue
+			}
+			op, rel := ins[0]%24, sanitize(string(ins[1:]))
+			if rel == "" {
+				continue
+			}
+			paths = append(paths, rel)
+			p := filepath.Join(root, rel)
+			if op < 8 {
+				_ = os.MkdirAll(filepath.Dir(p), 0o755)
+			}
+			switch op {
+			case 0:
+				_ = os.MkdirAll(p, 0o755)
+			case 1:
+				_ = os.WriteFile(p, []byte("sandbox"), 0o644)
+			case 2:
+				_ = os.Symlink(h.file, p)
+			case 3:
+				_ = os.Symlink(h.dir, p)
+			case 4:
+				_ = os.Symlink("/dev/zero", p)
+			case 5:
+				_ = os.Symlink(strings.Repeat("../", 8), p)
+			case 6:
+				_ = syscall.Mkfifo(p, 0o666)
+			case 7:
+				_ = os.Link(h.file, p)
+			case 8, 9:
+				b, err := within(t, func() ([]byte, error) { return d.ReadRecord(rel, 4096) })
+				leak(t, b, err)
+			case 10:
+				f, err := d.OpenFile(rel)
+				if err == nil {
+					b := make([]byte, 64)
+					n, _ := f.Read(b)
+					f.Close()
+					leak(t, b[:n], nil)
+				}
+				leak(t, nil, err)
+			case 11:
+				leak(t, nil, d.CreateFile(rel, []byte("plugin"), 0o644, -1, -1))
+			case 12:
+				leak(t, nil, d.Mkdir(rel, 0o1777))
+			case 13:
+				leak(t, nil, d.Remove(rel))
+			case 14:
+				_, err := d.Exists(rel)
+				leak(t, nil, err)
+			case 15:
+				f, err := d.OpenFIFO(rel)
+				if err == nil {
+					f.Close()
+				}
+				leak(t, nil, err)
+			case 16:
+				f, err := d.OpenDir(rel)
+				if err == nil {
+					f.Close()
+				}
+				leak(t, nil, err)
+			}
+		}
+		if after := h.snapshot(t); after != before {
+			t.Fatalf("host changed:\n%s\nwas\n%s", after, before)
+		}
+		// The tree itself may only hold what the plugin's own writes put there
+		// besides the planted entries: no host content was copied in.
+		_ = filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() && fi.Size() < 1<<20 {
+				if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(secret)) && !linked(h.file, p) {
+					t.Fatalf("host content copied into %s", p)
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// sanitize makes a fuzzed name a clean relative path (the plugin only builds
+// those); it keeps deep nesting and long names, which the kernel may refuse.
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == 0 || r == '\n' {
+			return -1
+		}
+		return r
+	}, s)
+	var parts []string
+	for _, p := range strings.Split(s, "/") {
+		if p != "" && p != "." && p != ".." {
+			parts = append(parts, p)
+		}
+	}
+	return strings.Join(parts, "/")
+}
+
+func linked(a, b string) bool {
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
+
+func leak(t *testing.T, b []byte, err error) {
+	t.Helper()
+	if bytes.Contains(b, []byte(secret)) {
+		t.Fatalf("read host content: %q", b)
+	}
+	if err != nil && strings.Contains(err.Error(), secret) {
+		t.Fatalf("error quotes host content: %v", err)
+	}
+}
