@@ -29,9 +29,16 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 		mgr       *pool.Manager
 		ready     = make(chan struct{}) // closed once mgr is first set
 		readyOnce sync.Once
-		allocRoot string // the client's allocation dir on this host
 	)
 	runner := &sandbox.Runner{Client: client, Logger: logger.Named("sandbox")}
+	runner.OnSessionLost = func(allocID string) {
+		mu.Lock()
+		m := mgr
+		mu.Unlock()
+		if m != nil {
+			m.Unprepare(allocID)
+		}
+	}
 	return &Backend{
 		Runner: runner,
 		Ship:   processShipper{runner: runner}.ship,
@@ -65,12 +72,15 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 			if err != nil {
 				return nil, err
 			}
-			mu.Lock()
-			allocRoot = root
-			mu.Unlock()
+			// A warm allocation is warm only once its launch session is
+			// open (sandbox.Runner.Prime); a lost session sends it back.
 			m, err := pool.New(pool.Options{
 				Client: client, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
 				Logger: logger.Named("pool"), OnChange: onChange,
+				Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
+					return runner.Prime(ctx, sandbox.Ref{Namespace: cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
+						HostAllocDir: filepath.Join(root, w.AllocID)})
+				},
 			})
 			if err != nil {
 				return nil, err
@@ -85,13 +95,6 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 			readyOnce.Do(func() { close(ready) })
 			return m, nil
 		},
-		Prime: func(ctx context.Context, w pool.WarmAlloc) error {
-			mu.Lock()
-			root := allocRoot
-			mu.Unlock()
-			return runner.Prime(ctx, sandbox.Ref{Namespace: cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
-				HostAllocDir: filepath.Join(root, w.AllocID)})
-		},
 		Stop: func() {
 			mu.Lock()
 			defer mu.Unlock()
@@ -99,6 +102,7 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 				mgr.Stop()
 				mgr = nil
 			}
+			runner.Close()
 		},
 	}, nil
 }

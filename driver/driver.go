@@ -42,8 +42,6 @@ type Backend struct {
 	// StartPool connects to the Nomad API and starts the pools; it blocks until the
 	// API answers or ctx ends.
 	StartPool func(ctx context.Context) (Pool, error)
-	// Prime prepares a warm allocation's launch path; nil means no priming.
-	Prime func(ctx context.Context, w pool.WarmAlloc) error
 	// Stop stops what StartPool started.
 	Stop func()
 }
@@ -210,13 +208,6 @@ func (d *Driver) restartBackendLocked() {
 		d.pool = p
 		d.mu.Unlock()
 		d.health.set(plugin.HealthHealthy, "ready")
-		if b.Prime != nil {
-			d.wg.Add(1)
-			go func() {
-				defer d.wg.Done()
-				d.primeLoop(ctx, p, b.Prime)
-			}()
-		}
 		d.watchAPI(ctx, b)
 	}()
 }

@@ -73,7 +73,9 @@ func applyPolicy(t *testing.T, a *nomadtest.Agent, name, rules string) {
 }
 
 // aclAgent starts an ACL-enabled agent whose plugin block names a token file
-// that does not exist yet; it returns the agent and the file's path.
+// that does not exist yet and puts the warm jobs in a namespace of their own,
+// as example/agent.hcl does (example/acl.hcl grants rights there only); it
+// returns the agent and the file's path.
 func aclAgent(t *testing.T, persistent bool) (*nomadtest.Agent, string) {
 	t.Helper()
 	if _, err := nomadtest.Binary(); err != nil {
@@ -81,9 +83,19 @@ func aclAgent(t *testing.T, persistent bool) (*nomadtest.Agent, string) {
 	}
 	tokenFile := filepath.Join(t.TempDir(), "agentkernel-pool.token")
 	block := strings.Replace(poolBlock("dev", rawExecTemplate(t), 1, 4), "config {\n",
-		"config {\n  token_file = \""+tokenFile+"\"\n", 1)
-	return nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block, ACL: true, Persistent: persistent}), tokenFile
+		"config {\n  token_file = \""+tokenFile+"\"\n  namespace = \""+warmNamespace+"\"\n", 1)
+	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block, ACL: true, Persistent: persistent})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.Client.Namespaces().Register(&api.Namespace{Name: warmNamespace, Description: "warm sandboxes of agentkernel-pool"},
+		(&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		t.Fatalf("create namespace %s: %v", warmNamespace, err)
+	}
+	return a, tokenFile
 }
+
+// warmNamespace is the namespace of the warm jobs in example/agent.hcl.
+const warmNamespace = "agentkernel-pool"
 
 // pluginToken creates a policy from rules and a client token holding only it.
 func pluginToken(t *testing.T, a *nomadtest.Agent, name, rules string) string {

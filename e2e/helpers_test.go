@@ -147,10 +147,11 @@ func logs(t *testing.T, a *nomadtest.Agent, allocID, task string) string {
 	return out
 }
 
-// warmJobs lists the pool's dispatched warm instances still registered.
+// warmJobs lists the pool's dispatched warm instances still registered, in
+// whichever namespace the plugin keeps them.
 func warmJobs(t *testing.T, a *nomadtest.Agent) []*api.JobListStub {
 	t.Helper()
-	jobs, _, err := a.Client.Jobs().PrefixList("agentkernel-pool-")
+	jobs, _, err := a.Client.Jobs().List(&api.QueryOptions{Prefix: "agentkernel-pool-", Namespace: "*"})
 	if err != nil {
 		t.Fatal(err)
 	}

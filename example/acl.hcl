@@ -1,11 +1,17 @@
 # Least-privilege ACL policy for the agentkernel-pool plugin's token.
+#   nomad namespace apply -description "warm sandboxes of agentkernel-pool" agentkernel-pool
 #   nomad acl policy apply -description "agentkernel-pool plugin" agentkernel-pool example/acl.hcl
 #   nomad acl token create -name agentkernel-pool -policy agentkernel-pool -type client
 # Put the token's secret in the file named by the plugin block's token_file.
 
-# Namespace of the warm jobs (the plugin block's `namespace`). If sandbox tasks run
-# in other namespaces, the plugin needs no rights there: it only reads its own.
-namespace "default" {
+# Namespace of the warm jobs (the plugin block's `namespace`), a namespace of
+# their own: alloc-exec runs commands in every allocation of a namespace, so the
+# plugin's token must hold it only where the warm sandboxes are, and nothing
+# anywhere else. Sandbox tasks run in their users' namespaces, where the plugin
+# needs no rights at all. Whoever holds read-fs here can read the run files of
+# every claimed sandbox (argv, output) with `nomad alloc fs`: grant it to no one
+# who may not read every sandbox task's output.
+namespace "agentkernel-pool" {
   capabilities = [
     "submit-job",   # register each pool's parameterized warm job; purge used sandboxes
     "dispatch-job", # dispatch warm instances

@@ -6,7 +6,10 @@ plugin "agentkernel-pool" {
   config {
     # address  = "http://127.0.0.1:4646"              # default: NOMAD_ADDR, else the local agent
     # token_file = "/etc/nomad.d/agentkernel-pool.token" # default: NOMAD_TOKEN; policy in acl.hcl
-    namespace = "default" # where the warm jobs live
+    # Where the warm jobs live: a namespace of their own, so the plugin's token
+    # (example/acl.hcl) reaches nothing else. Create it before the first start:
+    #   nomad namespace apply agentkernel-pool
+    namespace = "agentkernel-pool"
 
     # Isolated sandboxes on Nomad's exec driver.
     pool "python" {

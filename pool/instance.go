@@ -34,6 +34,9 @@ type instance struct {
 	hash      string // template hash the child was dispatched from
 	state     state
 	submitted time.Time
+	// unprepared: the task runs, but Prepare has not succeeded for it yet
+	// (Options.Prepare); it counts as starting.
+	unprepared bool
 }
 
 // parseJobID splits an agentkernel-pool job ID into pool and node prefix;

@@ -51,6 +51,8 @@ type inventory struct {
 	busy          map[string]bool     // job IDs a removal is working on
 	warmBefore    map[string]bool     // job IDs that were warm at the last rebuild
 	orphans       []*instance         // children of pools not configured here
+	prepared      map[string]bool     // allocation IDs Prepare succeeded for
+	preparing     map[string]bool     // allocation IDs a Prepare call is working on
 }
 
 func newInventory() inventory {
@@ -64,6 +66,8 @@ func newInventory() inventory {
 		reserved:      map[string]bool{},
 		busy:          map[string]bool{},
 		warmBefore:    map[string]bool{},
+		prepared:      map[string]bool{},
+		preparing:     map[string]bool{},
 	}
 }
 
@@ -273,6 +277,7 @@ func (m *Manager) rebuildLocked() {
 	inv.orphans = inv.orphans[:0]
 	warmNow := map[string]bool{}
 	seen := map[string]bool{} // jobs whose live allocations are accounted for
+	ready := map[string]bool{}
 	for id, j := range inv.jobs {
 		if j.ParentID == "" {
 			continue
@@ -282,6 +287,12 @@ func (m *Manager) rebuildLocked() {
 		}
 		seen[id] = true
 		in := classify(j, inv.allocs[id], claims)
+		if in.state == stateWarm && m.prepare != nil {
+			ready[in.allocID] = true
+			if !inv.prepared[in.allocID] {
+				in.state, in.unprepared = stateStarting, true
+			}
+		}
 		v := views[in.pool]
 		if v == nil {
 			inv.orphans = append(inv.orphans, in)
@@ -313,6 +324,11 @@ func (m *Manager) rebuildLocked() {
 		}
 	}
 	inv.warmBefore = warmNow
+	for id := range inv.prepared {
+		if !ready[id] { // claimed or gone: its preparation is used up
+			delete(inv.prepared, id)
+		}
+	}
 	for id, allocs := range inv.allocs {
 		if seen[id] {
 			continue

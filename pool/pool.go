@@ -62,6 +62,10 @@ type Options struct {
 	// OnChange is called, from a goroutine of the Manager, after the counts of
 	// any pool changed. Calls are coalesced, not queued; it may block.
 	OnChange func()
+	// Prepare, when set, is called once for every allocation whose task
+	// runs, before it counts as warm (see prepare.go); an error replaces the
+	// allocation and counts as a failure of its pool's template.
+	Prepare func(ctx context.Context, w WarmAlloc) error
 }
 
 // Stats are one pool's counts, from the Manager's inventory.
@@ -86,6 +90,7 @@ type Manager struct {
 	namespace string
 	log       hclog.Logger
 	onChange  func()
+	prepare   func(context.Context, WarmAlloc) error
 	instance  string // this Manager's id, recorded on what it dispatches
 	pools     map[string]*pool
 	names     []string // sorted pool names
@@ -158,6 +163,7 @@ func New(opts Options) (*Manager, error) {
 		namespace:  opts.Namespace,
 		log:        opts.Logger,
 		onChange:   opts.OnChange,
+		prepare:    opts.Prepare,
 		instance:   hex.EncodeToString(id),
 		pools:      map[string]*pool{},
 		changed:    make(chan struct{}),
@@ -252,6 +258,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	if m.onChange != nil {
 		m.goFn(m.notifyLoop)
+	}
+	if m.prepare != nil {
+		m.goFn(m.prepareLoop)
 	}
 	m.kickReplenish()
 	return errors.Join(errs...)

@@ -91,6 +91,9 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 		// then copied by drain.
 		st, exited, err := readExit(files, dir)
 		if err != nil {
+			// What the output files hold is still the command's: ship what
+			// can be read through the boundary before giving up.
+			_, _ = round()
 			return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w", runID, ref.short(), err)
 		}
 		if exited {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
@@ -34,12 +35,17 @@ func (r *Runner) Launch(ctx context.Context, ref Ref, s Spec) error {
 		what = "prepare run"
 	}
 
-	primed, sent, err := r.launchPrimed(ctx, ref, s, env)
-	if primed {
-		if err != nil {
-			return fmt.Errorf("%s in allocation %s: run %s: %w", what, ref.short(), s.ID, err)
+	sent := false
+	if sess := r.takeSession(ref.AllocID); sess != nil {
+		ok, wrote, err := r.launchSession(ctx, sess, s, env)
+		if ok {
+			if err != nil {
+				return fmt.Errorf("%s in allocation %s: run %s: %w", what, ref.short(), s.ID, err)
+			}
+			return nil
 		}
-		return nil
+		sent = wrote
+		r.logger().Warn("launch session ended before it answered; launching by exec", "alloc_id", ref.AllocID, "run_id", s.ID)
 	}
 	var stdout, stderr bytes.Buffer
 	code, err := r.call(ctx, ref, false, launchCommand(s.ID, s, len(env)), bytes.NewReader(env), &stdout, &stderr, nil)
@@ -54,8 +60,8 @@ func (r *Runner) Launch(ctx context.Context, ref Ref, s Spec) error {
 		}
 		return nil
 	case codeLaunched:
-		if sent { // the launch daemon took our run after all
-			if _, err := r.awaitPid(ctx, ref, s.ID, false); err != nil {
+		if sent { // the launch session took our run after all
+			if err := r.awaitPid(ctx, ref, s.ID); err != nil {
 				return fmt.Errorf("%s in allocation %s: run %s: %w", what, ref.short(), s.ID, err)
 			}
 			return nil
@@ -93,6 +99,23 @@ func (r *Runner) makeRunDir(ref Ref, runID string) error {
 		}
 	}
 	return nil
+}
+
+// awaitPid waits until the run's pid record is there: a launch session took
+// the run just as it ended.
+func (r *Runner) awaitPid(ctx context.Context, ref Ref, runID string) error {
+	rel := path.Join(runRel(runID), filePid)
+	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 10*time.Millisecond) {
+		_, ok, err := readRecord(ref.files(), rel)
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the pid record: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+	}
 }
 
 func orExit(msg string, code int) string {

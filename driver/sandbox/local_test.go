@@ -47,10 +47,20 @@ func localSandboxShell(t testing.TB, shell []string) (*Runner, Ref) {
 			"NOMAD_ALLOC_DIR="+filepath.Join(root, "alloc"),
 			"NOMAD_SECRETS_DIR="+filepath.Join(root, "sandbox", "secrets"),
 			"SANDBOX_OWN=warm")
-		c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
+		// Like Nomad's exec API, the session ends when the process does,
+		// whether or not the caller is done writing stdin.
+		in, err := c.StdinPipe()
+		if err != nil {
+			return -1, err
+		}
+		c.Stdout, c.Stderr = stdout, stderr
 		if err := c.Start(); err != nil {
 			return -1, err
 		}
+		go func() {
+			_, _ = io.Copy(in, stdin)
+			in.Close()
+		}()
 		done := make(chan error, 1)
 		go func() { done <- c.Wait() }()
 		select {

@@ -1,143 +1,214 @@
 package sandbox
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
-
-	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
-// Files of the launch daemon: its FIFO in the alloc dir's runDirName, the rest
-// in a run dir.
-const (
-	fileFifo    = "launch.fifo"
-	fileArgv    = "argv"       // the run's command as a shell "set --" line
-	fileLaunErr = "launch.err" // why the daemon could not start the run
-	codeFifo    = 94
-)
-
-// primedClaimWait is how long Launch waits for the launch daemon to take a run
-// (its O_EXCL marker) before it falls back to an exec.
-const primedClaimWait = time.Second
-
-// primeScript runs as sh -c <it> akp-prime. It starts the launch daemon: a
-// detached shell that holds the FIFO open read-write (so it never reads EOF)
-// and, for each run id written to it, starts the run the host described in the
-// run dir, exactly as the launcher does. Requests come from the plugin, as root,
-// on the host; the FIFO is the task user's, mode 0600.
+// Priming: a launch session per warm sandbox.
 //
-// Under raw_exec (the alloc dir is a host path) on cgroups v1 nothing would end
-// the daemon with its sandbox, so a watchdog ends it when the sandbox task's
-// executor, the exec's parent, is gone.
-var primeScript = shStartRun + `a=${NOMAD_ALLOC_DIR:-/alloc}/` + runDirName + ` f=$a/` + fileFifo + `
+// An exec into an isolated sandbox is slow (50-70 ms under exec, 650-780 ms
+// under gVisor), so a warm start must not pay one. Prime opens one exec session
+// into a warm sandbox ahead of its claim and keeps it open: a shell in the
+// sandbox reading run ids from the session's stdin. A primed Launch writes the
+// run's env and argv files from the host (through the boundary), one line to
+// the session, and reads the shell's one-line answer; then it closes the
+// session. The run it starts is detached like any other, so nothing of it
+// depends on the session, the plugin, or the connection to Nomad. This works
+// wherever `nomad alloc exec` does: raw_exec, exec, docker with runc or gVisor
+// (a FIFO in the shared alloc dir, the earlier design, does not carry a host
+// write into gVisor's own kernel).
+//
+// A session holds one HTTP connection to the local agent, against Nomad's
+// http_max_conns_per_client (100 by default); MaxSessions bounds them. A
+// session that ends before its launch (agent restart, plugin restart: the new
+// plugin primes again) is reported through OnSessionLost.
+
+// sessionScript runs as sh -c <it> akp-session. It answers "ready <uid>
+// <gid>" (the task user, who must own the files the host writes for it), then
+// for each run id on stdin starts the run the host described in its run dir,
+// exactly as the exec launcher does, and answers "started <id> <pid>", "taken
+// <id>" (launched before) or "failed <id>".
+var sessionScript = shStartRun + `a=${NOMAD_ALLOC_DIR:-/alloc}/` + runDirName + `
 [ -d "$a" ] || mkdir -p "$a" || exit ` + strconv.Itoa(codeMkdir) + `
-[ -p "$f" ] || mkfifo -m 600 "$f" || exit ` + strconv.Itoa(codeFifo) + `
-w=$PPID
-(
-	exec 3<>"$f"
-	while IFS= read -r id <&3; do
-		case $id in ''|.*|*[!A-Za-z0-9._-]*) continue ;; esac
-		(
-			d=$a/$id e=` + strings.ReplaceAll(shEnvFile, "$1", "$id") + `
-			set -C
-			{ echo "$$" >"$d/` + fileLaunched + `"; } 2>/dev/null || exit 0
-			set +C
-			[ -r "$d/` + fileArgv + `" ] && . "$d/` + fileArgv + `" && akp_start "$@" ||
-				echo "could not start run $id" >"$d/` + fileLaunErr + `"
-		)
-	done
-) </dev/null >/dev/null 2>>"$a/launchd.log" &
-dp=$!
-if [ "$a" != /alloc/` + runDirName + ` ] && [ "$w" -gt 1 ] && [ ! -f /sys/fs/cgroup/cgroup.controllers ]; then
-	(while kill -0 "$w" 2>/dev/null; do sleep 10; done; kill -KILL "$dp") </dev/null >/dev/null 2>&1 &
-fi
-echo "$dp"
+echo "ready $(id -u 2>/dev/null || echo -1) $(id -g 2>/dev/null || echo -1)"
+while IFS= read -r id; do
+	case $id in ''|.*|*[!A-Za-z0-9._-]*) continue ;; esac
+	d=$a/$id e=` + strings.ReplaceAll(shEnvFile, "$1", "$id") + `
+	if ( set -C; { echo "$$" >"$d/` + fileLaunched + `"; } 2>/dev/null ); then
+		( [ -r "$d/` + fileArgv + `" ] && . "$d/` + fileArgv + `" && akp_start "$@" && echo "started $id $c" ) || echo "failed $id"
+	else
+		echo "taken $id"
+	fi
+done
 `
 
-// Prime starts a launch daemon in the sandbox, so that Launch there skips the
-// exec round trip: the plugin writes the run's files on the host and its id to
-// the daemon's FIFO. Call it off the hot path, when an allocation turns warm;
-// a primed sandbox is no different otherwise, and Launch falls back to an exec
-// whenever the daemon does not answer. Priming a primed sandbox does nothing.
+const (
+	// fileArgv is the run's command as a shell "set --" line, written by the
+	// host for a primed launch.
+	fileArgv = "argv"
+	// DefaultMaxSessions bounds the launch sessions a Runner holds open: half
+	// of Nomad's default connection limit per client address.
+	DefaultMaxSessions = 50
+	// sessionReadyWait bounds how long Prime waits for the session's shell.
+	sessionReadyWait = 30 * time.Second
+)
+
+// session is an open launch session into one sandbox.
+type session struct {
+	ref      Ref
+	stdin    *io.PipeWriter
+	lines    chan string   // the shell's answers
+	done     chan struct{} // closed when the exec has ended
+	uid, gid int
+	once     sync.Once
+}
+
+// close ends the session: the shell reads EOF and exits.
+func (s *session) close() { s.once.Do(func() { s.stdin.Close() }) }
+
+// Prime opens a launch session into the sandbox, so that a Launch there costs
+// no exec. Call it off the hot path, when an allocation turns warm. Priming a
+// primed sandbox does nothing. Beyond MaxSessions it primes nothing and says
+// so: launches there go by exec.
 func (r *Runner) Prime(ctx context.Context, ref Ref) error {
-	if f, err := openFifo(ref); err == nil {
-		f.Close()
+	r.mu.Lock()
+	if _, ok := r.sessions[ref.AllocID]; ok {
+		r.mu.Unlock()
 		return nil
 	}
-	ctx, cancel := withTimeout(ctx, orDefault(r.LaunchTimeout, DefaultLaunchTimeout))
-	defer cancel()
+	if limit := r.maxSessions(); len(r.sessions) >= limit {
+		r.mu.Unlock()
+		return fmt.Errorf("prime allocation %s: %w (%d open)", ref.short(), ErrTooManySessions, limit)
+	}
+	r.mu.Unlock()
+
+	stdinR, stdinW := io.Pipe()
+	outR, outW := io.Pipe()
+	s := &session{ref: ref, stdin: stdinW, lines: make(chan string, 4), done: make(chan struct{})}
 	var stderr bytes.Buffer
-	code, err := r.call(ctx, ref, false, []string{"/bin/sh", "-c", primeScript, "akp-prime"},
-		bytes.NewReader(nil), &bytes.Buffer{}, &stderr, nil)
-	if err != nil {
-		return fmt.Errorf("prime allocation %s: %w", ref.short(), err)
-	}
-	if code != 0 {
-		return fmt.Errorf("prime allocation %s: %s", ref.short(), orExit(strings.TrimSpace(stderr.String()), code))
-	}
-	return r.awaitDaemon(ctx, ref)
-}
+	var code int
+	var err error
+	// The session outlives Prime's ctx: it lives until a Launch takes it or
+	// the Runner closes.
+	go func() {
+		defer close(s.done)
+		defer outW.Close()
+		code, err = r.call(context.Background(), ref, false, []string{"/bin/sh", "-c", sessionScript, "akp-session"},
+			stdinR, outW, &stderr, nil)
+		stdinR.Close()
+		r.sessionEnded(s)
+	}()
+	go func() {
+		defer close(s.lines)
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			s.lines <- sc.Text()
+		}
+		_, _ = io.Copy(io.Discard, outR)
+	}()
 
-// daemonReadyWait bounds how long Prime waits for the launch daemon it started
-// to open its FIFO.
-const daemonReadyWait = 5 * time.Second
-
-// awaitDaemon waits until the launch daemon reads its FIFO. The prime script
-// returns as soon as the daemon is started in the background, a moment before
-// the daemon opens the FIFO; a Prime or Launch in that moment would see no
-// daemon (a second Prime would start a second one).
-func (r *Runner) awaitDaemon(ctx context.Context, ref Ref) error {
-	if ref.HostAllocDir == "" {
-		return nil // launches go through exec anyway
-	}
-	deadline := time.Now().Add(daemonReadyWait)
-	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 10*time.Millisecond) {
-		if f, err := openFifo(ref); err == nil {
-			f.Close()
+	ctx, cancel := withTimeout(ctx, sessionReadyWait)
+	defer cancel()
+	select {
+	case line, ok := <-s.lines:
+		f := strings.Fields(line)
+		if ok && len(f) == 3 && f[0] == "ready" {
+			s.uid, _ = strconv.Atoi(f[1])
+			s.gid, _ = strconv.Atoi(f[2])
+			r.mu.Lock()
+			if r.sessions == nil {
+				r.sessions = map[string]*session{}
+			}
+			r.sessions[ref.AllocID] = s
+			r.mu.Unlock()
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("prime allocation %s: the launch daemon did not open its FIFO within %s", ref.short(), daemonReadyWait)
+		s.close()
+		<-s.done
+		if err != nil {
+			return fmt.Errorf("prime allocation %s: %w", ref.short(), err)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("prime allocation %s: wait for the launch daemon: %w", ref.short(), ctx.Err())
-		case <-time.After(delay):
-		}
+		return fmt.Errorf("prime allocation %s: launch session: %s", ref.short(), orExit(strings.TrimSpace(stderr.String()), code))
+	case <-ctx.Done():
+		s.close()
+		return fmt.Errorf("prime allocation %s: the launch session did not answer: %w", ref.short(), ctx.Err())
 	}
 }
 
-// launchPrimed launches through the launch daemon. ok is false when the sandbox
-// is not primed, or its daemon did not take the run in time (sent is true then):
-// nothing was started, or the daemon takes the run late and the exec launcher,
-// which the caller tries next, finds it taken. The run's files are created
-// through the boundary, exclusively, owned by the FIFO's owner (the task user).
-func (r *Runner) launchPrimed(ctx context.Context, ref Ref, s Spec, env []byte) (ok, sent bool, err error) {
-	if ref.HostAllocDir == "" {
-		return false, false, nil
+// ErrTooManySessions means a Runner holds as many launch sessions as it may.
+var ErrTooManySessions = errors.New("too many launch sessions")
+
+func (r *Runner) maxSessions() int {
+	if r.MaxSessions > 0 {
+		return r.MaxSessions
 	}
-	fifo, err := openFifo(ref)
-	if errors.Is(err, allocfs.ErrTampered) {
-		return true, false, err
+	return DefaultMaxSessions
+}
+
+// sessionEnded forgets a session whose exec ended, and reports it lost unless
+// a Launch had taken it.
+func (r *Runner) sessionEnded(s *session) {
+	r.mu.Lock()
+	lost := r.sessions[s.ref.AllocID] == s
+	if lost {
+		delete(r.sessions, s.ref.AllocID)
 	}
-	if err != nil {
-		return false, false, nil
+	r.mu.Unlock()
+	if lost && r.OnSessionLost != nil {
+		r.logger().Debug("launch session ended before a launch", "alloc_id", s.ref.AllocID)
+		r.OnSessionLost(s.ref.AllocID)
 	}
-	defer fifo.Close()
-	uid, gid, err := ownerOf(fifo)
-	if err != nil {
-		return false, false, nil
+}
+
+// takeSession hands the sandbox's session to one Launch.
+func (r *Runner) takeSession(allocID string) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sessions[allocID]
+	delete(r.sessions, allocID)
+	return s
+}
+
+// Primed reports whether the sandbox has a launch session open.
+func (r *Runner) Primed(allocID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.sessions[allocID]
+	return ok
+}
+
+// Close ends every launch session; runs they started are not touched.
+func (r *Runner) Close() {
+	r.mu.Lock()
+	all := make([]*session, 0, len(r.sessions))
+	for id, s := range r.sessions {
+		all = append(all, s)
+		delete(r.sessions, id)
 	}
-	files, dir := ref.files(), runRel(s.ID)
-	if s.Command != "" {
+	r.mu.Unlock()
+	for _, s := range all {
+		s.close()
+	}
+}
+
+// launchSession launches through a session. ok is false when the session
+// ended before it answered; sent says the run id had been written to it then,
+// so its shell may have taken the run at the last moment, which the exec
+// launcher the caller tries next finds.
+func (r *Runner) launchSession(ctx context.Context, s *session, spec Spec, env []byte) (ok, sent bool, err error) {
+	defer s.close()
+	ref, files, dir := s.ref, s.ref.files(), runRel(spec.ID)
+	if spec.Command != "" {
 		if launched, err := files.Exists(path.Join(dir, fileLaunched)); err != nil || launched {
 			if err == nil {
 				err = ErrAlreadyLaunched
@@ -146,87 +217,44 @@ func (r *Runner) launchPrimed(ctx context.Context, ref Ref, s Spec, env []byte) 
 		}
 	}
 	if ok, err := files.Exists(ref.secretsRel()); err != nil || !ok {
-		return false, false, nil
+		return false, false, err
 	}
-	if err := files.CreateFile(ref.envRel(s.ID), env, 0o600, uid, gid); err != nil {
-		if errors.Is(err, allocfs.ErrTampered) {
-			return true, false, err
-		}
-		r.logger().Debug("could not write env file from the host", "error", err)
-		return false, false, nil
+	if err := files.CreateFile(ref.envRel(spec.ID), env, 0o600, s.uid, s.gid); err != nil {
+		return true, false, fmt.Errorf("write env file: %w", err)
 	}
-	if s.Command == "" {
+	if spec.Command == "" {
 		return true, false, nil
 	}
-	argv := "set -- " + shQuote(s.Command)
-	for _, a := range s.Args {
+	argv := "set -- " + shQuote(spec.Command)
+	for _, a := range spec.Args {
 		argv += " " + shQuote(a)
 	}
-	if err := files.CreateFile(path.Join(dir, fileArgv), []byte(argv+"\n"), 0o644, uid, gid); err != nil {
-		_ = files.Remove(ref.envRel(s.ID))
-		if errors.Is(err, allocfs.ErrTampered) {
-			return true, false, err
-		}
+	if err := files.CreateFile(path.Join(dir, fileArgv), []byte(argv+"\n"), 0o644, s.uid, s.gid); err != nil {
+		return true, false, fmt.Errorf("write argv file: %w", err)
+	}
+	if _, err := s.stdin.Write([]byte(spec.ID + "\n")); err != nil {
 		return false, false, nil
 	}
-	if _, err := fifo.Write([]byte(s.ID + "\n")); err != nil {
-		_ = files.Remove(ref.envRel(s.ID))
-		return false, false, nil
-	}
-	ok, err = r.awaitPid(ctx, ref, s.ID, true)
-	return ok, true, err
-}
-
-// awaitPid waits for the daemon to record the run's pids. With fallback, it
-// gives up when the daemon has not taken the run within primedClaimWait.
-func (r *Runner) awaitPid(ctx context.Context, ref Ref, runID string, fallback bool) (bool, error) {
-	files, dir := ref.files(), runRel(runID)
-	start := time.Now()
-	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 500*time.Microsecond) {
-		_, ok, err := readRecord(files, path.Join(dir, filePid))
-		if err != nil {
-			return true, err
-		}
-		if ok {
-			return true, nil
-		}
-		// What the daemon wrote there is not quoted: the sandbox could have
-		// put anything in its place.
-		if failed, err := files.Exists(path.Join(dir, fileLaunErr)); err != nil || failed {
-			if err == nil {
-				err = fmt.Errorf("the launch daemon could not start the run (see %s in the sandbox)", fileLaunErr)
-			}
-			return true, err
-		}
-		if fallback && time.Since(start) > primedClaimWait {
-			if taken, err := files.Exists(path.Join(dir, fileLaunched)); err == nil && !taken {
-				r.logger().Warn("launch daemon did not take the run; launching by exec", "run_dir", ref.RunDir(runID))
-				return false, nil
-			}
-		}
+	for {
 		select {
+		case line, open := <-s.lines:
+			if !open {
+				return false, true, nil
+			}
+			f := strings.Fields(line)
+			if len(f) < 2 || f[1] != spec.ID {
+				continue
+			}
+			switch f[0] {
+			case "started":
+				return true, true, nil
+			case "taken":
+				return true, true, ErrAlreadyLaunched
+			default:
+				return true, true, errors.New("the launch session could not start the run (see supervisor.log in its run dir)")
+			}
 		case <-ctx.Done():
-			return true, fmt.Errorf("wait for launch daemon: %w", ctx.Err())
-		case <-time.After(delay):
+			return true, true, fmt.Errorf("wait for the launch session: %w", ctx.Err())
 		}
 	}
-}
-
-// openFifo opens the launch daemon's FIFO for writing without blocking, through
-// the boundary: it fails (ENXIO) when no daemon reads it.
-func openFifo(ref Ref) (*os.File, error) {
-	return ref.files().OpenFIFO(path.Join("alloc", runDirName, fileFifo))
-}
-
-// ownerOf tells whose an open file is: the FIFO is the sandbox task user's.
-func ownerOf(f *os.File) (uid, gid int, err error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, 0, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, 0, errors.New("no owner")
-	}
-	return int(st.Uid), int(st.Gid), nil
 }

@@ -35,6 +35,9 @@ func TestPrimedLaunchNeedsNoExec(t *testing.T) {
 	if err := r.Prime(ctx, ref); err != nil || execs.Load() != 1 {
 		t.Fatalf("second prime: %v, %d execs in all, want 1", err, execs.Load())
 	}
+	if !r.Primed(ref.AllocID) {
+		t.Fatal("not primed")
+	}
 	env := map[string]string{"TOKEN": "it's a \"secret\"\n$x"}
 	spec := Spec{ID: "fast", Command: "/bin/sh", Args: []string{"-c", `printf '%s|' "$TOKEN" "$@"; exit 4`, "sh", "a b", "'c'"}, Env: env}
 	if err := r.Launch(ctx, ref, spec); err != nil {
@@ -47,10 +50,25 @@ func TestPrimedLaunchNeedsNoExec(t *testing.T) {
 	if out != env["TOKEN"]+"|a b|'c'|" || st.Code != 4 {
 		t.Errorf("stdout %q status %+v", out, st)
 	}
+	// The session served its one launch and closed: the sandbox is single-use
+	// and a running task holds no connection.
+	if r.Primed(ref.AllocID) {
+		t.Error("the session stayed open after its launch")
+	}
+	waitNone(t, ref, "akp-session")
 	if err := r.Launch(ctx, ref, spec); !errors.Is(err, ErrAlreadyLaunched) {
 		t.Errorf("relaunch: %v", err)
 	}
-	// The env written from the host reaches exec'd commands too.
+}
+
+// A primed launch without a command writes the env from the host, for execs.
+func TestPrimedPrepareWritesEnvForExec(t *testing.T) {
+	r, ref := localSandbox(t)
+	ctx := ctxT(t, 10*time.Second)
+	if err := r.Prime(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"TOKEN": "it's a \"secret\"\n$x"}
 	if err := r.Launch(ctx, ref, Spec{ID: "hold", Env: env}); err != nil {
 		t.Fatal(err)
 	}
@@ -60,16 +78,18 @@ func TestPrimedLaunchNeedsNoExec(t *testing.T) {
 	}
 }
 
+// Sessions into different sandboxes launch at once, each its own run.
 func TestPrimedLaunchesInParallel(t *testing.T) {
-	r, ref := localSandbox(t)
-	if err := r.Prime(ctxT(t, 10*time.Second), ref); err != nil {
-		t.Fatal(err)
-	}
 	var wg sync.WaitGroup
-	for i := range 8 {
+	for i := range 6 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			r, ref := localSandbox(t)
+			if err := r.Prime(ctxT(t, 10*time.Second), ref); err != nil {
+				t.Error(err)
+				return
+			}
 			id := "p" + string(rune('a'+i))
 			if err := r.Launch(ctxT(t, 10*time.Second), ref, Spec{ID: id, Command: "/bin/echo", Args: []string{id}}); err != nil {
 				t.Error(err)
@@ -83,23 +103,30 @@ func TestPrimedLaunchesInParallel(t *testing.T) {
 	wg.Wait()
 }
 
-func TestLaunchFallsBackWhenDaemonIsGone(t *testing.T) {
+// A session that dies is reported lost and forgotten; the launch goes by
+// exec, and priming again brings the fast path back.
+func TestLostSessionFallsBackAndIsReported(t *testing.T) {
 	r, ref := localSandbox(t)
+	lost := make(chan string, 1)
+	r.OnSessionLost = func(id string) { lost <- id }
 	execs := countExecs(r)
 	ctx := ctxT(t, 10*time.Second)
 	if err := r.Prime(ctx, ref); err != nil {
 		t.Fatal(err)
 	}
-	daemons := sandboxProcs(ref, "akp-prime")
-	if len(daemons) == 0 {
-		t.Fatal("no launch daemon")
-	}
-	for _, pid := range daemons { // the daemon and its watchdog
+	for _, pid := range sandboxProcs(ref, "akp-session") {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(sandboxProcs(ref, "akp-prime")) > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case id := <-lost:
+		if id != ref.AllocID {
+			t.Errorf("lost %q, want %q", id, ref.AllocID)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a dead session was not reported")
+	}
+	if r.Primed(ref.AllocID) {
+		t.Fatal("a dead session still counts as primed")
 	}
 	if err := r.Launch(ctx, ref, Spec{ID: "slow", Command: "/bin/echo", Args: []string{"by exec"}}); err != nil {
 		t.Fatal(err)
@@ -110,11 +137,45 @@ func TestLaunchFallsBackWhenDaemonIsGone(t *testing.T) {
 	if out, _, _ := follow(t, r, ref, "slow"); !strings.Contains(out, "by exec") {
 		t.Errorf("stdout %q", out)
 	}
-	// Priming again brings the fast path back.
 	if err := r.Prime(ctx, ref); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Launch(ctx, ref, Spec{ID: "fast-again", Command: "/bin/true"}); err != nil || execs.Load() != 3 {
 		t.Fatalf("launch after re-prime: %v, %d execs", err, execs.Load())
+	}
+}
+
+// MaxSessions bounds the connections priming holds; Close ends them all
+// without touching runs, and a closed session is not reported lost.
+func TestSessionsAreBoundedAndClosed(t *testing.T) {
+	r, ref := localSandbox(t)
+	r.MaxSessions = 1
+	var lost atomic.Int32
+	r.OnSessionLost = func(string) { lost.Add(1) }
+	ctx := ctxT(t, 10*time.Second)
+	if err := r.Prime(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	other := ref
+	other.AllocID = "fedcba9876543210"
+	if err := r.Prime(ctx, other); !errors.Is(err, ErrTooManySessions) {
+		t.Fatalf("second session: %v, want ErrTooManySessions", err)
+	}
+	r.Close()
+	waitNone(t, ref, "akp-session")
+	if r.Primed(ref.AllocID) || lost.Load() != 0 {
+		t.Fatalf("after Close: primed %v, lost %d", r.Primed(ref.AllocID), lost.Load())
+	}
+}
+
+// waitNone waits until no process of the fake sandbox carries marker.
+func waitNone(t *testing.T, ref Ref, marker string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sandboxProcs(ref, marker)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s processes still running", marker)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -40,7 +40,7 @@ func isSupervisor(pid int, ref Ref, runID string) bool {
 	proc := filepath.Join("/proc", strconv.Itoa(pid))
 	cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
 	launcher := bytes.Contains(cmdline, []byte("\x00akp-launch\x00"+runID+"\x00run\x00"))
-	daemon := bytes.HasSuffix(cmdline, []byte("\x00akp-prime\x00"))
+	daemon := bytes.HasSuffix(cmdline, []byte("\x00akp-session\x00"))
 	if err != nil || !bytes.HasPrefix(cmdline, []byte("/bin/sh\x00-c\x00")) || !launcher && !daemon {
 		return false
 	}

@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -101,6 +102,14 @@ type Runner struct {
 	CallTimeout     time.Duration // signal, cleanup, allocation lookups
 	PollInterval    time.Duration // how often Follow looks for output
 	AllocCheckEvery time.Duration // how often Follow asks whether the allocation lives
+	MaxSessions     int           // launch sessions held open at most (DefaultMaxSessions)
+
+	// OnSessionLost, when set, is told the allocation whose launch session
+	// ended before a Launch took it, so it can be primed again.
+	OnSessionLost func(allocID string)
+
+	mu       sync.Mutex
+	sessions map[string]*session // open launch sessions, by allocation ID
 
 	// exec replaces the Nomad API transport in tests.
 	exec execFunc

@@ -1,0 +1,89 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/pool/pooltest"
+)
+
+// An allocation is warm, and can be claimed, only once Prepare succeeded for
+// it; until then it counts as starting, and a claim waits.
+func TestPreparedBeforeWarm(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	prepared := map[string]bool{}
+	m, _ := fakeManager(t, func(m *Manager) {
+		m.prepare = func(ctx context.Context, w WarmAlloc) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			mu.Lock()
+			prepared[w.AllocID] = true
+			mu.Unlock()
+			return nil
+		}
+	}, Config{Name: "py", Size: 2, Max: 4})
+	waitFor(t, 5*time.Second, "2 starting", func() bool { s := m.Stats()["py"]; return s.Starting == 2 })
+	time.Sleep(100 * time.Millisecond)
+	if s := m.Stats()["py"]; s.Warm != 0 || len(m.Warm()) != 0 {
+		t.Fatalf("unprepared allocations counted warm: %+v", s)
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err := m.Claim(cctx, "py", Owner{AllocID: "o1"})
+	cancel()
+	if err == nil {
+		t.Fatal("claimed an unprepared allocation")
+	}
+	close(release)
+	waitFor(t, 5*time.Second, "2 warm", func() bool { return m.Stats()["py"].Warm == 2 })
+	c, err := m.Claim(ctx(t, 5*time.Second), "py", Owner{AllocID: "o2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !prepared[c.AllocID] {
+		t.Fatalf("claimed %s, which was never prepared", c.AllocID)
+	}
+}
+
+// A Prepare that fails replaces the allocation and counts as a failure of the
+// pool; Unprepare makes a warm allocation go through Prepare again.
+func TestPrepareFailureReplacesAndUnprepareRepeats(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	failFirst := true
+	m, srv := fakeManager(t, func(m *Manager) {
+		m.prepare = func(_ context.Context, w WarmAlloc) error {
+			mu.Lock()
+			defer mu.Unlock()
+			calls[w.AllocID]++
+			if failFirst {
+				failFirst = false
+				return errors.New("launch path refused")
+			}
+			return nil
+		}
+	}, Config{Name: "py", Size: 1, Max: 3})
+	waitFor(t, 10*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
+	mu.Lock()
+	n := len(calls)
+	mu.Unlock()
+	if n != 2 {
+		t.Fatalf("prepared %d allocations, want 2 (the failed one replaced)", n)
+	}
+	waitFor(t, 5*time.Second, "the failed allocation's job purged", func() bool { return len(srv.Children(ParentJobID("py", pooltest.NodeID))) == 1 })
+	w := m.Warm()[0]
+	m.Unprepare(w.AllocID)
+	waitFor(t, 5*time.Second, "prepared again", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls[w.AllocID] == 2 && m.Stats()["py"].Warm == 1
+	})
+}
