@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
+	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
@@ -21,41 +22,69 @@ import (
 
 // BenchmarkStartTaskWarm measures StartTask on the warm path, claim plus launch of
 // the command in the sandbox, through the plugin's gRPC surface against a real
-// agent, with the pool refilled between starts so every start is a hit.
+// agent, with the pool refilled between starts so every start is a hit: one
+// sub-benchmark per runtime this machine has (raw_exec; exec as root; docker
+// with runc and with gVisor's runsc where dockerd has them), all pools on one
+// agent.
 func BenchmarkStartTaskWarm(b *testing.B) {
 	if _, err := nomadtest.Binary(); err != nil {
 		b.Skipf("skipping: %v", err)
 	}
-	a := nomadtest.Start(b, nomadtest.Options{})
-	const size = 4
+	const size = 2
+	templates := map[string]string{}
+	templates["raw_exec"], _ = filepath.Abs("../example/pools/raw_exec.nomad.hcl")
+	if os.Geteuid() == 0 {
+		templates["exec"], _ = filepath.Abs("../example/pools/exec.nomad.hcl")
+	}
+	extra := ""
+	if why := dockerReady(); why == "" {
+		ensureImage(b)
+		templates["docker-runc"], templates["docker-runsc"] = dockerTemplate(b, "runc"), dockerTemplate(b, "runsc")
+		extra = dockerPluginConfig
+	} else {
+		b.Logf("no docker pools: %s", why)
+	}
+	a := nomadtest.Start(b, nomadtest.Options{ExtraConfig: extra})
 	d := driver.New(hclog.NewNullLogger(), nil)
 	defer d.Shutdown(context.Background())
 	c := plugintest.Serve(b, d)
-	spec, _ := filepath.Abs("../example/pools/raw_exec.nomad.hcl")
+	pools := map[string]any{}
+	for name, spec := range templates {
+		pools[name] = map[string]any{"jobspec": spec, "size": fmt.Sprint(size), "max": "8", "claim_timeout": "120s"}
+	}
 	cfg := mustMsgpack(b, map[string]any{"address": a.Addr, "token_file": nil, "ca_file": nil, "cert_file": nil, "key_file": nil,
-		"tls_server_name": nil, "namespace": nil,
-		"pool": map[string]any{"bench": map[string]any{"jobspec": spec, "size": fmt.Sprint(size), "max": "16", "claim_timeout": "60s"}}})
+		"tls_server_name": nil, "namespace": nil, "pool": pools})
 	ctx := context.Background()
 	if _, err := c.Base.SetConfig(ctx, &base.SetConfigRequest{MsgpackConfig: cfg, PluginApiVersion: "v0.1.0",
 		NomadConfig: &base.NomadConfig{Driver: &base.NomadDriverConfig{}}}); err != nil {
 		b.Fatal(err)
 	}
-	waitWarmAttr(b, d, "bench", size)
-	taskCfg := mustMsgpack(b, map[string]any{"pool": "bench", "command": "/bin/true", "args": nil})
-	root := filepath.Join(a.DataDir, "alloc")
-
 	evctx, evcancel := context.WithCancel(ctx)
 	defer evcancel()
 	events, err := d.TaskEvents(evctx)
 	if err != nil {
 		b.Fatal(err)
 	}
+	for _, name := range []string{"raw_exec", "exec", "docker-runc", "docker-runsc"} {
+		if templates[name] == "" {
+			continue
+		}
+		b.Run(name, func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size) })
+	}
+}
+
+// startTaskWarm times b.N warm starts on one pool of the driver d.
+func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugintest.Client, events <-chan plugin.TaskEvent, pool string, size int) {
+	ctx := context.Background()
+	waitWarmAttr(b, d, pool, size)
+	taskCfg := mustMsgpack(b, map[string]any{"pool": pool, "command": "/bin/true", "args": nil})
+	root := filepath.Join(a.DataDir, "alloc")
 	var lat, claimLat []time.Duration
 	misses := 0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		waitWarmAttr(b, d, "bench", size)
+		waitWarmAttr(b, d, pool, size)
 		allocID := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, time.Now().UnixNano()&0xffffffffffff)
 		allocDir := filepath.Join(root, allocID) // beside the sandboxes, as a real task's is
 		if err := os.MkdirAll(filepath.Join(allocDir, "agent", "private"), 0o755); err != nil {
@@ -79,7 +108,7 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 				break
 			}
 		}
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		if _, err := c.Driver.WaitTask(wctx, &drivers.WaitTaskRequest{TaskId: tc.Id}); err != nil {
 			b.Fatalf("WaitTask: %v", err)
 		}

@@ -29,7 +29,7 @@ func sandboxAgent(t *testing.T, size, max int, persistent bool) *nomadtest.Agent
 }
 
 // waitWarm waits for the node attribute that says how many warm allocations a pool has.
-func waitWarm(t *testing.T, a *nomadtest.Agent, pool string, want int) {
+func waitWarm(t testing.TB, a *nomadtest.Agent, pool string, want int) {
 	t.Helper()
 	key := "driver." + driver.Name + ".pool." + pool + ".warm"
 	deadline := time.Now().Add(90 * time.Second)
