@@ -53,6 +53,7 @@ type Runner interface {
 	Signal(ctx context.Context, ref sandbox.Ref, runID, sig string) error
 	Exec(ctx context.Context, ref sandbox.Ref, runID string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)
 	Cleanup(ctx context.Context, ref sandbox.Ref, runID string) error
+	SessionUser(allocID string) (uid, gid int, ok bool)
 }
 
 // BackendFactory builds the backend for a validated config, without any remote call.
@@ -88,6 +89,7 @@ type Driver struct {
 	health *healthState
 	events *eventHub
 	tasks  *taskStore
+	files  *filesWatch
 }
 
 // New returns a driver; newBackend nil means the real Nomad API backend.
@@ -96,7 +98,7 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 		newBackend = nomadBackend
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Driver{
+	d := &Driver{
 		logger:      logger.Named("driver"),
 		newBackend:  newBackend,
 		ctx:         ctx,
@@ -107,6 +109,8 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 		startRetry:  defaultStartRetry,
 		reloadEvery: reloadEvery,
 	}
+	d.files = newFilesWatch(d)
+	return d
 }
 
 var _ plugin.Driver = (*Driver)(nil)

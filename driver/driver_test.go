@@ -37,6 +37,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, pool: newFakePool(), runner: newFakeRunner(), dir: t.TempDir()}
+	e.pool.dir = e.dir
 	e.drv = New(hclog.NewNullLogger(), fakeBackend(e.pool, e.runner, nil))
 	t.Cleanup(func() { _ = e.drv.Shutdown(context.Background()) })
 	e.c = plugintest.Serve(t, e.drv)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -16,8 +17,11 @@ import (
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
-// fakePool hands out allocations "a1", "a2", ... and records releases.
+// fakePool hands out allocations "a1", "a2", ... and records releases. With
+// dir set (the client's alloc root), a claimed sandbox has its dirs there, as
+// a running allocation does.
 type fakePool struct {
+	dir      string
 	mu       sync.Mutex
 	next     int
 	claimErr error
@@ -38,6 +42,13 @@ func (p *fakePool) Claim(_ context.Context, name string, owner pool.Owner) (*poo
 	c := &pool.Claim{Pool: name, AllocID: fmt.Sprintf("a%d-0000-0000-0000-000000000000", p.next), JobID: fmt.Sprintf("warm/dispatch-%d", p.next),
 		TaskName: "sandbox", NodeID: "node1", Owner: owner, Hit: !p.miss, ClaimedAt: time.Now()}
 	p.claims[c.AllocID] = c
+	if p.dir != "" {
+		for _, d := range []string{"sandbox/local", "sandbox/secrets", "alloc/data"} {
+			if err := os.MkdirAll(filepath.Join(p.dir, c.AllocID, d), 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return c, nil
 }
 
@@ -56,6 +67,17 @@ func (p *fakePool) Stats() map[string]pool.Stats {
 }
 
 func (p *fakePool) Warm() []pool.WarmAlloc { return nil }
+
+// claimIDs lists the claimed allocations, in claim order.
+func (p *fakePool) claimIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ids := make([]string, 0, p.next)
+	for i := 1; i <= p.next; i++ {
+		ids = append(ids, fmt.Sprintf("a%d-0000-0000-0000-000000000000", i))
+	}
+	return ids
+}
 
 func (p *fakePool) releasedIDs() []string {
 	p.mu.Lock()
@@ -154,6 +176,8 @@ func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd 
 }
 
 func (r *fakeRunner) Cleanup(context.Context, sandbox.Ref, string) error { return nil }
+
+func (r *fakeRunner) SessionUser(string) (int, int, bool) { return -1, -1, false }
 
 // kill makes the fake sandbox allocation die from outside.
 func (r *fakeRunner) kill(allocID string) {

@@ -119,6 +119,7 @@ func FuzzStartTaskConfig(f *testing.F) {
 		}
 	}
 	fp := newFakePool()
+	fp.dir = filepath.Dir(allocDir)
 	d := New(hclog.NewNullLogger(), fakeBackend(fp, newFakeRunner(), nil))
 	f.Cleanup(func() { _ = d.Shutdown(context.Background()) })
 	cfg := fuzzEncode(f, map[string]any{"pool": map[string]any{"dev": map[string]any{"jobspec": jobspec, "size": "1", "max": "4", "claim_timeout": "5s"}}})

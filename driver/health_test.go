@@ -22,6 +22,7 @@ import (
 // the cause, the driver turns healthy with no agent restart.
 func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 	e := &env{t: t, pool: newFakePool(), runner: newFakeRunner(), dir: t.TempDir()}
+	e.pool.dir = e.dir
 	var mu sync.Mutex
 	denied := true
 	starts := 0
@@ -70,6 +71,7 @@ func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 // (a rotation) rebuilds the connection with that token; no restart either way.
 func TestTokenFileReloaded(t *testing.T) {
 	e := &env{t: t, pool: newFakePool(), runner: newFakeRunner(), dir: t.TempDir()}
+	e.pool.dir = e.dir
 	var mu sync.Mutex
 	var tokens []string
 	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {

@@ -41,6 +41,7 @@ func (d *Driver) StopTask(ctx context.Context, taskID string, timeout time.Durat
 	h.stopping = true
 	h.mu.Unlock()
 	if !h.state.Command {
+		d.copyOut(h) // before the sandbox is purged
 		h.setExit(plugin.ExitResult{})
 		return nil
 	}
@@ -101,6 +102,9 @@ func (d *Driver) DestroyTask(ctx context.Context, taskID string, force bool) err
 		}
 	}
 	h.cancel()
+	if !h.state.Command {
+		d.copyOut(h) // an idle task destroyed without a stop
+	}
 	stopShipper(h.shipJob())
 	if n := sandbox.Reap(h.state.ref(), h.state.RunID); n > 0 {
 		d.logger.Info("killed what was left of the task's command", "task_id", taskID, "processes", n)
@@ -148,6 +152,7 @@ func (d *Driver) SignalTask(ctx context.Context, taskID string, signal string) e
 	if !h.state.Command {
 		return fmt.Errorf("task %q runs no command (it holds its sandbox); signal the command you exec'd instead", taskID)
 	}
+	d.refreshFiles(h) // a template re-rendered for this signal is there first
 	sctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
 	if err := b.Runner.Signal(sctx, h.state.ref(), h.state.RunID, signal); err != nil {

@@ -91,6 +91,13 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if err != nil {
 		return nil, nil, plugin.Recoverable(err)
 	}
+	if hasDir(cfg.AllocDir) {
+		h.state.Files = true
+		h.state.FilesUID, h.state.FilesGID = sandboxOwner(b, h)
+		if err := d.copyIn(h); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := b.Runner.Launch(lctx, h.state.ref(), spec); err != nil {
 		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in allocation %s of pool %q: %w", short(claim.AllocID), tc.Pool, err))
 	}
@@ -119,9 +126,13 @@ func (d *Driver) track(h *taskHandle, b *Backend, from sandbox.Offsets) {
 	ctx, cancel := context.WithCancel(d.ctx)
 	h.cancel = cancel
 	d.tasks.set(h.cfg.ID, h)
+	if h.state.Files {
+		d.files.add(h)
+	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
+		defer d.files.remove(h.cfg.ID)
 		d.watch(ctx, h, b, from)
 	}()
 }
@@ -180,6 +191,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sand
 		h.setExit(plugin.ExitResult{ExitCode: 1, Err: fmt.Sprintf("follow command in sandbox %s: %v", short(ref.AllocID), err)})
 		return
 	}
+	d.copyOut(h) // before the exit is reported: poststop tasks read the results
 	h.setExit(plugin.ExitResult{ExitCode: st.Code, Signal: st.Signal})
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/driver/taskfiles"
 	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
@@ -41,6 +42,11 @@ type driverState struct {
 	OffsetsPath  string        `json:"offsets_path"`
 	StartedAt    time.Time     `json:"started_at"`
 	ClaimLatency time.Duration `json:"claim_latency"`
+	// Files: the task's local/, secrets/ and alloc/data were copied into the
+	// sandbox, owned by FilesUID:FilesGID, and are copied back (files.go).
+	Files    bool `json:"files,omitempty"`
+	FilesUID int  `json:"files_uid,omitempty"`
+	FilesGID int  `json:"files_gid,omitempty"`
 }
 
 func (s *driverState) ref() sandbox.Ref {
@@ -63,6 +69,8 @@ type taskHandle struct {
 	exit        *plugin.ExitResult
 	completedAt time.Time
 	stopping    bool
+	sync        *taskfiles.Sync // see files()
+	filesOut    bool            // the write-back ran
 }
 
 func (h *taskHandle) setExit(r plugin.ExitResult) {

@@ -65,6 +65,11 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Every pool full first: an exec or gVisor pool filling up would load the
+	// CPUs under another pool's measurements.
+	for name := range templates {
+		waitWarmAttr(b, d, name, size)
+	}
 	for _, name := range []string{"raw_exec", "exec", "docker-runc", "docker-runsc"} {
 		if templates[name] == "" {
 			continue
@@ -85,6 +90,7 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		waitWarmAttr(b, d, pool, size)
+		waitIdleCPU(30 * time.Second) // the last refill (an exec chroot, a container) is done
 		allocID := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, time.Now().UnixNano()&0xffffffffffff)
 		allocDir := filepath.Join(root, allocID) // beside the sandboxes, as a real task's is
 		if err := os.MkdirAll(filepath.Join(allocDir, "agent", "private"), 0o755); err != nil {

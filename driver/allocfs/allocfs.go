@@ -49,6 +49,7 @@ func (e *TamperedError) Is(target error) bool { return target == ErrTampered }
 type Dir struct {
 	root  string
 	alloc string
+	links bool // regular files with more than one name are accepted
 }
 
 // New returns the boundary of the allocation allocID whose directory on this
@@ -57,6 +58,17 @@ func New(root, allocID string) Dir { return Dir{root: root, alloc: allocID} }
 
 // Root is the allocation directory's host path.
 func (d Dir) Root() string { return d.root }
+
+// HardLinksOK reports whether d accepts regular files with more than one name.
+func (d Dir) HardLinksOK() bool { return d.links }
+
+// WithHardLinks returns d accepting regular files that have more than one
+// name: for a tree the plugin reads but no untrusted process could have
+// linked into (a task's own dir, which holds the job's unpacked artifacts).
+func (d Dir) WithHardLinks() Dir {
+	d.links = true
+	return d
+}
 
 // maxOpenRetries bounds retries of openat2's EAGAIN, which it returns when a
 // rename raced the resolution; a sandbox renaming in a loop gets an error.
@@ -186,7 +198,7 @@ func (d Dir) expect(fd int, rel string, typ uint32) (*unix.Stat_t, error) {
 	if st.Mode&unix.S_IFMT != typ {
 		return nil, d.tampered(rel, "is "+fileType(st.Mode)+", not "+fileType(typ))
 	}
-	if typ == unix.S_IFREG && st.Nlink > 1 {
+	if typ == unix.S_IFREG && st.Nlink > 1 && !d.links {
 		return nil, d.tampered(rel, "has "+strconv.FormatUint(uint64(st.Nlink), 10)+" hard links")
 	}
 	return &st, nil
@@ -324,41 +336,53 @@ func (d Dir) Mkdir(rel string, perm uint32) error {
 	return nil
 }
 
-// CreateFile creates rel, which must not exist, holding data, with mode perm
-// and owner uid:gid (-1 keeps the plugin's), all through the new file's
-// descriptor. On any failure it removes what it created.
-func (d Dir) CreateFile(rel string, data []byte, perm uint32, uid, gid int) (err error) {
+// Create creates rel, which must not exist, with mode perm and owner uid:gid
+// (-1 keeps the plugin's), both set through the new file's descriptor, and
+// returns it open for writing.
+func (d Dir) Create(rel string, perm uint32, uid, gid int) (*os.File, error) {
 	parent, base := path.Split(rel)
 	pfd, err := d.parent(rel, parent)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer unix.Close(pfd)
 	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return d.tampered(rel, "exists before the plugin created it")
+			return nil, d.tampered(rel, "exists before the plugin created it")
 		}
-		return d.classify(rel, "create", err)
+		return nil, d.classify(rel, "create", err)
 	}
 	f := os.NewFile(uintptr(fd), path.Join(d.root, rel))
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-		if err != nil {
-			_ = unix.Unlinkat(pfd, base, 0)
-		}
-	}()
+	err = nil
 	if uid >= 0 || gid >= 0 {
-		if err := unix.Fchown(fd, uid, gid); err != nil {
-			return &fs.PathError{Op: "chown", Path: f.Name(), Err: err}
+		if cerr := unix.Fchown(fd, uid, gid); cerr != nil {
+			err = &fs.PathError{Op: "chown", Path: f.Name(), Err: cerr}
 		}
 	}
-	if err := unix.Fchmod(fd, perm); err != nil {
-		return &fs.PathError{Op: "chmod", Path: f.Name(), Err: err}
+	if err == nil {
+		if cerr := unix.Fchmod(fd, perm); cerr != nil {
+			err = &fs.PathError{Op: "chmod", Path: f.Name(), Err: cerr}
+		}
 	}
-	if _, err := f.Write(data); err != nil {
+	if err != nil {
+		f.Close()
+		_ = unix.Unlinkat(pfd, base, 0)
+		return nil, err
+	}
+	return f, nil
+}
+
+// CreateFile creates rel, which must not exist, holding data (see Create). On
+// any failure it removes what it created.
+func (d Dir) CreateFile(rel string, data []byte, perm uint32, uid, gid int) error {
+	f, err := d.Create(rel, perm, uid, gid)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	if err := errors.Join(werr, f.Close()); err != nil {
+		_ = d.Remove(rel)
 		return err
 	}
 	return nil

@@ -179,6 +179,18 @@ func (r *Runner) takeSession(allocID string) *session {
 	return s
 }
 
+// SessionUser is the uid and gid the sandbox's task runs as, as its open
+// launch session said; ok is false without one.
+func (r *Runner) SessionUser(allocID string) (uid, gid int, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sessions[allocID]
+	if !ok {
+		return -1, -1, false
+	}
+	return s.uid, s.gid, true
+}
+
 // Primed reports whether the sandbox has a launch session open.
 func (r *Runner) Primed(allocID string) bool {
 	r.mu.Lock()

@@ -38,6 +38,9 @@ const (
 
 // shStartRun defines akp_start <command> <args...>, which starts a run whose dir
 // is $d and env file $e: a forked subshell, the supervisor, starts the command
+// in the sandbox's task dir (the parent of NOMAD_TASK_DIR: "/" under exec and
+// docker, <alloc>/<task> under raw_exec, so local/x means what it means under
+// any driver)
 // through setsid when there is one (a session of its own, as Nomad starts tasks;
 // setsid does not fork there, so the pid stays the command's), reports the pid on
 // the command substitution's pipe, closes it, waits and records the exit status.
@@ -48,7 +51,7 @@ const shStartRun = `akp_start() {
 	s=
 	for x in /usr/bin/setsid /bin/setsid /usr/sbin/setsid /sbin/setsid; do [ -x "$x" ] && { s=$x; break; }; done
 	r=$( (
-		(. "$e" && exec $s "$@") </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `" &
+		(t=${NOMAD_TASK_DIR%/*}; cd "${t:-/}" 2>/dev/null || cd /; . "$e" && exec $s "$@") </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `" &
 		p=$!
 		echo "c $p"
 		exec >/dev/null

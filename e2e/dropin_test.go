@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
+)
+
+// TestDropIn: a parameterized agent job that works under exec runs unchanged
+// on a pool: dispatched with a payload and meta, with a template into local/,
+// a perms = "600" template into secrets/, a nomadVar template read through its
+// workload identity, an artifact from a loopback HTTP server and a prestart
+// task writing alloc/data. The command reads them all by relative path and
+// writes results into local/ and alloc/data; nomad alloc fs shows the first
+// and a poststop task reads the second. On an isolated (exec) pool and on a
+// raw_exec one.
+func TestDropIn(t *testing.T) {
+	for _, tc := range []struct{ name, template string }{{"exec", "exec.nomad.hcl"}, {"raw_exec", "raw_exec.nomad.hcl"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := nomadtest.Binary(); err != nil {
+				t.Skipf("skipping e2e: %v", err)
+			}
+			if tc.name == "exec" && os.Geteuid() != 0 {
+				t.Skip("skipping: the exec driver needs root")
+			}
+			spec, err := filepath.Abs("../example/pools/" + tc.template)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = w.Write([]byte("echo artifact-ran\n"))
+			}))
+			defer srv.Close()
+			a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock("box", spec, 1, 4)})
+			waitWarm(t, a, "box", 1)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, _, err := a.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/e2e-dropin", Items: api.VariableItems{"value": "from-a-variable"}},
+				(&api.WriteOptions{}).WithContext(ctx)); err != nil {
+				t.Fatal(err)
+			}
+			hcl := strings.NewReplacer("ARTIFACT_URL", srv.URL+"/tool.sh", "POOL", "box").Replace(jobHCL(t, "dropin.nomad.hcl"))
+			job, err := a.Client.Jobs().ParseHCLOpts(&api.JobsParseRequest{JobHCL: hcl, Canonicalize: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := a.Client.Jobs().Register(job, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+				t.Fatal(err)
+			}
+			resp, _, err := a.Client.Jobs().Dispatch("e2e-dropin", map[string]string{"issue": "42"}, []byte("fix the flaky test\n"), "", (&api.WriteOptions{}).WithContext(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var alloc *api.Allocation
+			waitFor(t, 60*time.Second, "the dispatched job's allocation", func() bool {
+				allocs, _, err := a.Client.Jobs().Allocations(resp.DispatchedJobID, false, nil)
+				if err == nil && len(allocs) > 0 {
+					alloc, _, err = a.Client.Allocations().Info(allocs[0].ID, nil)
+					return err == nil
+				}
+				return false
+			})
+			ts := waitTask(t, a, alloc.ID, "upload", "dead", 180*time.Second)
+			agent := waitTask(t, a, alloc.ID, "agent", "dead", 10*time.Second)
+			if code, _ := exitCode(agent); code != 0 {
+				t.Fatalf("agent exit code %d; events:\n%s\nstderr: %s", code, events(agent), stderrOf(t, a, alloc.ID, "agent"))
+			}
+			out := logs(t, a, alloc.ID, "agent")
+			t.Logf("the command's stdout:\n%s\nevents:\n%s", out, events(agent))
+			for _, want := range []string{"fix the flaky test", "issue=42", "from-a-variable", "password=hunter2", "-rw-------", "token-ok", "artifact-ran", "cloned-repo"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the command did not see %q; stdout:\n%s\nstderr: %s\nevents:\n%s", want, out, stderrOf(t, a, alloc.ID, "agent"), events(agent))
+				}
+			}
+			if !strings.Contains(events(agent), "Copied task files into sandbox") || !strings.Contains(events(agent), "Copied results back from sandbox") {
+				t.Errorf("no task events for the copies:\n%s", events(agent))
+			}
+			got, errOut, code := nomadCLI(t, a, "", "alloc", "fs", alloc.ID, "agent/local/result.txt")
+			if code != 0 || strings.TrimSpace(got) != "result-in-local" {
+				t.Errorf("nomad alloc fs agent/local/result.txt: %q (%s)", got, errOut)
+			}
+			if up := logs(t, a, alloc.ID, "upload"); !strings.Contains(up, "uploaded: result-in-data") {
+				t.Errorf("the poststop task read %q from alloc/data; events:\n%s", up, events(ts))
+			}
+		})
+	}
+}
+
+func stderrOf(t *testing.T, a *nomadtest.Agent, allocID, task string) string {
+	t.Helper()
+	out, _, _ := nomadCLI(t, a, "", "alloc", "logs", "-stderr", allocID, task)
+	return out
+}
