@@ -110,6 +110,7 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 			attrs[p+"max"] = int64(st.Max)
 			attrs[p+"warm"] = int64(st.Warm)
 			attrs[p+"claimed"] = int64(st.Claimed)
+			attrs[p+"prime_failures"] = int64(st.PrepareFailures)
 		}
 	}
 	return plugin.Fingerprint{Health: health, Description: desc, Attributes: attrs}, changed

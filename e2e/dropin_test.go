@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -100,4 +101,82 @@ func stderrOf(t *testing.T, a *nomadtest.Agent, allocID, task string) string {
 	t.Helper()
 	out, _, _ := nomadCLI(t, a, "", "alloc", "logs", "-stderr", allocID, task)
 	return out
+}
+
+// TestDropInLiveAndPlanted, on an isolated (exec) pool: a template rendered
+// again mid-run (a Nomad Variable updated) is what the command reads when its
+// change_signal arrives; and a command that plants symlinks to a host file and
+// a host dir, a symlink up the tree and a FIFO in local/ leaves symlinks (never
+// their targets' content) in the task's local/, and nothing on the host
+// changes.
+func TestDropInLiveAndPlanted(t *testing.T) {
+	if _, err := nomadtest.Binary(); err != nil {
+		t.Skipf("skipping e2e: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the exec driver needs root")
+	}
+	spec, err := filepath.Abs("../example/pools/exec.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostDir := t.TempDir()
+	hostFile := filepath.Join(hostDir, "token")
+	if err := os.WriteFile(hostFile, []byte(hostSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := treeState(t, hostDir)
+	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock("box", spec, 2, 4)})
+	waitWarm(t, a, "box", 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	setVar := func(v string) {
+		t.Helper()
+		if _, _, err := a.Client.Variables().Update(&api.Variable{Path: "nomad/jobs/e2e-live", Items: api.VariableItems{"value": v}},
+			(&api.WriteOptions{}).WithContext(ctx)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setVar("first")
+	live := runJob(t, a, strings.Replace(jobHCL(t, "live.nomad.hcl"), "POOL", "box", 1))
+	planted := runJob(t, a, boxJob(t, "e2e-planted", `ln -s `+hostFile+` local/to-file; ln -s `+hostDir+` local/to-dir; ln -s ../../../../../.. local/up; mkfifo local/fifo; echo mine > local/mine.txt; exit 3`))
+
+	waitTask(t, a, live.ID, "agent", "running", 120*time.Second)
+	waitFor(t, 60*time.Second, "the command's first read", func() bool { return strings.Contains(logs(t, a, live.ID, "agent"), "start: first") })
+	setVar("second")
+	ts := waitTask(t, a, live.ID, "agent", "dead", 60*time.Second)
+	if out := logs(t, a, live.ID, "agent"); !strings.Contains(out, "got: second") {
+		t.Errorf("after the signal the command read %q, want the template rendered again; events:\n%s", out, events(ts))
+	}
+
+	ts = waitTask(t, a, planted.ID, "agent", "dead", 120*time.Second)
+	if code, _ := exitCode(ts); code != 3 {
+		t.Errorf("exit code %d; events:\n%s", code, events(ts))
+	}
+	local := filepath.Join(a.DataDir, "alloc", planted.ID, "agent", "local")
+	for name, want := range map[string]string{"to-file": hostFile, "to-dir": hostDir, "up": "../../../../../.."} {
+		if l, err := os.Readlink(filepath.Join(local, name)); err != nil || l != want {
+			t.Errorf("local/%s: %q %v, want a symlink to %q", name, l, err, want)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(local, "mine.txt")); err != nil || string(b) != "mine\n" {
+		t.Errorf("local/mine.txt: %q %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(local, "fifo")); err == nil {
+		t.Error("a FIFO was copied back")
+	}
+	if !strings.Contains(events(ts), "special or hard-linked files left out") {
+		t.Errorf("no event says the FIFO was left out:\n%s", events(ts))
+	}
+	_ = filepath.WalkDir(filepath.Join(a.DataDir, "alloc", planted.ID), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), hostSecret) {
+				t.Errorf("the host file's content was copied into %s", p)
+			}
+		}
+		return nil
+	})
+	if after := treeState(t, hostDir); after != before {
+		t.Fatalf("the host dir changed:\n%s\nwas\n%s", after, before)
+	}
 }

@@ -76,6 +76,9 @@ type Stats struct {
 	Starting int // dispatched (or being dispatched), not yet warm
 	Claimed  int // has a claim record
 	Failed   int // died unclaimed; being purged and replaced
+	// PrepareFailures counts the allocations Options.Prepare failed for (and
+	// that were replaced) since the Manager started.
+	PrepareFailures int `json:",omitempty"`
 	// Error says why the pool cannot work as configured (bad config or
 	// template), empty when it is fine.
 	Error string `json:",omitempty"`
@@ -131,6 +134,7 @@ type pool struct {
 	expected map[string]uint64
 	waiters  int
 	failures int
+	prepFail int // Prepare failures since start (Stats.PrepareFailures)
 	retryAt  time.Time
 	lastErr  error
 	view     poolView
@@ -310,7 +314,7 @@ func (m *Manager) Health() error {
 
 func (p *pool) stats() Stats {
 	s := p.view.counts
-	s.Size, s.Max = p.cfg.Size, p.cfg.Max
+	s.Size, s.Max, s.PrepareFailures = p.cfg.Size, p.cfg.Max, p.prepFail
 	if p.err != nil {
 		s.Error = p.err.Error()
 	}

@@ -74,6 +74,7 @@ func (m *Manager) prepareOne(in *instance) {
 	} else if p != nil {
 		err = fmt.Errorf("prepare warm allocation %s of pool %q: %w", in.allocID, in.pool, err)
 		p.noteFailure(time.Now(), err)
+		p.prepFail++
 		m.inv.busy[in.jobID] = true
 	}
 	m.rebuildLocked()

@@ -78,6 +78,9 @@ func TestPrepareFailureReplacesAndUnprepareRepeats(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("prepared %d allocations, want 2 (the failed one replaced)", n)
 	}
+	if s := m.Stats()["py"]; s.PrepareFailures != 1 {
+		t.Errorf("stats %+v, want the prepare failure counted", s)
+	}
 	waitFor(t, 5*time.Second, "the failed allocation's job purged", func() bool { return len(srv.Children(ParentJobID("py", pooltest.NodeID))) == 1 })
 	w := m.Warm()[0]
 	m.Unprepare(w.AllocID)
