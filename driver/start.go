@@ -91,6 +91,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if err != nil {
 		return nil, nil, plugin.Recoverable(err)
 	}
+	filesBegin := time.Now()
 	if hasDir(cfg.AllocDir) {
 		h.state.Files = true
 		h.state.FilesUID, h.state.FilesGID = sandboxOwner(b, h)
@@ -98,9 +99,12 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 			return nil, nil, err
 		}
 	}
+	launchBegin := time.Now()
 	if err := b.Runner.Launch(lctx, h.state.ref(), spec); err != nil {
 		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in allocation %s of pool %q: %w", short(claim.AllocID), tc.Pool, err))
 	}
+	d.logger.Debug("started task", "task_id", cfg.ID, "sandbox_alloc_id", claim.AllocID, "claim", latency,
+		"files", launchBegin.Sub(filesBegin), "launch", time.Since(launchBegin), "total", time.Since(begin))
 	th, err := h.handle()
 	if err != nil {
 		return nil, nil, err

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +27,7 @@ import (
 // agent, with the pool refilled between starts so every start is a hit: one
 // sub-benchmark per runtime this machine has (raw_exec; exec as root; docker
 // with runc and with gVisor's runsc where dockerd has them), all pools on one
-// agent.
+// agent. BENCH_POOLS (a comma-separated list of those names) limits it.
 func BenchmarkStartTaskWarm(b *testing.B) {
 	if _, err := nomadtest.Binary(); err != nil {
 		b.Skipf("skipping: %v", err)
@@ -37,12 +39,17 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		templates["exec"], _ = filepath.Abs("../example/pools/exec.nomad.hcl")
 	}
 	extra := ""
-	if why := dockerReady(); why == "" {
+	if why := dockerReady(); why == "" && benchPool("docker-runc", "docker-runsc") {
 		ensureImage(b)
 		templates["docker-runc"], templates["docker-runsc"] = dockerTemplate(b, "runc"), dockerTemplate(b, "runsc")
 		extra = dockerPluginConfig
 	} else {
 		b.Logf("no docker pools: %s", why)
+	}
+	for name := range templates {
+		if !benchPool(name) {
+			delete(templates, name)
+		}
 	}
 	a := nomadtest.Start(b, nomadtest.Options{ExtraConfig: extra})
 	d := driver.New(hclog.NewNullLogger(), nil)
@@ -76,6 +83,20 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size) })
 	}
+}
+
+// benchPool reports whether BENCH_POOLS (unset: all) names any of names.
+func benchPool(names ...string) bool {
+	list := os.Getenv("BENCH_POOLS")
+	if list == "" {
+		return true
+	}
+	for _, want := range strings.Split(list, ",") {
+		if slices.Contains(names, strings.TrimSpace(want)) {
+			return true
+		}
+	}
+	return false
 }
 
 // startTaskWarm times b.N warm starts on one pool of the driver d.

@@ -25,10 +25,15 @@ import (
 // here from the busybox-static package (no registry is needed).
 const e2eImage = "local/agentkernel-pool-e2e:1"
 
-// dockerPluginConfig lets Nomad's docker driver run both runtimes.
+// dockerPluginConfig lets Nomad's docker driver run both runtimes, and keeps
+// it from deleting the local image once no task uses it (its image GC would,
+// and with no registry the next task could not start).
 const dockerPluginConfig = `plugin "docker" {
   config {
     allow_runtimes = ["runc", "runsc"]
+    gc {
+      image = false
+    }
   }
 }
 `

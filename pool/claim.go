@@ -122,6 +122,9 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 			c, err := m.tryClaim(ctx, p, cand, owner, reasonClaim)
 			if err == nil {
 				c.Hit, c.Waited = !missed, time.Since(start)
+				m.mu.Lock()
+				p.quietUntil = time.Now().Add(postClaimQuiet)
+				m.mu.Unlock()
 				m.kickReplenish()
 				m.releaseSuperseded(owner, c.AllocID, c.ClaimedAt)
 				m.log.Info("claimed warm allocation", "pool", pool, "alloc_id", c.AllocID, "job_id", c.JobID,

@@ -136,8 +136,11 @@ type pool struct {
 	failures int
 	prepFail int // Prepare failures since start (Stats.PrepareFailures)
 	retryAt  time.Time
-	lastErr  error
-	view     poolView
+	// quietUntil holds back the replacement of a claimed allocation for a
+	// moment (postClaimQuiet), while the claimer starts its task.
+	quietUntil time.Time
+	lastErr    error
+	view       poolView
 }
 
 var poolName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

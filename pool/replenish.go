@@ -15,6 +15,11 @@ const (
 	replenishEvery   = 10 * time.Second // safety net; normally a change wakes it
 	dispatchBase     = 500 * time.Millisecond
 	dispatchMaxDelay = 2 * time.Minute
+	// postClaimQuiet is how long the replacement of a claimed allocation
+	// waits: starting a sandbox (a container, a chroot) takes the node's CPUs
+	// for a while, and the claimer's own start (its launch, in milliseconds)
+	// goes first. A claim waiting for a warm allocation is not held back.
+	postClaimQuiet = 300 * time.Millisecond
 	// defaultStartTimeout is how long a warm instance may stay starting
 	// (placement, image pulls, artifacts) before it is replaced.
 	defaultStartTimeout = 5 * time.Minute
@@ -138,6 +143,8 @@ func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
 	target := min(p.cfg.Size+p.waiters, p.cfg.Max-occupied)
 	need := target - (warm + starting)
 	switch {
+	case need > 0 && p.waiters == 0 && now.Before(p.quietUntil):
+		return pl, p.quietUntil
 	case need > 0 && now.Before(p.retryAt):
 		return pl, p.retryAt
 	case need > 0:

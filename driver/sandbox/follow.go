@@ -41,11 +41,8 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 		return ExitStatus{}, fmt.Errorf("follow run in allocation %s: %w", ref.short(), err)
 	}
 	files, dir := ref.files(), runRel(runID)
-	if _, ok, err := readRecord(files, path.Join(dir, filePid)); err != nil || !ok {
-		if err != nil {
-			return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w", runID, ref.short(), err)
-		}
-		return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w: no pid record in %s", runID, ref.short(), ErrNoRun, ref.RunDir(runID))
+	if err := awaitPidRecord(ctx, files, dir, pidRecordWait); err != nil {
+		return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w", runID, ref.short(), err)
 	}
 	out := &tail{files: files, rel: path.Join(dir, fileStdout), off: from.Stdout, w: stdout}
 	errOut := &tail{files: files, rel: path.Join(dir, fileStderr), off: from.Stderr, w: stderr}
@@ -131,6 +128,36 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 			return ExitStatus{}, ctx.Err()
 		case <-poll.C:
 		case <-watch.wakeups():
+		}
+	}
+}
+
+// pidRecordWait bounds how long a run that has a run dir may take to record
+// its pid: a launch session answers before the run records it.
+const pidRecordWait = 30 * time.Second
+
+// awaitPidRecord waits until the run in dir has recorded its pid. A run
+// without a dir is not waited for: ErrNoRun at once.
+func awaitPidRecord(ctx context.Context, files allocfs.Dir, dir string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 20*time.Millisecond) {
+		_, ok, err := readRecord(files, path.Join(dir, filePid))
+		if err != nil || ok {
+			return err
+		}
+		if exists, err := files.Exists(dir); err != nil || !exists {
+			if err == nil {
+				err = fmt.Errorf("%w: no run dir", ErrNoRun)
+			}
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: no pid recorded within %s", ErrNoRun, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
 		}
 	}
 }

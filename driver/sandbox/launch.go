@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
@@ -61,7 +60,7 @@ func (r *Runner) Launch(ctx context.Context, ref Ref, s Spec) error {
 		return nil
 	case codeLaunched:
 		if sent { // the launch session took our run after all
-			if err := r.awaitPid(ctx, ref, s.ID); err != nil {
+			if err := awaitPidRecord(ctx, ref.files(), runRel(s.ID), pidRecordWait); err != nil {
 				return fmt.Errorf("%s in allocation %s: run %s: %w", what, ref.short(), s.ID, err)
 			}
 			return nil
@@ -99,23 +98,6 @@ func (r *Runner) makeRunDir(ref Ref, runID string) error {
 		}
 	}
 	return nil
-}
-
-// awaitPid waits until the run's pid record is there: a launch session took
-// the run just as it ended.
-func (r *Runner) awaitPid(ctx context.Context, ref Ref, runID string) error {
-	rel := path.Join(runRel(runID), filePid)
-	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 10*time.Millisecond) {
-		_, ok, err := readRecord(ref.files(), rel)
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for the pid record: %w", ctx.Err())
-		case <-time.After(delay):
-		}
-	}
 }
 
 func orExit(msg string, code int) string {

@@ -223,6 +223,9 @@ func TestLaunchedCommandLooksLikeANomadTask(t *testing.T) {
 	}
 	out, _, _ := follow(t, r, ref, "task")
 	lines := strings.Fields(out)
+	if err := awaitPidRecord(ctxT(t, 10*time.Second), ref.files(), runRel("task"), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	fields, _, _ := readRecord(ref.files(), path.Join(runRel("task"), filePid))
 	if len(lines) != 3 || lines[0] == "0077" || lines[1] != fields[0] || lines[2] != fields[0] {
 		t.Errorf("umask, session, pid = %q; recorded pid %s", lines, fields[0])

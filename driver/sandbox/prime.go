@@ -33,23 +33,62 @@ import (
 // session that ends before its launch (agent restart, plugin restart: the new
 // plugin primes again) is reported through OnSessionLost.
 
-// sessionScript runs as sh -c <it> akp-session. It answers "ready <uid>
-// <gid>" (the task user, who must own the files the host writes for it), then
-// for each run id on stdin starts the run the host described in its run dir,
-// exactly as the exec launcher does, and answers "started <id> <pid>", "taken
-// <id>" (launched before) or "failed <id>".
-var sessionScript = shStartRun + `a=${NOMAD_ALLOC_DIR:-/alloc}/` + runDirName + `
+// sessionScript runs as sh -c <it> akp-session. Everything a start needs is
+// forked before the start (a fork costs milliseconds under gVisor, and so does
+// every file the sandbox opens there): a supervisor R whose pipeline is a
+// reader X and the command-to-be B. Then it answers "ready <uid> <gid>" (the
+// task user, who must own the files the host writes for it) and waits. Given a
+// run id on the session's stdin (fd 3), X hands it to B over their pipe, and B
+// answers "started <id>" and ends the waiting shell, so the exec session ends:
+// nothing on the start path touches a file. Only then does B take the run's
+// O_EXCL marker (when it is taken, an exec launcher that ran because the
+// answer was lost started the run: B ends), read the command line the host
+// wrote, record its own pid and R's, and exec the command in the sandbox's
+// task dir (shCommand's rules) with its stdio on the run's files; a command
+// line it cannot read is exit status 127 with the reason on the run's stderr.
+// R lives on and records the exit status. Given EOF, all end.
+var sessionScript = `a=${NOMAD_ALLOC_DIR:-/alloc}/` + runDirName + `
 [ -d "$a" ] || mkdir -p "$a" || exit ` + strconv.Itoa(codeMkdir) + `
+` + shSetsid + `m=$$
+exec 3<&0
+(
+	read -r r _ </proc/self/stat 2>/dev/null || r=
+	{
+		IFS= read -r id <&3 || exit 0
+		exec 3<&-
+		echo "$id"
+		case $id in ''|.*|*[!A-Za-z0-9._-]*) exit 0 ;; esac
+		echo "$id" >"$a/.session-$m"
+	} | {
+		IFS= read -r id || exit 0
+		case $id in ''|.*|*[!A-Za-z0-9._-]*) echo "failed $id"; kill -TERM $m; exit 1 ;; esac
+		echo "started $id"
+		kill -TERM $m
+		d=$a/$id e=` + strings.ReplaceAll(shEnvFile, "$1", "$id") + `
+		set -C
+		{ echo "$m" >"$d/` + fileLaunched + `"; } 2>/dev/null || exit 0
+		set +C
+		read -r me _ _ pp _ </proc/self/stat 2>/dev/null || { me=$m; pp=$m; }
+		echo "$me $pp" >"$d/` + filePid + `"
+		exec </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `"
+		if ! { [ -r "$d/` + fileArgv + `" ] && . "$d/` + fileArgv + `"; }; then
+			echo "agentkernel-pool: cannot read the command line of run $id" >&2
+			exit 127
+		fi
+		t=${NOMAD_TASK_DIR%/*}
+		cd "${t:-/}" 2>/dev/null || cd /
+		. "$e" && exec $s "$@"
+	}
+	st=$?
+	IFS= read -r id <"$a/.session-$m" 2>/dev/null || exit 0
+	rm -f "$a/.session-$m"
+	read -r _ sup <"$a/$id/` + filePid + `" 2>/dev/null || exit 0
+	[ "$sup" = "$r" ] && echo "$st" >"$a/$id/` + fileExit + `"
+) </dev/null 2>>"$a/session.log" &
+exec 3<&-
+trap 'exit 0' TERM
 echo "ready $(id -u 2>/dev/null || echo -1) $(id -g 2>/dev/null || echo -1)"
-while IFS= read -r id; do
-	case $id in ''|.*|*[!A-Za-z0-9._-]*) continue ;; esac
-	d=$a/$id e=` + strings.ReplaceAll(shEnvFile, "$1", "$id") + `
-	if ( set -C; { echo "$$" >"$d/` + fileLaunched + `"; } 2>/dev/null ); then
-		( [ -r "$d/` + fileArgv + `" ] && . "$d/` + fileArgv + `" && akp_start "$@" && echo "started $id $c" ) || echo "failed $id"
-	else
-		echo "taken $id"
-	fi
-done
+wait
 `
 
 const (
@@ -259,6 +298,8 @@ func (r *Runner) launchSession(ctx context.Context, s *session, spec Spec, env [
 			}
 			switch f[0] {
 			case "started":
+				// The pid record follows (see sessionScript); Follow and
+				// Signal wait for it.
 				return true, true, nil
 			case "taken":
 				return true, true, ErrAlreadyLaunched

@@ -12,7 +12,7 @@ import (
 
 func TestReapOrphansKillsOnlyTheRunsProcesses(t *testing.T) {
 	t.Run("launched by exec", func(t *testing.T) { testReap(t, false) })
-	t.Run("launched by daemon", func(t *testing.T) { testReap(t, true) })
+	t.Run("launched by session", func(t *testing.T) { testReap(t, true) })
 }
 
 func testReap(t *testing.T, primed bool) {
@@ -23,6 +23,9 @@ func testReap(t *testing.T, primed bool) {
 		}
 	}
 	if err := r.Launch(ctxT(t, 10*time.Second), ref, Spec{ID: "orphan", Command: "/bin/sleep", Args: []string{"30"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := awaitPidRecord(ctxT(t, 10*time.Second), ref.files(), runRel("orphan"), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	fields, ok, _ := readRecord(ref.files(), path.Join(runRel("orphan"), filePid))

@@ -36,22 +36,28 @@ const (
 	codeNoPid    = 93
 )
 
+// shCommand is the command of a run, started in the background with its
+// stdio on the run's files: in the sandbox's task dir (the parent of
+// NOMAD_TASK_DIR: "/" under exec and docker, <alloc>/<task> under raw_exec, so
+// local/x means what it means under any driver), with the env file sourced,
+// through setsid when there is one (a session of its own, as Nomad starts
+// tasks; setsid does not fork there, so the pid stays the command's). $s is
+// setsid's path, $d the run dir and $e the env file.
+const shCommand = `(t=${NOMAD_TASK_DIR%/*}; cd "${t:-/}" 2>/dev/null || cd /; . "$e" && exec $s "$@") </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `" &`
+
+// shSetsid sets $s to setsid's path, or empty.
+const shSetsid = `s=
+for x in /usr/bin/setsid /bin/setsid /usr/sbin/setsid /sbin/setsid; do [ -x "$x" ] && { s=$x; break; }; done
+`
+
 // shStartRun defines akp_start <command> <args...>, which starts a run whose dir
 // is $d and env file $e: a forked subshell, the supervisor, starts the command
-// in the sandbox's task dir (the parent of NOMAD_TASK_DIR: "/" under exec and
-// docker, <alloc>/<task> under raw_exec, so local/x means what it means under
-// any driver)
-// through setsid when there is one (a session of its own, as Nomad starts tasks;
-// setsid does not fork there, so the pid stays the command's), reports the pid on
-// the command substitution's pipe, closes it, waits and records the exit status.
-// akp_start returns once both pids are recorded; the supervisor lives on, tied
-// to no exec session, holding no descriptor of its starter (3 is the launch
-// daemon's FIFO).
+// (shCommand), reports its pid on the command substitution's pipe, closes it,
+// waits and records the exit status. akp_start returns once both pids are
+// recorded; the supervisor lives on, tied to no exec session.
 const shStartRun = `akp_start() {
-	s=
-	for x in /usr/bin/setsid /bin/setsid /usr/sbin/setsid /sbin/setsid; do [ -x "$x" ] && { s=$x; break; }; done
-	r=$( (
-		(t=${NOMAD_TASK_DIR%/*}; cd "${t:-/}" 2>/dev/null || cd /; . "$e" && exec $s "$@") </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `" &
+	` + shSetsid + `	r=$( (
+		` + shCommand + `
 		p=$!
 		echo "c $p"
 		exec >/dev/null

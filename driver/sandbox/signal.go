@@ -86,19 +86,19 @@ func (r *Runner) Signal(ctx context.Context, ref Ref, runID, sig string) error {
 		r.logger().Debug("signal after exit ignored", "alloc_id", ref.AllocID, "run_id", runID, "signal", sig, "exit_code", st.Code)
 		return nil
 	}
-	fields, ok, err := readRecord(ref.files(), path.Join(runRel(runID), filePid))
-	if err != nil {
+	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))
+	defer cancel()
+	if err := awaitPidRecord(ctx, ref.files(), runRel(runID), pidRecordWait); err != nil {
 		return fmt.Errorf("signal run %s in allocation %s: %w", runID, ref.short(), err)
 	}
-	if !ok {
-		return fmt.Errorf("signal run %s in allocation %s: no pid recorded: %w", runID, ref.short(), ErrNoRun)
+	fields, _, err := readRecord(ref.files(), path.Join(runRel(runID), filePid))
+	if err != nil {
+		return fmt.Errorf("signal run %s in allocation %s: %w", runID, ref.short(), err)
 	}
 	pid := fields[0]
 	if _, err := strconv.Atoi(pid); err != nil {
 		return fmt.Errorf("signal run %s in allocation %s: bad pid record %q", runID, ref.short(), pid)
 	}
-	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))
-	defer cancel()
 	var stderr bytes.Buffer
 	code, err := r.call(ctx, ref, false, []string{"/bin/sh", "-c", signalScript, "akp-signal", strconv.Itoa(n), pid},
 		bytes.NewReader(nil), &bytes.Buffer{}, &stderr, nil)

@@ -6,8 +6,12 @@
 #   /etc/docker/daemon.json registering gVisor; this runsc refuses to start a
 #   container with networking in the root network namespace, hence --network=none:
 #     {"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}}}
-#   and Nomad's docker plugin allowing the runtime:
-#     plugin "docker" { config { allow_runtimes = ["runc", "runsc"] } }
+#   and Nomad's docker plugin allowing the runtime and, for an image that is
+#   only local (no registry), not deleting it when no task uses it:
+#     plugin "docker" { config {
+#       allow_runtimes = ["runc", "runsc"]
+#       gc { image = false }
+#     } }
 #
 # The image must have a POSIX sh (and setsid, id): the driver starts commands
 # with it. local/busybox:1 is a static busybox, built without a registry by
@@ -24,6 +28,8 @@ job "sandbox-gvisor" {
         # Stay alive until claimed; the claimed task's command runs beside it.
         command         = "/bin/sh"
         args            = ["-c", "while :; do sleep 3600; done"]
+        # docker-init as PID 1 reaps what the sandbox's commands leave.
+        init            = true
         readonly_rootfs = true
         cap_drop        = ["all"]
         # Writable scratch for the agent, inside the sandbox only.
