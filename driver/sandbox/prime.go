@@ -39,8 +39,9 @@ import (
 // reader X and the command-to-be B. Then it answers "ready <uid> <gid>" (the
 // task user, who must own the files the host writes for it) and waits. Given a
 // run id on the session's stdin (fd 3), X hands it to B over their pipe, and B
-// answers "started <id>" and ends the waiting shell, so the exec session ends:
-// nothing on the start path touches a file. Only then does B take the run's
+// answers "started <id>" (on fd 4, the session's stdout, which no one else
+// keeps: a running task holds no exec session) and ends the waiting shell, so
+// the exec session ends: nothing on the start path touches a file. Only then does B take the run's
 // O_EXCL marker (when it is taken, an exec launcher that ran because the
 // answer was lost started the run: B ends), read the command line the host
 // wrote, record its own pid and R's, and exec the command in the sandbox's
@@ -50,19 +51,22 @@ import (
 var sessionScript = `a=${NOMAD_ALLOC_DIR:-/alloc}/` + runDirName + `
 [ -d "$a" ] || mkdir -p "$a" || exit ` + strconv.Itoa(codeMkdir) + `
 ` + shSetsid + `m=$$
-exec 3<&0
+exec 3<&0 4>&1
 (
 	read -r r _ </proc/self/stat 2>/dev/null || r=
 	{
+		exec 4>&-
 		IFS= read -r id <&3 || exit 0
 		exec 3<&-
 		echo "$id"
 		case $id in ''|.*|*[!A-Za-z0-9._-]*) exit 0 ;; esac
 		echo "$id" >"$a/.session-$m"
 	} | {
+		exec 3<&-
 		IFS= read -r id || exit 0
-		case $id in ''|.*|*[!A-Za-z0-9._-]*) echo "failed $id"; kill -TERM $m; exit 1 ;; esac
-		echo "started $id"
+		case $id in ''|.*|*[!A-Za-z0-9._-]*) echo "failed $id" >&4; kill -TERM $m; exit 1 ;; esac
+		echo "started $id" >&4
+		exec 4>&-
 		kill -TERM $m
 		d=$a/$id e=` + strings.ReplaceAll(shEnvFile, "$1", "$id") + `
 		set -C
@@ -78,14 +82,16 @@ exec 3<&0
 		t=${NOMAD_TASK_DIR%/*}
 		cd "${t:-/}" 2>/dev/null || cd /
 		. "$e" && exec $s "$@"
-	}
+	} &
+	exec 3<&- 4>&-
+	wait $!
 	st=$?
 	IFS= read -r id <"$a/.session-$m" 2>/dev/null || exit 0
 	rm -f "$a/.session-$m"
 	read -r _ sup <"$a/$id/` + filePid + `" 2>/dev/null || exit 0
 	[ "$sup" = "$r" ] && echo "$st" >"$a/$id/` + fileExit + `"
-) </dev/null 2>>"$a/session.log" &
-exec 3<&-
+) </dev/null >/dev/null 2>>"$a/session.log" &
+exec 3<&- 4>&-
 trap 'exit 0' TERM
 echo "ready $(id -u 2>/dev/null || echo -1) $(id -g 2>/dev/null || echo -1)"
 wait

@@ -179,3 +179,34 @@ func waitNone(t *testing.T, ref Ref, marker string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A running command holds no exec session: the session ends once its launch
+// is answered, though the command runs on (Nomad ends an exec session only
+// when its process has exited and its output is closed, as the fake does).
+func TestPrimedLaunchLeavesNoSessionOpen(t *testing.T) {
+	r, ref := localSandbox(t)
+	var open atomic.Int32
+	inner := r.exec
+	r.exec = func(ctx context.Context, ref Ref, tty bool, cmd []string, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error) {
+		open.Add(1)
+		defer open.Add(-1)
+		return inner(ctx, ref, tty, cmd, stdin, stdout, stderr, resize)
+	}
+	ctx := ctxT(t, 10*time.Second)
+	if err := r.Prime(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Launch(ctx, ref, Spec{ID: "long", Command: "/bin/sh", Args: []string{"-c", "echo up; sleep 30"}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for open.Load() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the launch session stayed open while its command runs")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st, exited, err := r.Status(ref, "long"); err != nil || exited {
+		t.Fatalf("the command did not run on: %+v %v %v", st, exited, err)
+	}
+}
