@@ -78,8 +78,12 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 				Client: client, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
 				Logger: logger.Named("pool"), OnChange: onChange,
 				Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
-					return runner.Prime(ctx, sandbox.Ref{Namespace: cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
+					err := runner.Prime(ctx, sandbox.Ref{Namespace: cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
 						HostAllocDir: filepath.Join(root, w.AllocID)})
+					if errors.Is(err, sandbox.ErrSessionRefused) {
+						return fmt.Errorf("%w: %w", pool.ErrUnpreparable, err)
+					}
+					return err
 				},
 			})
 			if err != nil {

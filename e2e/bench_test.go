@@ -81,7 +81,12 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		if templates[name] == "" {
 			continue
 		}
-		b.Run(name, func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size) })
+		b.Run(name, func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size, 0) })
+	}
+	// The same start for a task whose local/ holds 10 small files (a payload,
+	// templates, a script), copied into the sandbox on the start path.
+	if templates["raw_exec"] != "" {
+		b.Run("raw_exec-10-files", func(b *testing.B) { startTaskWarm(b, a, d, c, events, "raw_exec", size, 10) })
 	}
 }
 
@@ -99,8 +104,9 @@ func benchPool(names ...string) bool {
 	return false
 }
 
-// startTaskWarm times b.N warm starts on one pool of the driver d.
-func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugintest.Client, events <-chan plugin.TaskEvent, pool string, size int) {
+// startTaskWarm times b.N warm starts on one pool of the driver d, each task
+// with files small files in its local/.
+func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugintest.Client, events <-chan plugin.TaskEvent, pool string, size, files int) {
 	ctx := context.Background()
 	waitWarmAttr(b, d, pool, size)
 	taskCfg := mustMsgpack(b, map[string]any{"pool": pool, "command": "/bin/true", "args": nil})
@@ -114,8 +120,15 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 		waitIdleCPU(30 * time.Second) // the last refill (an exec chroot, a container) is done
 		allocID := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, time.Now().UnixNano()&0xffffffffffff)
 		allocDir := filepath.Join(root, allocID) // beside the sandboxes, as a real task's is
-		if err := os.MkdirAll(filepath.Join(allocDir, "agent", "private"), 0o755); err != nil {
-			b.Fatal(err)
+		for _, sub := range []string{"private", "local"} {
+			if err := os.MkdirAll(filepath.Join(allocDir, "agent", sub), 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for f := range files {
+			if err := os.WriteFile(filepath.Join(allocDir, "agent", "local", fmt.Sprintf("file-%d.txt", f)), make([]byte, 1024), 0o644); err != nil {
+				b.Fatal(err)
+			}
 		}
 		tc := &drivers.TaskConfig{Id: allocID + "/agent/0000000" + fmt.Sprint(i%10), Name: "agent", AllocId: allocID, JobId: "bench",
 			Namespace: "default", MsgpackDriverConfig: taskCfg, AllocDir: allocDir}

@@ -140,6 +140,13 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 				return nil, err
 			}
 		}
+		if cand == nil {
+			// With no candidate and the Nomad API not answering, no warm
+			// allocation can come: say so now rather than at the timeout.
+			if err := m.Health(); err != nil {
+				return nil, fmt.Errorf("claim warm allocation in pool %q: no warm allocation, and the nomad api is not answering: %w", pool, err)
+			}
+		}
 		if !waiting && ctx.Err() == nil {
 			waiting, missed = true, true
 			m.mu.Lock()

@@ -44,15 +44,16 @@ type inventory struct {
 	allocsIndex uint64
 	claimsIndex uint64
 
-	addedClaims   map[string]claimRef // our creates, until the claim list reaches them
-	removedClaims map[string]uint64   // our deletes, until the claim list reaches them
-	removedJobs   map[string]uint64   // our purges, until the job list reaches them
-	reserved      map[string]bool     // allocation IDs a local Claim is trying right now
-	busy          map[string]bool     // job IDs a removal is working on
-	warmBefore    map[string]bool     // job IDs that were warm at the last rebuild
-	orphans       []*instance         // children of pools not configured here
-	prepared      map[string]bool     // allocation IDs Prepare succeeded for
-	preparing     map[string]bool     // allocation IDs a Prepare call is working on
+	addedClaims   map[string]claimRef  // our creates, until the claim list reaches them
+	removedClaims map[string]uint64    // our deletes, until the claim list reaches them
+	removedJobs   map[string]uint64    // our purges, until the job list reaches them
+	reserved      map[string]bool      // allocation IDs a local Claim is trying right now
+	busy          map[string]bool      // job IDs a removal is working on
+	warmBefore    map[string]bool      // job IDs that were warm at the last rebuild
+	orphans       []*instance          // children of pools not configured here
+	prepared      map[string]bool      // allocation IDs Prepare succeeded for
+	preparing     map[string]bool      // allocation IDs a Prepare call is working on
+	prepRetry     map[string]prepRetry // allocation IDs whose Prepare backs off
 }
 
 func newInventory() inventory {
@@ -68,6 +69,7 @@ func newInventory() inventory {
 		warmBefore:    map[string]bool{},
 		prepared:      map[string]bool{},
 		preparing:     map[string]bool{},
+		prepRetry:     map[string]prepRetry{},
 	}
 }
 
@@ -327,6 +329,11 @@ func (m *Manager) rebuildLocked() {
 	for id := range inv.prepared {
 		if !ready[id] { // claimed or gone: its preparation is used up
 			delete(inv.prepared, id)
+		}
+	}
+	for id := range inv.prepRetry {
+		if !ready[id] {
+			delete(inv.prepRetry, id)
 		}
 	}
 	for id, allocs := range inv.allocs {

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -11,15 +12,30 @@ import (
 // the launch path into the sandbox. With Options.Prepare set, an allocation
 // whose task runs counts as starting until Prepare has succeeded for it in
 // this Manager; only then is it warm and a claim candidate. A Prepare that
-// fails retires the allocation and counts as a failure of the pool's template
-// (the next dispatch backs off), with the error in the pool's log.
+// fails because of the allocation (its error wraps ErrUnpreparable) retires
+// it and counts as a failure of the pool's template (the next dispatch backs
+// off). Any other failure (the Nomad API unreachable) is tried again, backing
+// off per allocation, and retires nothing.
+
+// ErrUnpreparable marks a Prepare error as the allocation's own fault.
+var ErrUnpreparable = errors.New("allocation cannot be prepared")
 
 const (
 	// prepareTimeout bounds one Prepare call.
 	prepareTimeout = 30 * time.Second
 	// prepareParallel bounds concurrent Prepare calls.
 	prepareParallel = 4
+	// prepareRetryBase and prepareRetryMax bound the backoff of an
+	// allocation whose Prepare failed for a reason not its own.
+	prepareRetryBase = 500 * time.Millisecond
+	prepareRetryMax  = 30 * time.Second
 )
+
+// prepRetry is an allocation's Prepare backoff.
+type prepRetry struct {
+	fails int
+	at    time.Time
+}
 
 // prepareLoop prepares every allocation that is ready but not prepared, as
 // the inventory changes.
@@ -28,13 +44,22 @@ func (m *Manager) prepareLoop() {
 	for {
 		m.mu.Lock()
 		changed := m.changed
+		now := time.Now()
+		var next time.Time // the earliest backoff to end
 		var todo []*instance
 		for _, name := range m.names {
 			for _, in := range m.pools[name].view.all {
-				if in.unprepared && !m.inv.preparing[in.allocID] && !m.inv.busy[in.jobID] {
-					m.inv.preparing[in.allocID] = true
-					todo = append(todo, in)
+				if !in.unprepared || m.inv.preparing[in.allocID] || m.inv.busy[in.jobID] {
+					continue
 				}
+				if r, ok := m.inv.prepRetry[in.allocID]; ok && now.Before(r.at) {
+					if next.IsZero() || r.at.Before(next) {
+						next = r.at
+					}
+					continue
+				}
+				m.inv.preparing[in.allocID] = true
+				todo = append(todo, in)
 			}
 		}
 		m.mu.Unlock()
@@ -49,11 +74,18 @@ func (m *Manager) prepareLoop() {
 				m.prepareOne(in)
 			})
 		}
+		wake := time.NewTimer(time.Until(next))
+		if next.IsZero() {
+			wake.Stop()
+		}
 		select {
 		case <-m.ctx.Done():
+			wake.Stop()
 			return
 		case <-changed:
+		case <-wake.C:
 		}
+		wake.Stop()
 	}
 }
 
@@ -69,24 +101,38 @@ func (m *Manager) prepareOne(in *instance) {
 	m.mu.Lock()
 	delete(m.inv.preparing, in.allocID)
 	p := m.pools[in.pool]
-	if err == nil {
+	retire := false
+	switch {
+	case err == nil:
 		m.inv.prepared[in.allocID] = true
-	} else if p != nil {
+		delete(m.inv.prepRetry, in.allocID)
+	case errors.Is(err, ErrUnpreparable) && p != nil:
 		err = fmt.Errorf("prepare warm allocation %s of pool %q: %w", in.allocID, in.pool, err)
 		p.noteFailure(time.Now(), err)
 		p.prepFail++
 		m.inv.busy[in.jobID] = true
+		delete(m.inv.prepRetry, in.allocID)
+		retire = true
+	default:
+		r := m.inv.prepRetry[in.allocID]
+		r.at = time.Now().Add(backoff(r.fails, prepareRetryBase, prepareRetryMax))
+		r.fails++
+		m.inv.prepRetry[in.allocID] = r
+		if p != nil {
+			p.lastErr = fmt.Errorf("prepare warm allocation %s of pool %q: %w", in.allocID, in.pool, err)
+		}
 	}
 	m.rebuildLocked()
 	m.mu.Unlock()
-	if err != nil {
+	switch {
+	case retire:
 		m.log.Error("preparing a warm allocation failed; replacing it", "pool", in.pool, "alloc_id", in.allocID, "error", err)
-		if p != nil {
-			m.goFn(func() { m.runRemoval(in, "preparing it failed", p) })
-		}
-		return
+		m.goFn(func() { m.runRemoval(in, "preparing it failed", p) })
+	case err != nil:
+		m.log.Warn("preparing a warm allocation failed; will try again", "pool", in.pool, "alloc_id", in.allocID, "error", err)
+	default:
+		m.log.Debug("prepared warm allocation", "pool", in.pool, "alloc_id", in.allocID, "took", time.Since(began))
 	}
-	m.log.Debug("prepared warm allocation", "pool", in.pool, "alloc_id", in.allocID, "took", time.Since(began))
 }
 
 // Unprepare takes a warm allocation back to starting, so Prepare runs for it

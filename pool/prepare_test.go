@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -66,7 +67,7 @@ func TestPrepareFailureReplacesAndUnprepareRepeats(t *testing.T) {
 			calls[w.AllocID]++
 			if failFirst {
 				failFirst = false
-				return errors.New("launch path refused")
+				return fmt.Errorf("%w: launch path refused", ErrUnpreparable)
 			}
 			return nil
 		}
@@ -89,4 +90,34 @@ func TestPrepareFailureReplacesAndUnprepareRepeats(t *testing.T) {
 		defer mu.Unlock()
 		return calls[w.AllocID] == 2 && m.Stats()["py"].Warm == 1
 	})
+}
+
+// A Prepare that fails for a reason not the allocation's own (the API down)
+// is tried again, backing off, and replaces nothing.
+func TestPrepareRetriesTransientFailures(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	m, srv := fakeManager(t, func(m *Manager) {
+		m.prepare = func(context.Context, WarmAlloc) error {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if calls <= 2 {
+				return errors.New("connection refused")
+			}
+			return nil
+		}
+	}, Config{Name: "py", Size: 1, Max: 3})
+	waitFor(t, 10*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
+	if n := len(srv.Children(ParentJobID("py", pooltest.NodeID))); n != 1 {
+		t.Errorf("%d children, want the one allocation kept through its failures", n)
+	}
+	if s := m.Stats()["py"]; s.PrepareFailures != 0 {
+		t.Errorf("stats %+v: transient failures counted as the template's", s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 3 {
+		t.Errorf("%d Prepare calls, want 3", calls)
+	}
 }

@@ -133,7 +133,8 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 	}
 	if limit := r.maxSessions(); len(r.sessions) >= limit {
 		r.mu.Unlock()
-		return fmt.Errorf("prime allocation %s: %w (%d open)", ref.short(), ErrTooManySessions, limit)
+		r.logger().Warn("launch sessions at their limit; a start in this sandbox will launch by exec", "alloc_id", ref.AllocID, "limit", limit)
+		return nil
 	}
 	r.mu.Unlock()
 
@@ -183,15 +184,17 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 		if err != nil {
 			return fmt.Errorf("prime allocation %s: %w", ref.short(), err)
 		}
-		return fmt.Errorf("prime allocation %s: launch session: %s", ref.short(), orExit(strings.TrimSpace(stderr.String()), code))
+		return fmt.Errorf("prime allocation %s: %w: %s", ref.short(), ErrSessionRefused, orExit(strings.TrimSpace(stderr.String()), code))
 	case <-ctx.Done():
 		s.close()
-		return fmt.Errorf("prime allocation %s: the launch session did not answer: %w", ref.short(), ctx.Err())
+		return fmt.Errorf("prime allocation %s: %w: no answer: %w", ref.short(), ErrSessionRefused, ctx.Err())
 	}
 }
 
-// ErrTooManySessions means a Runner holds as many launch sessions as it may.
-var ErrTooManySessions = errors.New("too many launch sessions")
+// ErrSessionRefused means the sandbox itself did not run a launch session (no
+// shell, a shell that failed or did not answer); an error without it is the
+// way there (the Nomad API).
+var ErrSessionRefused = errors.New("the sandbox refused a launch session")
 
 func (r *Runner) maxSessions() int {
 	if r.MaxSessions > 0 {
