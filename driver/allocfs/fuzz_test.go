@@ -27,7 +27,6 @@ func FuzzBoundary(f *testing.F) {
 		h := newHost(t)
 		before := h.snapshot(t)
 		d := New(root, "fuzz")
-		var paths []string
 		for _, ins := range bytes.Split(prog, []byte{'\n'}) {
 			if len(ins) < 2 {
 				continue
@@ -36,7 +35,6 @@ func FuzzBoundary(f *testing.F) {
 			if rel == "" {
 				continue
 			}
-			paths = append(paths, rel)
 			p := filepath.Join(root, rel)
 			if op < 8 {
 				_ = os.MkdirAll(filepath.Dir(p), 0o755)
