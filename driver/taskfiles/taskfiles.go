@@ -109,6 +109,26 @@ func stateOf(e allocfs.Entry) entryState {
 func (s *Sync) In() (Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The same bounds as a write-back: a task whose trees are larger fails
+	// to start with the reason, instead of copying without end.
+	lim := s.limits()
+	var need Stats
+	for _, t := range s.Trees {
+		err := walk(s.Task, t.Task, "", 0, func(_ string, e allocfs.Entry) error {
+			if e.IsRegular() || e.IsSymlink() {
+				need.Files++
+				need.Bytes += e.Size
+			}
+			return nil
+		})
+		if err != nil {
+			return Stats{}, fmt.Errorf("read %s: %w", t.Name, err)
+		}
+	}
+	if need.Bytes > lim.Bytes || need.Files > lim.Files {
+		return Stats{}, fmt.Errorf("%w: the task's files are %d bytes in %d files, more than %d bytes or %d files",
+			ErrLimit, need.Bytes, need.Files, lim.Bytes, lim.Files)
+	}
 	var total Stats
 	for _, t := range s.Trees {
 		if err := s.ensureRoot(t); err != nil {

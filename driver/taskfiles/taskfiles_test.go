@@ -303,3 +303,19 @@ func TestRefreshFollowsReRenderedTemplates(t *testing.T) {
 		t.Errorf("the command's file: %q", got)
 	}
 }
+
+// A task whose files exceed the bounds fails to start, saying so, and copies
+// nothing.
+func TestInLimits(t *testing.T) {
+	f := newFixture(t)
+	for i := range 4 {
+		write(t, filepath.Join(f.task, "alloc/data", "f"+strconv.Itoa(i)), strings.Repeat("x", 100), 0o644)
+	}
+	f.sync.Limits = Limits{Bytes: 300, Files: 100}
+	if _, err := f.sync.In(); !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "400 bytes") {
+		t.Fatalf("in over the byte bound: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(f.sandbox, "alloc/data")); len(entries) != 0 {
+		t.Fatalf("a refused copy in wrote %d files", len(entries))
+	}
+}
