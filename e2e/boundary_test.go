@@ -55,25 +55,8 @@ const boundaryJob = `job "JOB" {
 // an event naming the sandbox and the file it tampered with, and the driver
 // stays healthy.
 func TestSandboxCannotMakeThePluginReadHostFiles(t *testing.T) {
-	if _, err := nomadtest.Binary(); err != nil {
-		t.Skipf("skipping e2e: %v", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the exec driver needs root")
-	}
-	spec, err := filepath.Abs("../example/pools/exec.nomad.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostDir := t.TempDir()
-	hostFile := filepath.Join(hostDir, "token")
-	if err := os.WriteFile(hostFile, []byte(hostSecret+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	before := treeState(t, hostDir)
-
-	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock("iso", spec, 5, 10)})
-	waitWarm(t, a, "iso", 5) // one per case: exec sandboxes start slowly
+	a := execPoolAgent(t, "iso", 5, 10) // a sandbox per case: exec sandboxes start slowly
+	hostDir, hostFile, before := hostSecretFile(t)
 
 	// Each command prints a line, waits until the test saw it shipped (so the
 	// shipper has its output open), then tampers.
@@ -167,6 +150,39 @@ func shipperPIDs(allocID string) []int {
 		}
 	}
 	return pids
+}
+
+// execPoolAgent starts an agent with a warm pool of the isolated exec
+// template and waits until size sandboxes are warm; it skips without nomad or
+// root.
+func execPoolAgent(t *testing.T, pool string, size, max int) *nomadtest.Agent {
+	t.Helper()
+	if _, err := nomadtest.Binary(); err != nil {
+		t.Skipf("skipping e2e: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: the exec driver needs root")
+	}
+	spec, err := filepath.Abs("../example/pools/exec.nomad.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock(pool, spec, size, max)})
+	waitWarm(t, a, pool, size)
+	return a
+}
+
+// hostSecretFile makes a root-only file holding hostSecret in a dir of its
+// own, standing in for the host's secrets, and returns the dir, the file and
+// the dir's state (treeState) to compare with afterwards.
+func hostSecretFile(t *testing.T) (dir, file, state string) {
+	t.Helper()
+	dir = t.TempDir()
+	file = filepath.Join(dir, "token")
+	if err := os.WriteFile(file, []byte(hostSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, file, treeState(t, dir)
 }
 
 // treeState is every entry under dir with its mode, owner, size, mtime and

@@ -238,18 +238,7 @@ func contains(xs []int, x int) bool {
 // TestExecTemplateIsolated: a pool of Nomad's isolated exec driver runs the task's
 // command inside the chroot of the warm sandbox, not on the host.
 func TestExecTemplateIsolated(t *testing.T) {
-	if _, err := nomadtest.Binary(); err != nil {
-		t.Skipf("skipping e2e: %v", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the exec driver needs root")
-	}
-	spec, err := filepath.Abs("../example/pools/exec.nomad.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock("iso", spec, 1, 3)})
-	waitWarm(t, a, "iso", 1)
+	a := execPoolAgent(t, "iso", 1, 3)
 	hostOnly := t.TempDir() // exists on the host, not in the sandbox's chroot
 	alloc := runJob(t, a, jobHCL(t, "command.nomad.hcl", `pool    = "dev"`, `pool    = "iso"`,
 		`echo out:$GREETING; echo err:$GREETING >&2; exit 3`, `test -e `+hostOnly+` && echo host-visible || echo isolated; echo out:$GREETING; exit 3`))

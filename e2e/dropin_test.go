@@ -110,24 +110,8 @@ func stderrOf(t *testing.T, a *nomadtest.Agent, allocID, task string) string {
 // their targets' content) in the task's local/, and nothing on the host
 // changes.
 func TestDropInLiveAndPlanted(t *testing.T) {
-	if _, err := nomadtest.Binary(); err != nil {
-		t.Skipf("skipping e2e: %v", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the exec driver needs root")
-	}
-	spec, err := filepath.Abs("../example/pools/exec.nomad.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostDir := t.TempDir()
-	hostFile := filepath.Join(hostDir, "token")
-	if err := os.WriteFile(hostFile, []byte(hostSecret+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	before := treeState(t, hostDir)
-	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock("box", spec, 2, 4)})
-	waitWarm(t, a, "box", 2)
+	hostDir, hostFile, before := hostSecretFile(t)
+	a := execPoolAgent(t, "box", 2, 4)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	setVar := func(v string) {

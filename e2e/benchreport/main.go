@@ -185,15 +185,11 @@ func jobStart(w func(string, ...any), m map[string]float64, perRun []string) {
 	w("logmon flushes its log buffer to the file every 100 ms, counted from its own start, for every driver:\n")
 	w("a line lands at the first flush after it was written, so the figures move in steps of that tick\n")
 	w("(agentkernel-pool's output reaches logmon about 12 ms after StartTask returns, then waits for the tick).\n\n")
-	w("| job | median | p90 | to Received | Received to Started | Started to first line |\n|---|---:|---:|---:|---:|---:|\n")
-	for _, v := range []struct{ key, label string }{
+	startRows(w, m, [][2]string{
 		{"pool", "agentkernel-pool, warm `exec` template"},
 		{"exec", "same template run directly with `exec` (cold)"},
 		{"raw", "`raw_exec` job (the floor)"},
-	} {
-		w("| %s | %s ms | %s ms | %s ms | %s ms | %s ms |\n", v.label, num(m[v.key+"-p50-ms"]), num(m[v.key+"-p90-ms"]),
-			num(m[v.key+"-received-ms"]), num(m[v.key+"-setup-ms"]), num(m[v.key+"-output-ms"]))
-	}
+	})
 	ratioExec, ratioRaw := m["exec/pool-x"], m["pool/raw-x"]
 	w("\n| ratio (medians) | figure | goal | |\n|---|---:|---|---|\n")
 	w("| exec / agentkernel-pool | %sx faster | at least 5x | %s |\n", num(ratioExec), met(ratioExec >= 5))
@@ -214,15 +210,11 @@ func gvisorStart(w func(string, ...any), m map[string]float64, perRun []string) 
 	w("a sandbox job on a warm pool of `example/pools/docker-gvisor.nomad.hcl` (docker with `runsc`), that\n")
 	w("template started cold as a batch job, and a `raw_exec` job (the floor), all running `sh -c \"echo first\n")
 	w("line; sleep 1\"` (a container exiting within milliseconds can lose its output in Nomad's docker log collection).\n\n")
-	w("| job | median | p90 | to Received | Received to Started | Started to first line |\n|---|---:|---:|---:|---:|---:|\n")
-	for _, v := range []struct{ key, label string }{
+	startRows(w, m, [][2]string{
 		{"gvisor-pool", "agentkernel-pool, warm docker + `runsc` template"},
 		{"gvisor-cold", "same template run directly (cold docker + `runsc`)"},
 		{"gvisor-floor", "`raw_exec` job (the floor)"},
-	} {
-		w("| %s | %s ms | %s ms | %s ms | %s ms | %s ms |\n", v.label, num(m[v.key+"-p50-ms"]), num(m[v.key+"-p90-ms"]),
-			num(m[v.key+"-received-ms"]), num(m[v.key+"-setup-ms"]), num(m[v.key+"-output-ms"]))
-	}
+	})
 	cold, floor := m["cold/pool-x"], m["pool/floor-x"]
 	w("\n| ratio (medians) | figure | goal | |\n|---|---:|---|---|\n")
 	w("| cold gVisor / agentkernel-pool gVisor | %sx faster | at least 5x | %s |\n", num(cold), met(cold >= 5))
@@ -231,6 +223,17 @@ func gvisorStart(w func(string, ...any), m map[string]float64, perRun []string) 
 		num(m["gvisor-pool-hits"]), num(m["runs"]), num(m["gvisor-pool-claim-ms"]))
 	if len(perRun) > 0 {
 		w("Every run, in run order:\n\n```\n%s\n```\n\n", strings.Join(perRun, "\n"))
+	}
+}
+
+// startRows is the table of job starts: per variant (metric key, label) its
+// median and p90, and the medians of its phases.
+func startRows(w func(string, ...any), m map[string]float64, rows [][2]string) {
+	w("| job | median | p90 | to Received | Received to Started | Started to first line |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, v := range rows {
+		k := v[0]
+		w("| %s | %s ms | %s ms | %s ms | %s ms | %s ms |\n", v[1], num(m[k+"-p50-ms"]), num(m[k+"-p90-ms"]),
+			num(m[k+"-received-ms"]), num(m[k+"-setup-ms"]), num(m[k+"-output-ms"]))
 	}
 }
 
