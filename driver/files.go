@@ -29,20 +29,10 @@ func (h *taskHandle) files() *taskfiles.Sync {
 			Trees:     taskfiles.Trees(h.cfg.Name, h.state.Claim.TaskName),
 			UID:       h.state.FilesUID,
 			GID:       h.state.FilesGID,
-			StatePath: filesStatePath(h.cfg.AllocDir, h.cfg.Name),
+			StatePath: privateFile(h.cfg.AllocDir, h.cfg.Name, ".agentkernel-files.json"),
 		}
 	}
 	return h.sync
-}
-
-// filesStatePath is where the sync keeps the sandbox's trees as it left them:
-// the task's private dir, which no sandbox reaches.
-func filesStatePath(allocDir, task string) string {
-	dir := filepath.Join(allocDir, task, "private")
-	if _, err := os.Stat(dir); err != nil {
-		dir = filepath.Join(allocDir, task)
-	}
-	return filepath.Join(dir, ".agentkernel-files.json")
 }
 
 // sandboxOwner is who the sandbox's task runs as: the launch session said

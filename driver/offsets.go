@@ -21,11 +21,18 @@ func offsetsPath(cfg *plugin.TaskConfig) string {
 	if cfg.AllocDir == "" {
 		return ""
 	}
-	dir := filepath.Join(cfg.AllocDir, cfg.Name, "private")
+	return privateFile(cfg.AllocDir, cfg.Name, ".agentkernel-offsets.json")
+}
+
+// privateFile is where the plugin keeps a file of a task's: the task's private
+// dir, which no sandbox and no other task reaches (the task dir when it has
+// none).
+func privateFile(allocDir, task, name string) string {
+	dir := filepath.Join(allocDir, task, "private")
 	if _, err := os.Stat(dir); err != nil {
-		dir = filepath.Join(cfg.AllocDir, cfg.Name)
+		dir = filepath.Join(allocDir, task)
 	}
-	return filepath.Join(dir, ".agentkernel-offsets.json")
+	return filepath.Join(dir, name)
 }
 
 type offsetSaver struct {
