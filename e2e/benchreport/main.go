@@ -144,7 +144,7 @@ func render(r *results, nomad string) string {
 
 	var execRuns, gvisorRuns []string
 	for _, l := range r.perRun {
-		if strings.HasPrefix(l, "per-run gvisor-") {
+		if strings.HasPrefix(l, "gvisor-") {
 			gvisorRuns = append(gvisorRuns, l)
 		} else {
 			execRuns = append(execRuns, l)
