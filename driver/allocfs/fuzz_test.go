@@ -37,6 +37,12 @@ func FuzzBoundary(f *testing.F) {
 			}
 			p := filepath.Join(root, rel)
 			if op < 8 {
+				// Plant only where nothing is yet and every dir on the way
+				// is a real one: the planting itself (the test's, on the
+				// host) must not follow what it planted before.
+				if !plantable(root, rel) {
+					continue
+				}
 				_ = os.MkdirAll(filepath.Dir(p), 0o755)
 			}
 			switch op {
@@ -105,6 +111,24 @@ func FuzzBoundary(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// plantable reports whether rel does not exist and each of its parents under
+// root is a directory or missing (no symlink, no special file on the way).
+func plantable(root, rel string) bool {
+	parts := strings.Split(rel, "/")
+	p := root
+	for i, part := range parts {
+		p = filepath.Join(p, part)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return os.IsNotExist(err)
+		}
+		if i == len(parts)-1 || !fi.IsDir() {
+			return false
+		}
+	}
+	return false
 }
 
 // sanitize makes a fuzzed name a clean relative path (the plugin only builds
