@@ -19,34 +19,6 @@ import (
 
 const hostSecret = "HOST-ONLY-SECRET-e2e-91c4"
 
-// boundaryJob runs SCRIPT in an exec sandbox.
-const boundaryJob = `job "JOB" {
-  type = "batch"
-  group "agent" {
-    restart {
-      attempts = 0
-      mode     = "fail"
-    }
-    reschedule {
-      attempts  = 0
-      unlimited = false
-    }
-    task "agent" {
-      driver = "agentkernel-pool"
-      config {
-        pool    = "iso"
-        command = "/bin/sh"
-        args    = ["-c", SCRIPT]
-      }
-      resources {
-        cpu    = 20
-        memory = 32
-      }
-    }
-  }
-}
-`
-
 // TestSandboxCannotMakeThePluginReadHostFiles: commands in isolated (exec)
 // sandboxes replace their run's files and dirs with symlinks to a root-only
 // host file and a host dir, a FIFO, and /dev/zero, while they run and across a
@@ -73,8 +45,7 @@ func TestSandboxCannotMakeThePluginReadHostFiles(t *testing.T) {
 	allocs := map[string]string{}
 	for _, c := range cases {
 		script := `for d in /alloc/.agentkernel/*/; do :; done; d=$(cd $d && pwd); echo before; while [ ! -e /alloc/go ]; do sleep 0.1; done; ` + c.script
-		hcl := strings.NewReplacer("JOB", "tamper-"+c.name, "SCRIPT", hclString(script)).Replace(boundaryJob)
-		allocs[c.name] = runJob(t, a, hcl).ID
+		allocs[c.name] = runJob(t, a, commandJob(t, "tamper-"+c.name, "iso", script)).ID
 	}
 	for _, c := range cases {
 		id := allocs[c.name]

@@ -161,13 +161,6 @@ func dockerAgent(t testing.TB, runtime string, size, max int, persistent bool) *
 	return a
 }
 
-// boxJob is jobs/command.nomad.hcl on the pool "box" running script.
-func boxJob(t testing.TB, name, script string) string {
-	t.Helper()
-	return jobHCL(t, "command.nomad.hcl", `job "e2e-command"`, `job "`+name+`"`, `pool    = "dev"`, `pool    = "box"`,
-		`"echo out:$GREETING; echo err:$GREETING >&2; exit 3"`, hclString(script))
-}
-
 // TestDockerPools: on docker pools (runc and gVisor's runsc) the pool fills, a
 // sandbox task claims a warm sandbox and runs in it (under runsc, in gVisor's
 // kernel) with its output, its env and its exit code; an idle sandbox task
@@ -178,7 +171,7 @@ func TestDockerPools(t *testing.T) {
 		t.Run(runtime, func(t *testing.T) {
 			a := dockerAgent(t, runtime, 2, 6, false)
 
-			alloc := runJob(t, a, boxJob(t, "e2e-box", `uname -r; echo out:$GREETING; echo err:$GREETING >&2; exit 3`))
+			alloc := runJob(t, a, commandJob(t, "e2e-box", "box", `uname -r; echo out:$GREETING; echo err:$GREETING >&2; exit 3`))
 			ts := waitTask(t, a, alloc.ID, "agent", "dead", 90*time.Second)
 			if code, _ := exitCode(ts); code != 3 {
 				t.Errorf("exit code %d, want 3; events:\n%s", code, events(ts))
@@ -225,7 +218,7 @@ func TestDockerPools(t *testing.T) {
 			// The plugin killed mid-task: the command lives on in its
 			// sandbox, and all its output and its exit code arrive.
 			waitWarm(t, a, "box", 2)
-			long := runJob(t, a, boxJob(t, "e2e-box-long", `echo before; while [ ! -e /alloc/release ]; do sleep 0.1; done; echo after; exit 5`))
+			long := runJob(t, a, commandJob(t, "e2e-box-long", "box", `echo before; while [ ! -e /alloc/release ]; do sleep 0.1; done; echo after; exit 5`))
 			waitTask(t, a, long.ID, "agent", "running", 90*time.Second)
 			waitFor(t, 60*time.Second, "first output", func() bool { return strings.Contains(logs(t, a, long.ID, "agent"), "before") })
 			for _, pid := range pluginPIDs(t, a) {

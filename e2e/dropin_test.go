@@ -123,7 +123,7 @@ func TestDropInLiveAndPlanted(t *testing.T) {
 	}
 	setVar("first")
 	live := runJob(t, a, strings.Replace(jobHCL(t, "live.nomad.hcl"), "POOL", "box", 1))
-	planted := runJob(t, a, boxJob(t, "e2e-planted", `ln -s `+hostFile+` local/to-file; ln -s `+hostDir+` local/to-dir; ln -s ../../../../../.. local/up; mkfifo local/fifo; echo mine > local/mine.txt; exit 3`))
+	planted := runJob(t, a, commandJob(t, "e2e-planted", "box", `ln -s `+hostFile+` local/to-file; ln -s `+hostDir+` local/to-dir; ln -s ../../../../../.. local/up; mkfifo local/fifo; echo mine > local/mine.txt; exit 3`))
 
 	waitTask(t, a, live.ID, "agent", "running", 120*time.Second)
 	waitFor(t, 60*time.Second, "the command's first read", func() bool { return strings.Contains(logs(t, a, live.ID, "agent"), "start: first") })

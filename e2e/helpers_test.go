@@ -50,6 +50,13 @@ func waitWarm(t testing.TB, a *nomadtest.Agent, pool string, want int) {
 	t.Fatalf("%s = %q, want %d (driver: %+v)", key, got, want, d)
 }
 
+// commandJob is jobs/command.nomad.hcl as job name on pool, running script.
+func commandJob(t testing.TB, name, pool, script string) string {
+	t.Helper()
+	return jobHCL(t, "command.nomad.hcl", `job "e2e-command"`, `job "`+name+`"`, `pool    = "dev"`, `pool    = "`+pool+`"`,
+		`"echo out:$GREETING; echo err:$GREETING >&2; exit 3"`, hclString(script))
+}
+
 // runJob parses and registers a jobspec (HCL text) and returns its first allocation.
 func runJob(t testing.TB, a *nomadtest.Agent, hcl string) *api.Allocation {
 	t.Helper()

@@ -56,9 +56,6 @@ type Dir struct {
 // host is root.
 func New(root, allocID string) Dir { return Dir{root: root, alloc: allocID} }
 
-// Root is the allocation directory's host path.
-func (d Dir) Root() string { return d.root }
-
 // HardLinksOK reports whether d accepts regular files with more than one name.
 func (d Dir) HardLinksOK() bool { return d.links }
 

@@ -206,9 +206,6 @@ func SetTimes(f *os.File, mtime int64) error {
 // Chown sets the owner of a file or directory the boundary opened.
 func Chown(f *os.File, uid, gid int) error { return unix.Fchown(int(f.Fd()), uid, gid) }
 
-// Chmod sets an open file's permission bits.
-func Chmod(f *os.File, perm uint32) error { return unix.Fchmod(int(f.Fd()), perm) }
-
 // IsTemp reports whether a name is one of the plugin's temporary names.
 func IsTemp(name string) bool { return strings.HasPrefix(name, TempPrefix) }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"strconv"
 	"strings"
@@ -239,14 +240,6 @@ func (r *Runner) SessionUser(allocID string) (uid, gid int, ok bool) {
 	return s.uid, s.gid, true
 }
 
-// Primed reports whether the sandbox has a launch session open.
-func (r *Runner) Primed(allocID string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.sessions[allocID]
-	return ok
-}
-
 // Close ends every launch session; runs they started are not touched.
 func (r *Runner) Close() {
 	r.mu.Lock()
@@ -276,10 +269,10 @@ func (r *Runner) launchSession(ctx context.Context, s *session, spec Spec, env [
 			return true, false, err
 		}
 	}
-	if ok, err := files.Exists(ref.secretsRel()); err != nil || !ok {
-		return false, false, err
-	}
 	if err := files.CreateFile(ref.envRel(spec.ID), env, 0o600, s.uid, s.gid); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, false, nil // no secrets dir on the host: the exec launcher writes it inside
+		}
 		return true, false, fmt.Errorf("write env file: %w", err)
 	}
 	if spec.Command == "" {

@@ -35,7 +35,7 @@ func TestPrimedLaunchNeedsNoExec(t *testing.T) {
 	if err := r.Prime(ctx, ref); err != nil || execs.Load() != 1 {
 		t.Fatalf("second prime: %v, %d execs in all, want 1", err, execs.Load())
 	}
-	if !r.Primed(ref.AllocID) {
+	if !primed(r, ref.AllocID) {
 		t.Fatal("not primed")
 	}
 	env := map[string]string{"TOKEN": "it's a \"secret\"\n$x"}
@@ -52,7 +52,7 @@ func TestPrimedLaunchNeedsNoExec(t *testing.T) {
 	}
 	// The session served its one launch and closed: the sandbox is single-use
 	// and a running task holds no connection.
-	if r.Primed(ref.AllocID) {
+	if primed(r, ref.AllocID) {
 		t.Error("the session stayed open after its launch")
 	}
 	waitNone(t, ref, "akp-session")
@@ -125,7 +125,7 @@ func TestLostSessionFallsBackAndIsReported(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a dead session was not reported")
 	}
-	if r.Primed(ref.AllocID) {
+	if primed(r, ref.AllocID) {
 		t.Fatal("a dead session still counts as primed")
 	}
 	if err := r.Launch(ctx, ref, Spec{ID: "slow", Command: "/bin/echo", Args: []string{"by exec"}}); err != nil {
@@ -158,13 +158,13 @@ func TestSessionsAreBoundedAndClosed(t *testing.T) {
 	}
 	other := ref
 	other.AllocID = "fedcba9876543210"
-	if err := r.Prime(ctx, other); err != nil || r.Primed(other.AllocID) {
-		t.Fatalf("second session: %v, primed %v; want none opened and no error (launches there go by exec)", err, r.Primed(other.AllocID))
+	if err := r.Prime(ctx, other); err != nil || primed(r, other.AllocID) {
+		t.Fatalf("second session: %v, primed %v; want none opened and no error (launches there go by exec)", err, primed(r, other.AllocID))
 	}
 	r.Close()
 	waitNone(t, ref, "akp-session")
-	if r.Primed(ref.AllocID) || lost.Load() != 0 {
-		t.Fatalf("after Close: primed %v, lost %d", r.Primed(ref.AllocID), lost.Load())
+	if primed(r, ref.AllocID) || lost.Load() != 0 {
+		t.Fatalf("after Close: primed %v, lost %d", primed(r, ref.AllocID), lost.Load())
 	}
 }
 
@@ -209,4 +209,10 @@ func TestPrimedLaunchLeavesNoSessionOpen(t *testing.T) {
 	if st, exited, err := r.Status(ref, "long"); err != nil || exited {
 		t.Fatalf("the command did not run on: %+v %v %v", st, exited, err)
 	}
+}
+
+// primed reports whether the runner holds a launch session into the sandbox.
+func primed(r *Runner, allocID string) bool {
+	_, _, ok := r.SessionUser(allocID)
+	return ok
 }

@@ -56,41 +56,76 @@ func walk(d allocfs.Dir, root, rel string, depth int, fn func(string, allocfs.En
 	return nil
 }
 
-// copyTree copies the entries of fromRoot that want accepts (all when nil)
-// to toRoot, owned by uid:gid.
+// item is one entry of a tree, rel to its root.
+type item struct {
+	rel string
+	e   allocfs.Entry
+}
+
+// list lists every entry beneath root, parents before children.
+func list(d allocfs.Dir, root string) ([]item, error) {
+	var items []item
+	err := walk(d, root, "", 0, func(rel string, e allocfs.Entry) error {
+		items = append(items, item{rel, e})
+		return nil
+	})
+	return items, err
+}
+
+// copyTree copies the entries of fromRoot that want accepts to toRoot, owned
+// by uid:gid.
 func (s *Sync) copyTree(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot string, uid, gid int, want func(string, allocfs.Entry) bool) (Stats, error) {
-	var st Stats
-	err := walk(from, fromRoot, "", 0, func(rel string, e allocfs.Entry) error {
-		if want != nil && !want(rel, e) {
-			return nil // a directory's entries are still walked
+	items, err := list(from, fromRoot)
+	if err != nil {
+		return Stats{}, err
+	}
+	return copyItems(from, fromRoot, to, toRoot, filter(items, want), uid, gid)
+}
+
+// filter keeps the items want accepts.
+func filter(items []item, want func(string, allocfs.Entry) bool) []item {
+	out := items[:0:0]
+	for _, it := range items {
+		if want(it.rel, it.e) {
+			out = append(out, it)
 		}
+	}
+	return out
+}
+
+// copyItems copies listed entries of fromRoot to toRoot, owned by uid:gid.
+func copyItems(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot string, items []item, uid, gid int) (Stats, error) {
+	var st Stats
+	for _, it := range items {
+		rel, e := it.rel, it.e
 		src, dst := path.Join(fromRoot, rel), path.Join(toRoot, rel)
+		var err error
 		switch {
 		case e.IsDir():
-			return copyDir(to, dst, e.Perm(), uid, gid)
+			err = copyDir(to, dst, e.Perm(), uid, gid)
 		case e.IsRegular() && e.Links > 1 && !from.HardLinksOK():
 			// A second name may be a file outside the sandbox's trees
 			// (hard-linked under raw_exec): its content is not read.
 			st.Skipped++
-			return nil
 		case e.IsRegular():
-			n, err := copyFile(from, src, to, dst, e, uid, gid)
+			var n int64
+			n, err = copyFile(from, src, to, dst, e, uid, gid)
 			st.Files++
 			st.Bytes += n
-			return err
 		case e.IsSymlink():
-			target, err := from.Readlink(src)
-			if err != nil {
-				return err
+			var target string
+			if target, err = from.Readlink(src); err == nil {
+				st.Files++
+				err = place(to, dst, func(tmp string) error { return to.Symlink(target, tmp, uid, gid) })
 			}
-			st.Files++
-			return place(to, dst, func(tmp string) error { return to.Symlink(target, tmp, uid, gid) })
 		default:
 			st.Skipped++
-			return nil
 		}
-	})
-	return st, err
+		if err != nil {
+			return st, err
+		}
+	}
+	return st, nil
 }
 
 // copyDir makes dst a directory with perm, replacing anything else there.

@@ -110,19 +110,22 @@ func (s *Sync) In() (Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// The same bounds as a write-back: a task whose trees are larger fails
-	// to start with the reason, instead of copying without end.
+	// to start with the reason, instead of copying without end. Each tree is
+	// listed once, for the count and the copy.
 	lim := s.limits()
 	var need Stats
-	for _, t := range s.Trees {
-		err := walk(s.Task, t.Task, "", 0, func(_ string, e allocfs.Entry) error {
-			if e.IsRegular() || e.IsSymlink() {
-				need.Files++
-				need.Bytes += e.Size
-			}
-			return nil
-		})
+	lists := make([][]item, len(s.Trees))
+	for i, t := range s.Trees {
+		items, err := list(s.Task, t.Task)
 		if err != nil {
 			return Stats{}, fmt.Errorf("read %s: %w", t.Name, err)
+		}
+		lists[i] = items
+		for _, it := range items {
+			if it.e.IsRegular() || it.e.IsSymlink() {
+				need.Files++
+				need.Bytes += it.e.Size
+			}
 		}
 	}
 	if need.Bytes > lim.Bytes || need.Files > lim.Files {
@@ -130,11 +133,11 @@ func (s *Sync) In() (Stats, error) {
 			ErrLimit, need.Bytes, need.Files, lim.Bytes, lim.Files)
 	}
 	var total Stats
-	for _, t := range s.Trees {
+	for i, t := range s.Trees {
 		if err := s.ensureRoot(t); err != nil {
 			return total, err
 		}
-		st, err := s.copyTree(s.Task, t.Task, s.Sandbox, t.Sandbox, s.UID, s.GID, nil)
+		st, err := copyItems(s.Task, t.Task, s.Sandbox, t.Sandbox, lists[i], s.UID, s.GID)
 		total.add(st)
 		if err != nil {
 			return total, fmt.Errorf("copy %s into the sandbox: %w", t.Name, err)
@@ -195,30 +198,30 @@ func (s *Sync) Out() (Stats, error) {
 		}
 	}
 	// First list and count, so that a write-back over its bounds writes
-	// nothing.
+	// nothing; the copy then works from the same lists.
 	var need Stats
 	now := map[string]bool{} // "<tree>/<rel>" in the sandbox now
-	for _, t := range s.Trees {
+	lists := make([][]item, len(s.Trees))
+	for i, t := range s.Trees {
 		if !t.Back {
 			continue
 		}
-		want := changed(t)
-		err := walk(s.Sandbox, t.Sandbox, "", 0, func(rel string, e allocfs.Entry) error {
-			now[t.Name+"/"+rel] = true
-			if !want(rel, e) {
-				return nil
-			}
-			switch {
-			case e.IsRegular() && e.Links < 2:
-				need.Files++
-				need.Bytes += e.Size
-			case e.IsSymlink():
-				need.Files++
-			}
-			return nil
-		})
+		items, err := list(s.Sandbox, t.Sandbox)
 		if err != nil {
 			return Stats{}, fmt.Errorf("read %s in the sandbox: %w", t.Name, err)
+		}
+		for _, it := range items {
+			now[t.Name+"/"+it.rel] = true
+		}
+		lists[i] = filter(items, changed(t))
+		for _, it := range lists[i] {
+			switch {
+			case it.e.IsRegular() && it.e.Links < 2:
+				need.Files++
+				need.Bytes += it.e.Size
+			case it.e.IsSymlink():
+				need.Files++
+			}
 		}
 	}
 	lim := s.limits()
@@ -229,11 +232,11 @@ func (s *Sync) Out() (Stats, error) {
 		return Stats{}, fmt.Errorf("%w: the command left %d files to copy back, more than %d", ErrLimit, need.Files, lim.Files)
 	}
 	var total Stats
-	for _, t := range s.Trees {
+	for i, t := range s.Trees {
 		if !t.Back {
 			continue
 		}
-		st, err := s.copyTree(s.Sandbox, t.Sandbox, s.Task, t.Task, -1, -1, changed(t))
+		st, err := copyItems(s.Sandbox, t.Sandbox, s.Task, t.Task, lists[i], -1, -1)
 		total.add(st)
 		if err != nil {
 			return total, fmt.Errorf("copy %s back from the sandbox: %w", t.Name, err)
