@@ -3,7 +3,6 @@ package driver
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -46,13 +45,6 @@ func sandboxOwner(b *Backend, h *taskHandle) (int, int) {
 		return e.UID, e.GID
 	}
 	return -1, -1
-}
-
-// hasDir reports whether a task has an alloc dir on this host, and so files
-// to carry.
-func hasDir(allocDir string) bool {
-	fi, err := os.Stat(allocDir)
-	return allocDir != "" && err == nil && fi.IsDir()
 }
 
 // copyIn copies the task's files into its sandbox before the command starts.

@@ -92,7 +92,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		return nil, nil, plugin.Recoverable(err)
 	}
 	filesBegin := time.Now()
-	if hasDir(cfg.AllocDir) {
+	if cfg.AllocDir != "" { // a task without task dirs has no files to carry
 		h.state.Files = true
 		h.state.FilesUID, h.state.FilesGID = sandboxOwner(b, h)
 		if err := d.copyIn(h); err != nil {
