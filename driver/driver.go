@@ -53,7 +53,7 @@ type Runner interface {
 	Signal(ctx context.Context, ref sandbox.Ref, runID, sig string) error
 	Exec(ctx context.Context, ref sandbox.Ref, runID string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)
 	Cleanup(ctx context.Context, ref sandbox.Ref, runID string) error
-	SessionUser(allocID string) (uid, gid int, ok bool)
+	SessionInfo(allocID string) (sandbox.SessionInfo, bool)
 }
 
 // BackendFactory builds the backend for a validated config, without any remote call.

@@ -177,7 +177,9 @@ func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd 
 
 func (r *fakeRunner) Cleanup(context.Context, sandbox.Ref, string) error { return nil }
 
-func (r *fakeRunner) SessionUser(string) (int, int, bool) { return -1, -1, false }
+func (r *fakeRunner) SessionInfo(string) (sandbox.SessionInfo, bool) {
+	return sandbox.SessionInfo{UID: -1, GID: -1}, false
+}
 
 // kill makes the fake sandbox allocation die from outside.
 func (r *fakeRunner) kill(allocID string) {

@@ -93,8 +93,11 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	}
 	filesBegin := time.Now()
 	if cfg.AllocDir != "" { // a task without task dirs has no files to carry
-		h.state.Files = true
-		h.state.FilesUID, h.state.FilesGID = sandboxOwner(b, h)
+		h.state.FilesWay, h.state.FilesUID, h.state.FilesGID = filesWay(b, h)
+		h.state.Files = h.state.FilesWay != filesDirect
+		if !h.state.Files {
+			spec.Env = directEnv(cfg)
+		}
 		if err := d.copyIn(h); err != nil {
 			return nil, nil, err
 		}
