@@ -15,12 +15,13 @@ import (
 
 // TestAgentRestartWithConfigUnusable: the agent restarts mid-task while the
 // plugin config is unusable: a pool's template file is gone, or token_file is
-// not there. The task is recovered from its handle alone and keeps running
-// while the driver is unhealthy; its command finishes meanwhile. Once the file
-// is back, with no further restart, the task reports its exit code and all its
-// output, once, and the command ran once.
+// not there, or the API address the plugin uses does not answer. The task is
+// recovered from its handle alone and keeps running while the driver is
+// unhealthy; its command finishes meanwhile. Once things are back, with no
+// further restart, the task reports its exit code and all its output, once,
+// and the command ran once.
 func TestAgentRestartWithConfigUnusable(t *testing.T) {
-	for _, broken := range []string{"jobspec", "token_file"} {
+	for _, broken := range []string{"jobspec", "token_file", "address"} {
 		t.Run(broken, func(t *testing.T) {
 			if _, err := nomadtest.Binary(); err != nil {
 				t.Skipf("skipping e2e: %v", err)
@@ -28,7 +29,15 @@ func TestAgentRestartWithConfigUnusable(t *testing.T) {
 			var a *nomadtest.Agent
 			var file string // what is taken away during the restart
 			readLogs := func(allocID string) string { return logs(t, a, allocID, "agent") }
-			if broken == "jobspec" {
+			var fwd *forwarder
+			switch broken {
+			case "address":
+				fwd = newForwarder(t)
+				a = nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), Persistent: true,
+					PluginConfig: strings.Replace(poolBlock("dev", rawExecTemplate(t), 1, 4), "config {\n",
+						"config {\n  address = \""+fwd.url()+"\"\n", 1)})
+				fwd.open(t, strings.TrimPrefix(a.Addr, "http://"))
+			case "jobspec":
 				b, err := os.ReadFile(rawExecTemplate(t))
 				if err != nil {
 					t.Fatal(err)
@@ -39,7 +48,7 @@ func TestAgentRestartWithConfigUnusable(t *testing.T) {
 				}
 				a = nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), Persistent: true,
 					PluginConfig: poolBlock("dev", file, 1, 4)})
-			} else {
+			case "token_file":
 				a, file = aclAgent(t, true)
 				writeToken(t, file, pluginToken(t, a, "agentkernel-pool", aclPolicy(t)))
 				readLogs = func(allocID string) string { return aclLogs(t, a, allocID, "agent") }
@@ -52,11 +61,16 @@ func TestAgentRestartWithConfigUnusable(t *testing.T) {
 			waitFor(t, 30*time.Second, "first output", func() bool { return strings.Contains(readLogs(alloc.ID), "before") })
 
 			away := file + ".away"
-			if err := os.Rename(file, away); err != nil {
+			unusable, fix := []string{broken, "no such file"}, func() error { return os.Rename(away, file) }
+			if broken == "address" {
+				fwd.close()
+				unusable = []string{"nomad api at " + fwd.url(), "connection refused"}
+				fix = func() error { fwd.open(t, strings.TrimPrefix(a.Addr, "http://")); return nil }
+			} else if err := os.Rename(file, away); err != nil {
 				t.Fatal(err)
 			}
 			a.Restart()
-			unhealthyWith(t, a, 60*time.Second, broken, "no such file")
+			unhealthyWith(t, a, 60*time.Second, unusable...)
 			if err := os.WriteFile(marker+".release", nil, 0o644); err != nil { // the command ends while the driver is unhealthy
 				t.Fatal(err)
 			}
@@ -64,11 +78,13 @@ func TestAgentRestartWithConfigUnusable(t *testing.T) {
 				_, err := os.Stat(marker + ".done")
 				return err == nil
 			})
-			if ts := taskState(t, a, alloc.ID, "agent"); ts.State != "running" {
+			// Without its config the driver cannot report the exit yet; without
+			// the API it need not wait (the exit is on the host).
+			if ts := taskState(t, a, alloc.ID, "agent"); broken != "address" && ts.State != "running" {
 				t.Fatalf("task %s while the driver was unhealthy, want running; events:\n%s", ts.State, events(ts))
 			}
 
-			if err := os.Rename(away, file); err != nil {
+			if err := fix(); err != nil {
 				t.Fatal(err)
 			}
 			if d, ok := a.WaitDriver(driver.Name, 60*time.Second, func(d *api.DriverInfo) bool { return d.Healthy }); !ok {
