@@ -74,17 +74,17 @@ func (h *taskHandle) sandboxDir() allocfs.Dir {
 // filesWay chooses how the task's files reach the sandbox, from what its
 // launch session said (uid, gid and alloc dir); without a session the files
 // are copied, owned by the owner of the sandbox task's local/.
-func filesWay(b *Backend, h *taskHandle) (way string, uid, gid int) {
+func filesWay(b *Backend, h *taskHandle) (way string, uid, gid, nsPID int) {
 	if info, ok := b.Runner.SessionInfo(h.state.Claim.AllocID); ok {
-		if filepath.Clean(info.AllocDir) == filepath.Join(h.state.HostAllocDir, "alloc") {
-			return filesDirect, info.UID, info.GID
+		if info.SharesHost(h.state.ref()) {
+			return filesDirect, info.UID, info.GID, 0
 		}
-		return filesMount, info.UID, info.GID
+		return filesMount, info.UID, info.GID, info.NamespacePID
 	}
 	if e, err := h.sandboxDir().Lstat(filepath.Join(h.state.Claim.TaskName, "local")); err == nil {
-		return filesCopy, e.UID, e.GID
+		return filesCopy, e.UID, e.GID, 0
 	}
-	return filesCopy, -1, -1
+	return filesCopy, -1, -1, 0
 }
 
 // directEnv is the env of a task whose sandbox shares the host's filesystem:
@@ -110,7 +110,9 @@ func (d *Driver) copyIn(h *taskHandle) error {
 	}
 	var fallback string
 	if h.state.FilesWay == filesMount {
-		if err := h.mountShared(); err != nil {
+		err := h.mountShared()
+		d.logger.Debug("task files: mount", "task_id", h.cfg.ID, "took", time.Since(begin), "error", err)
+		if err != nil {
 			fallback = fmt.Sprintf(" (%s copied: %v)", sharedTree, err)
 			d.logger.Debug("task files: no mount into the sandbox, copying", "task_id", h.cfg.ID, "sandbox_alloc_id", h.state.Claim.AllocID, "error", err)
 			h.mu.Lock()
@@ -152,7 +154,12 @@ func (h *taskHandle) withShared(fn func(*nsmount.Namespace, *os.File) error) err
 		return err
 	}
 	defer alloc.Close()
-	ns, err := nsmount.Find(h.state.Claim.AllocID, alloc, "alloc")
+	// Priming found the namespace (NamespacePID); a scan of every process
+	// when that process is gone or was never found.
+	ns, err := nsmount.Open(h.state.NamespacePID, alloc, "alloc")
+	if err != nil {
+		ns, err = nsmount.Find(h.state.Claim.AllocID, alloc, "alloc")
+	}
 	if err != nil {
 		return err
 	}

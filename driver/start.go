@@ -93,7 +93,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	}
 	filesBegin := time.Now()
 	if cfg.AllocDir != "" { // a task without task dirs has no files to carry
-		h.state.FilesWay, h.state.FilesUID, h.state.FilesGID = filesWay(b, h)
+		h.state.FilesWay, h.state.FilesUID, h.state.FilesGID, h.state.NamespacePID = filesWay(b, h)
 		h.state.Files = h.state.FilesWay != filesDirect
 		if !h.state.Files {
 			spec.Env = directEnv(cfg)

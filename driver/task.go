@@ -47,8 +47,11 @@ type driverState struct {
 	// are copied back (files.go). FilesWay "direct" copies nothing.
 	Files    bool   `json:"files,omitempty"`
 	FilesWay string `json:"files_way,omitempty"`
-	FilesUID int    `json:"files_uid,omitempty"`
-	FilesGID int    `json:"files_gid,omitempty"`
+	// NamespacePID is the sandbox process whose mount namespace got the
+	// mount (FilesWay "mount"), to find it again for the unmount.
+	NamespacePID int `json:"ns_pid,omitempty"`
+	FilesUID     int `json:"files_uid,omitempty"`
+	FilesGID     int `json:"files_gid,omitempty"`
 }
 
 func (s *driverState) ref() sandbox.Ref {

@@ -52,7 +52,7 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		}
 	}
 	a := nomadtest.Start(b, nomadtest.Options{ExtraConfig: extra})
-	d := driver.New(hclog.NewNullLogger(), nil)
+	d := driver.New(benchLogger(b), nil)
 	defer d.Shutdown(context.Background())
 	c := plugintest.Serve(b, d)
 	pools := map[string]any{}
@@ -253,4 +253,20 @@ func mustMsgpack(b testing.TB, v any) []byte {
 		b.Fatal(err)
 	}
 	return out
+}
+
+// benchLogger is the benchmarked driver's logger: none, or with BENCH_DRIVER_LOG
+// set, debug lines in that file (a start's "started task" line splits its time
+// into claim, files and launch).
+func benchLogger(b *testing.B) hclog.Logger {
+	p := os.Getenv("BENCH_DRIVER_LOG")
+	if p == "" {
+		return hclog.NewNullLogger()
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: f})
 }

@@ -45,6 +45,32 @@ type Namespace struct {
 	root *os.File // the process's root, O_PATH
 }
 
+// PID is the process through which the namespace was found.
+func (n *Namespace) PID() int { return n.pid }
+
+// Open returns the mount namespace of process pid if it is the sandbox's (as
+// Find would accept it): found once off the hot path, the sandbox is opened
+// again in microseconds where Find costs a look at every process.
+func Open(pid int, allocDir *os.File, allocRel string) (*Namespace, error) {
+	want, err := fstat(int(allocDir.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("stat the sandbox's alloc dir: %w", err)
+	}
+	self, err := nsInode("self")
+	if err != nil {
+		return nil, fmt.Errorf("read the plugin's mount namespace: %w", err)
+	}
+	n, err := open(pid, map[uint64]bool{self: true})
+	if err != nil || n == nil {
+		return nil, ErrNotFound
+	}
+	if !n.holds(allocRel, want) {
+		n.Close()
+		return nil, ErrNotFound
+	}
+	return n, nil
+}
+
 // maxEnviron bounds how much of a process's environment Find reads.
 const maxEnviron = 1 << 20
 
@@ -67,8 +93,13 @@ func Find(allocID string, allocDir *os.File, allocRel string) (*Namespace, error
 	needle := []byte("NOMAD_ALLOC_ID=" + allocID + "\x00")
 	seen := map[uint64]bool{self: true}
 	for _, p := range procs {
+		// Most processes share the plugin's namespace: a stat rules them
+		// out before their environment is read (a walk of their memory).
 		pid, err := strconv.Atoi(p.Name())
-		if err != nil || !hasEnv(pid, needle) {
+		if err != nil {
+			continue
+		}
+		if ino, err := nsInode(p.Name()); err != nil || seen[ino] || !hasEnv(pid, needle) {
 			continue
 		}
 		n, err := open(pid, seen)

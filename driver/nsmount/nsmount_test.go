@@ -138,7 +138,16 @@ func TestMountShowsTheHostDirInTheSandboxOnly(t *testing.T) {
 		t.Fatal("the mount is visible on the host, under the sandbox's alloc dir")
 	}
 
-	if err := ns.Unmount(srcDir, "alloc/data"); err != nil {
+	// Opened again by its pid, as a start does after priming found it.
+	again, err := Open(ns.PID(), openDir(t, sb.alloc), "alloc")
+	if err != nil {
+		t.Fatalf("Open(%d): %v", ns.PID(), err)
+	}
+	defer again.Close()
+	if _, err := Open(os.Getpid(), openDir(t, sb.alloc), "alloc"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Open of a process that is not the sandbox = %v, want ErrNotFound", err)
+	}
+	if err := again.Unmount(srcDir, "alloc/data"); err != nil {
 		t.Fatalf("Unmount: %v", err)
 	}
 	if _, err := os.Stat(sb.inSandbox("alloc/data/repo.txt")); err == nil {

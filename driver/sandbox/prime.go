@@ -9,10 +9,13 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/nsmount"
 )
 
 // Priming: a launch session per warm sandbox.
@@ -176,6 +179,7 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 			s.info.UID, _ = strconv.Atoi(f[1])
 			s.info.GID, _ = strconv.Atoi(f[2])
 			s.info.AllocDir = f[3]
+			s.info.NamespacePID = namespacePID(ref, s.info)
 			r.mu.Lock()
 			if r.sessions == nil {
 				r.sessions = map[string]*session{}
@@ -236,6 +240,34 @@ func (r *Runner) takeSession(allocID string) *session {
 type SessionInfo struct {
 	UID, GID int    // the sandbox task's user
 	AllocDir string // its shared alloc dir, as the sandbox sees it
+	// NamespacePID is a process of the sandbox in a mount namespace of its
+	// own (exec, runc), found while priming (package nsmount); 0 when there
+	// is none the host sees (gVisor) or it shares the host's (raw_exec).
+	NamespacePID int
+}
+
+// SharesHost says the sandbox sees its shared alloc dir at the host's path:
+// it shares the host's filesystem (raw_exec).
+func (i SessionInfo) SharesHost(ref Ref) bool {
+	return ref.HostAllocDir != "" && filepath.Clean(i.AllocDir) == filepath.Join(ref.HostAllocDir, "alloc")
+}
+
+// namespacePID finds the sandbox's mount namespace, off the start path.
+func namespacePID(ref Ref, info SessionInfo) int {
+	if ref.HostAllocDir == "" || info.SharesHost(ref) {
+		return 0
+	}
+	alloc, err := ref.files().OpenDir("alloc")
+	if err != nil {
+		return 0
+	}
+	defer alloc.Close()
+	ns, err := nsmount.Find(ref.AllocID, alloc, "alloc")
+	if err != nil {
+		return 0
+	}
+	defer ns.Close()
+	return ns.PID()
 }
 
 // SessionInfo is what the sandbox's open launch session said; ok is false
