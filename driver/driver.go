@@ -48,7 +48,7 @@ type Backend struct {
 
 // Runner runs processes inside an allocation (see package sandbox).
 type Runner interface {
-	Launch(ctx context.Context, ref sandbox.Ref, s sandbox.Spec) error
+	Start(ctx context.Context, ref sandbox.Ref, s sandbox.Spec) (started <-chan error, err error)
 	Follow(ctx context.Context, ref sandbox.Ref, runID string, from sandbox.Offsets, stdout, stderr io.Writer, progress func(sandbox.Offsets)) (sandbox.ExitStatus, error)
 	Signal(ctx context.Context, ref sandbox.Ref, runID, sig string) error
 	Exec(ctx context.Context, ref sandbox.Ref, runID string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)

@@ -267,6 +267,26 @@ func TestLaunchFailureReleasesClaim(t *testing.T) {
 	}
 }
 
+// StartTask does not wait for the launch session's answer; when the answer is
+// a failure, the task ends with it, and Destroy gives the sandbox back.
+func TestStartAnsweredLateWithAFailureEndsTheTask(t *testing.T) {
+	e := newEnv(t)
+	e.configure(e.devPool())
+	e.runner.startErr = errors.New("launch command in allocation 1234abcd: the launch session could not start the run")
+	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
+	e.start(tc)
+	r := e.wait(tc.Id)
+	if r.Result.GetExitCode() != 1 || !strings.Contains(r.Err, "the launch session could not start the run") {
+		t.Fatalf("want exit code 1 with the session's answer, got %+v", r)
+	}
+	if _, err := e.c.Driver.DestroyTask(context.Background(), &drivers.DestroyTaskRequest{TaskId: tc.Id, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.pool.releasedIDs(); len(got) != 1 {
+		t.Errorf("released %v, want the claimed sandbox", got)
+	}
+}
+
 func TestStopDeliversKillSignalFirst(t *testing.T) {
 	e := newEnv(t)
 	e.configure(e.devPool())

@@ -98,6 +98,7 @@ type fakeRun struct {
 type fakeRunner struct {
 	mu        sync.Mutex
 	launchErr error
+	startErr  error // the launch session's answer, after Start returned
 	runs      map[string]*fakeRun
 	allocGone map[string]chan struct{}
 	execs     []string // the sandbox allocation of every exec, in order
@@ -107,20 +108,27 @@ func newFakeRunner() *fakeRunner {
 	return &fakeRunner{runs: map[string]*fakeRun{}, allocGone: map[string]chan struct{}{}}
 }
 
-func (r *fakeRunner) Launch(_ context.Context, ref sandbox.Ref, s sandbox.Spec) error {
+// Start fails with launchErr; with startErr it returns and the launch
+// session's answer is that error.
+func (r *fakeRunner) Start(_ context.Context, ref sandbox.Ref, s sandbox.Spec) (<-chan error, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.launchErr != nil {
-		return r.launchErr
+		return nil, r.launchErr
 	}
-	if err := os.MkdirAll(ref.RunDir(s.ID), 0o755); err != nil { // as the real Launch makes it
-		return err
+	if err := os.MkdirAll(ref.RunDir(s.ID), 0o755); err != nil { // as the real Start makes it
+		return nil, err
+	}
+	started := make(chan error, 1)
+	started <- r.startErr
+	if r.startErr != nil {
+		return started, nil
 	}
 	r.runs[s.ID] = &fakeRun{spec: s, stdout: s.Env["OUT"], exit: make(chan sandbox.ExitStatus, 1)}
 	if _, ok := r.allocGone[ref.AllocID]; !ok {
 		r.allocGone[ref.AllocID] = make(chan struct{})
 	}
-	return nil
+	return started, nil
 }
 
 func (r *fakeRunner) run(id string) *fakeRun {

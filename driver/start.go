@@ -103,7 +103,8 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		}
 	}
 	launchBegin := time.Now()
-	if err := b.Runner.Launch(lctx, h.state.ref(), spec); err != nil {
+	started, err := b.Runner.Start(lctx, h.state.ref(), spec)
+	if err != nil {
 		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in allocation %s of pool %q: %w", short(claim.AllocID), tc.Pool, err))
 	}
 	d.logger.Debug("started task", "task_id", cfg.ID, "sandbox_alloc_id", claim.AllocID, "claim", latency,
@@ -112,7 +113,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if err != nil {
 		return nil, nil, err
 	}
-	d.track(h, sandbox.Offsets{})
+	d.track(h, sandbox.Offsets{}, started)
 	return th, nil, nil
 }
 
@@ -129,7 +130,9 @@ func (d *Driver) emitClaim(cfg *plugin.TaskConfig, c *pool.Claim, latency time.D
 }
 
 // track registers a task and follows it until it exits or the plugin stops.
-func (d *Driver) track(h *taskHandle, from sandbox.Offsets) {
+// started, when not nil, delivers the outcome of the command's start (the
+// launch session's answer, which StartTask does not wait for).
+func (d *Driver) track(h *taskHandle, from sandbox.Offsets, started <-chan error) {
 	ctx, cancel := context.WithCancel(d.ctx)
 	h.cancel = cancel
 	d.tasks.set(h.cfg.ID, h)
@@ -140,17 +143,33 @@ func (d *Driver) track(h *taskHandle, from sandbox.Offsets) {
 	go func() {
 		defer d.wg.Done()
 		defer d.files.remove(h.cfg.ID)
-		d.watch(ctx, h, from)
+		d.watch(ctx, h, from, started)
 	}()
 }
 
 // watch sets the task's exit result from its command, or from the death of its
 // sandbox allocation, whichever comes first. A recovered task waits here for a
 // backend while there is none (plugin config unusable); its command runs on.
-func (d *Driver) watch(ctx context.Context, h *taskHandle, from sandbox.Offsets) {
+func (d *Driver) watch(ctx context.Context, h *taskHandle, from sandbox.Offsets, started <-chan error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ref := h.state.ref()
+	if started != nil {
+		// Following starts once the command has (the run's files are
+		// there from its first byte, so nothing is missed meanwhile).
+		select {
+		case err := <-started:
+			if err != nil {
+				// The command never started: the task fails with the
+				// reason (and is started again per its restart policy).
+				d.emit(h.cfg, upperFirst(err.Error()), map[string]string{"sandbox_alloc_id": ref.AllocID})
+				h.setExit(plugin.ExitResult{ExitCode: 1, Err: err.Error()})
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 	b, err := d.waitBackend(ctx, nil)
 	if err != nil {
 		return // plugin shutting down or task destroyed: the command lives on

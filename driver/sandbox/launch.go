@@ -12,40 +12,94 @@ import (
 )
 
 // Launch starts s.Command with s.Args and s.Env in the sandbox, detached from
-// this process: through the launch daemon when the sandbox is primed, else in one
-// exec round trip. It returns once the command's pid is recorded. A run id
-// launched before gives ErrAlreadyLaunched and starts nothing. Without a command
-// it only writes the run's env for Exec.
+// this process: through the sandbox's launch session when it is primed, else
+// in one exec round trip. It returns once the run has started (the session
+// answered, or the exec launcher recorded its pid). A run id launched before
+// gives ErrAlreadyLaunched and starts nothing. Without a command it only
+// writes the run's env for Exec.
 func (r *Runner) Launch(ctx context.Context, ref Ref, s Spec) error {
+	started, err := r.Start(ctx, ref, s)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-started:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("launch command in allocation %s: %w", ref.short(), ctx.Err())
+	}
+}
+
+// Start is Launch without the wait for a launch session's answer, which is a
+// round trip through Nomad into the sandbox (5-10 ms, more under gVisor): it
+// returns once the run is requested, and started delivers its outcome, nil
+// when it started (at once when there was nothing to wait for). The outcome
+// arrives within the launch timeout whatever happens to ctx after Start
+// returns; when the session ends without an answer the run is launched by
+// exec (at most once: the run's marker), and that outcome is delivered. A
+// run requested is followed as any other: its pid record may come after
+// Start returns, and Follow and Signal wait for it.
+func (r *Runner) Start(ctx context.Context, ref Ref, s Spec) (started <-chan error, err error) {
 	if err := checkRunID(s.ID); err != nil {
-		return fmt.Errorf("launch command in allocation %s: %w", ref.short(), err)
+		return nil, fmt.Errorf("launch command in allocation %s: %w", ref.short(), err)
 	}
 	env, skipped := envFile(s.Env)
 	if len(skipped) > 0 {
 		r.logger().Warn("env variables a shell cannot export were left out", "alloc_id", ref.AllocID, "run_id", s.ID, "names", skipped)
 	}
 	if err := r.makeRunDir(ref, s.ID); err != nil {
-		return fmt.Errorf("launch command in allocation %s: %w", ref.short(), err)
+		return nil, fmt.Errorf("launch command in allocation %s: %w", ref.short(), err)
 	}
-	ctx, cancel := withTimeout(ctx, orDefault(r.LaunchTimeout, DefaultLaunchTimeout))
-	defer cancel()
 	what := "launch command"
 	if s.Command == "" {
 		what = "prepare run"
 	}
-
-	sent := false
+	done := make(chan error, 1)
 	if sess := r.takeSession(ref.AllocID); sess != nil {
-		ok, wrote, err := r.launchSession(ctx, sess, s, env)
-		if ok {
-			if err != nil {
-				return fmt.Errorf("%s in allocation %s: run %s: %w", what, ref.short(), s.ID, err)
-			}
-			return nil
+		sent, err := r.sendSession(sess, s, env)
+		switch {
+		case errors.Is(err, errEnvOnly):
+			sess.close()
+			done <- nil
+			return done, nil
+		case err != nil:
+			sess.close()
+			return nil, fmt.Errorf("%s in allocation %s: run %s: %w", what, ref.short(), s.ID, err)
+		case sent:
+			// The answer is awaited off the caller's path, bounded by the
+			// launch timeout, not by ctx (a request's, which ends first).
+			bctx, cancel := withTimeout(context.WithoutCancel(ctx), orDefault(r.LaunchTimeout, DefaultLaunchTimeout))
+			go func() {
+				defer cancel()
+				defer sess.close()
+				ok, err := r.awaitSession(bctx, sess, s)
+				if ok {
+					if err != nil {
+						err = fmt.Errorf("%s in allocation %s: run %s: %w", what, ref.short(), s.ID, err)
+					}
+					done <- err
+					return
+				}
+				r.logger().Warn("launch session ended before it answered; launching by exec", "alloc_id", ref.AllocID, "run_id", s.ID)
+				done <- r.execLaunch(bctx, ref, s, env, what, true)
+			}()
+			return done, nil
 		}
-		sent = wrote
-		r.logger().Warn("launch session ended before it answered; launching by exec", "alloc_id", ref.AllocID, "run_id", s.ID)
+		sess.close()
 	}
+	ctx, cancel := withTimeout(ctx, orDefault(r.LaunchTimeout, DefaultLaunchTimeout))
+	defer cancel()
+	if err := r.execLaunch(ctx, ref, s, env, what, false); err != nil {
+		return nil, err
+	}
+	done <- nil
+	return done, nil
+}
+
+// execLaunch launches the run in one exec round trip. sent says a launch
+// session may have taken the run already: its marker then means success,
+// once the session's command has recorded its pid.
+func (r *Runner) execLaunch(ctx context.Context, ref Ref, s Spec, env []byte, what string, sent bool) error {
 	var stdout, stderr bytes.Buffer
 	code, err := r.call(ctx, ref, false, launchCommand(s.ID, s, len(env)), bytes.NewReader(env), &stdout, &stderr, nil)
 	if err != nil {

@@ -296,45 +296,55 @@ func (r *Runner) Close() {
 	}
 }
 
-// launchSession launches through a session. ok is false when the session
-// ended before it answered; sent says the run id had been written to it then,
-// so its shell may have taken the run at the last moment, which the exec
-// launcher the caller tries next finds.
-func (r *Runner) launchSession(ctx context.Context, s *session, spec Spec, env []byte) (ok, sent bool, err error) {
-	defer s.close()
+// sendSession requests the run from a session: the run's env and command
+// line written from the host, then its id sent. sent is false when the
+// session could not take it (it ended, or the host sees no secrets dir): the
+// caller launches by exec then. Without a command it writes the env only and
+// sends nothing.
+func (r *Runner) sendSession(s *session, spec Spec, env []byte) (sent bool, err error) {
 	ref, files, dir := s.ref, s.ref.files(), runRel(spec.ID)
 	if spec.Command != "" {
 		if launched, err := files.Exists(path.Join(dir, fileLaunched)); err != nil || launched {
 			if err == nil {
 				err = ErrAlreadyLaunched
 			}
-			return true, false, err
+			return false, err
 		}
 	}
 	if err := files.CreateFile(ref.envRel(spec.ID), env, 0o600, s.info.UID, s.info.GID); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return false, false, nil // no secrets dir on the host: the exec launcher writes it inside
+			return false, nil // no secrets dir on the host: the exec launcher writes it inside
 		}
-		return true, false, fmt.Errorf("write env file: %w", err)
+		return false, fmt.Errorf("write env file: %w", err)
 	}
 	if spec.Command == "" {
-		return true, false, nil
+		return false, errEnvOnly
 	}
 	argv := "set -- " + shQuote(spec.Command)
 	for _, a := range spec.Args {
 		argv += " " + shQuote(a)
 	}
 	if err := files.CreateFile(path.Join(dir, fileArgv), []byte(argv+"\n"), 0o644, s.info.UID, s.info.GID); err != nil {
-		return true, false, fmt.Errorf("write argv file: %w", err)
+		return false, fmt.Errorf("write argv file: %w", err)
 	}
 	if _, err := s.stdin.Write([]byte(spec.ID + "\n")); err != nil {
-		return false, false, nil
+		return false, nil
 	}
+	return true, nil
+}
+
+// errEnvOnly says sendSession wrote a run's env and had nothing to start.
+var errEnvOnly = errors.New("env only")
+
+// awaitSession waits for the session's answer to a run it was sent. ok is
+// false when the session ended without one: its shell may have taken the run
+// at the last moment, which the exec launcher the caller tries next finds.
+func (r *Runner) awaitSession(ctx context.Context, s *session, spec Spec) (ok bool, err error) {
 	for {
 		select {
 		case line, open := <-s.lines:
 			if !open {
-				return false, true, nil
+				return false, nil
 			}
 			f := strings.Fields(line)
 			if len(f) < 2 || f[1] != spec.ID {
@@ -344,14 +354,14 @@ func (r *Runner) launchSession(ctx context.Context, s *session, spec Spec, env [
 			case "started":
 				// The pid record follows (see sessionScript); Follow and
 				// Signal wait for it.
-				return true, true, nil
+				return true, nil
 			case "taken":
-				return true, true, ErrAlreadyLaunched
+				return true, ErrAlreadyLaunched
 			default:
-				return true, true, errors.New("the launch session could not start the run (see supervisor.log in its run dir)")
+				return true, errors.New("the launch session could not start the run (see supervisor.log in its run dir)")
 			}
 		case <-ctx.Done():
-			return true, true, fmt.Errorf("wait for the launch session: %w", ctx.Err())
+			return true, fmt.Errorf("wait for the launch session: %w", ctx.Err())
 		}
 	}
 }
