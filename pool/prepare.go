@@ -108,7 +108,7 @@ func (m *Manager) prepareOne(in *instance) {
 		delete(m.inv.prepRetry, in.allocID)
 	case errors.Is(err, ErrUnpreparable) && p != nil:
 		err = fmt.Errorf("prepare warm allocation %s of pool %q: %w", in.allocID, in.pool, err)
-		p.noteFailure(time.Now(), err)
+		p.noteFailure(time.Now(), err, err.Error())
 		p.prepFail++
 		m.inv.busy[in.jobID] = true
 		delete(m.inv.prepRetry, in.allocID)
