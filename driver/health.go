@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -103,6 +104,7 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 	d.mu.Lock()
 	p := d.pool
 	d.mu.Unlock()
+	var failing []string
 	if p != nil {
 		for name, st := range p.Stats() {
 			p := fmt.Sprintf("%s.pool.%s.", attrPrefix, name)
@@ -111,7 +113,17 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 			attrs[p+"warm"] = int64(st.Warm)
 			attrs[p+"claimed"] = int64(st.Claimed)
 			attrs[p+"prime_failures"] = int64(st.PrepareFailures)
+			if st.Error != "" {
+				attrs[p+"error"] = st.Error
+				failing = append(failing, st.Error)
+			}
 		}
+	}
+	if len(failing) > 0 && health == plugin.HealthHealthy {
+		// The driver stays healthy: the other pools serve, and a task on a
+		// failing pool fails at once with the same reason.
+		slices.Sort(failing)
+		desc += "; " + strings.Join(failing, "; ")
 	}
 	return plugin.Fingerprint{Health: health, Description: desc, Attributes: attrs}, changed
 }
