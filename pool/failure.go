@@ -44,7 +44,8 @@ const (
 // unplaced is a starting instance the scheduler could not place, and why.
 type unplaced struct {
 	hash   string
-	reason string // "" while it is being read
+	index  uint64 // of the job summary the reason was read for
+	reason string // "" while it is being read, or when it is not the template's fault
 }
 
 // noteFailure counts a failure of p's template and pushes its next dispatch
@@ -66,6 +67,9 @@ func (p *pool) resetFailures() {
 
 // failing says why p's template fails, or "".
 func (p *pool) failing() string {
+	if p.denied != "" {
+		return p.denied
+	}
 	if p.tmpl != nil {
 		var reasons []string
 		for _, u := range p.unplaced {
@@ -138,17 +142,20 @@ func taskFailure(a *api.AllocationListStub, task string) string {
 		if ts == nil {
 			continue
 		}
-		var pick *api.TaskEvent
+		// The event that says why it stopped; an event that only
+		// follows from it (Not Restarting) also fails the task.
+		var pick, fails *api.TaskEvent
 		for _, ev := range ts.Events {
 			switch {
 			case ev == nil:
-			case ev.FailsTask:
+			case failureEvent[ev.Type]:
 				pick = ev
-			case pick == nil || !pick.FailsTask:
-				if failureEvent[ev.Type] {
-					pick = ev
-				}
+			case ev.FailsTask:
+				fails = ev
 			}
+		}
+		if pick == nil {
+			pick = fails
 		}
 		if pick != nil {
 			return fmt.Sprintf("task %q: %s: %s", name, pick.Type, eventText(pick))
@@ -202,6 +209,11 @@ func (m *Manager) placementReason(ctx context.Context, in *instance) (string, er
 	for _, ev := range evals {
 		for _, tg := range slices.Sorted(maps.Keys(ev.FailedTGAllocs)) {
 			if mt := ev.FailedTGAllocs[tg]; mt != nil {
+				if mt.NodesEvaluated == 0 {
+					// No node was considered (this one not ready yet):
+					// nothing said about the template.
+					return "", nil
+				}
 				return placementText(mt, m.nodeID), nil
 			}
 		}
@@ -244,7 +256,7 @@ func (m *Manager) explainUnplaced(p *pool, in *instance) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u, ok := p.unplaced[in.jobID]
-	if !ok { // placed or gone meanwhile
+	if !ok || u.index != in.summaryIndex { // placed, gone, or read again meanwhile
 		return
 	}
 	switch {
@@ -253,7 +265,10 @@ func (m *Manager) explainUnplaced(p *pool, in *instance) {
 		delete(p.unplaced, in.jobID) // the next rebuild tries again
 		return
 	case reason == "":
-		reason = "the scheduler placed no allocation"
+		// This node was not even considered (not ready yet, at agent
+		// boot): Nomad places the instance once it is; no failure.
+		m.log.Debug("warm instance waits for this node to be eligible", "pool", in.pool, "job_id", in.jobID)
+		return
 	}
 	if u.reason == "" {
 		m.log.Warn("warm instance cannot be placed", "pool", in.pool, "job_id", in.jobID, "reason", reason)
@@ -280,10 +295,11 @@ func (m *Manager) trackUnplacedLocked(p *pool) {
 		}
 	}
 	for id, in := range now {
-		if _, known := p.unplaced[id]; known || m.ctx == nil {
+		// Read again when the scheduler tried again (the summary changed).
+		if u, known := p.unplaced[id]; (known && u.index == in.summaryIndex) || m.ctx == nil {
 			continue
 		}
-		p.unplaced[id] = unplaced{hash: in.hash}
+		p.unplaced[id] = unplaced{hash: in.hash, index: in.summaryIndex}
 		m.goFnLocked(func() { m.explainUnplaced(p, in) })
 	}
 }

@@ -38,8 +38,10 @@ type instance struct {
 	// (Options.Prepare); it counts as starting.
 	unprepared bool
 	// unplaced: starting, and the scheduler found no place for it (its
-	// evaluation is blocked); see failure.go.
-	unplaced bool
+	// evaluation is blocked); see failure.go. summaryIndex is the index of
+	// the job summary that says so.
+	unplaced     bool
+	summaryIndex uint64
 }
 
 // parseJobID splits an agentkernel-pool job ID into pool and node prefix;
@@ -110,6 +112,9 @@ func classify(j *api.JobListStub, allocs []*api.AllocationListStub, claims map[s
 	case live == nil:
 		in.state = stateStarting
 		in.unplaced = len(allocs) == 0 && queued(j) > 0
+		if in.unplaced {
+			in.summaryIndex = j.JobSummary.ModifyIndex
+		}
 	default:
 		in.allocID = live.ID
 		in.state = stateStarting

@@ -139,9 +139,11 @@ type pool struct {
 	prepFail int // Prepare failures since start (Stats.PrepareFailures)
 	// failures counts template failures in a row (failure.go); failReason
 	// is Nomad's reason for the last; unplaced holds starting instances the
-	// scheduler cannot place, by job ID.
+	// scheduler cannot place, by job ID; denied is set while Prepare is
+	// refused for the token's lack of a right (prepare.go).
 	failures    int
 	failReason  string
+	denied      string // what the token lacks to prepare warm allocations
 	unplaced    map[string]unplaced
 	failureBase time.Duration
 	retryAt     time.Time

@@ -207,8 +207,11 @@ func (s *Server) placeLocked(j *api.Job) {
 		}
 		if cmd, _ := tg.Tasks[0].Config["command"].(string); s.brokenCommand != "" && cmd == s.brokenCommand {
 			for _, ts := range a.TaskStates {
-				ts.Events = append(ts.Events, &api.TaskEvent{Type: api.TaskDriverFailure, FailsTask: true,
-					DisplayMessage: fmt.Sprintf("failed to launch command with executor: exec: %q: no such file or directory", cmd)})
+				// As Nomad reports it: the driver's failure, then the
+				// restart policy's verdict, which also fails the task.
+				ts.Events = append(ts.Events,
+					&api.TaskEvent{Type: api.TaskDriverFailure, DisplayMessage: fmt.Sprintf("failed to launch command with executor: exec: %q: no such file or directory", cmd)},
+					&api.TaskEvent{Type: api.TaskNotRestarting, FailsTask: true, DisplayMessage: "Policy allows no restarts"})
 			}
 			s.setAllocLocked(a, api.AllocClientStatusFailed, "dead")
 			return
