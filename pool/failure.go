@@ -46,6 +46,10 @@ type unplaced struct {
 	hash   string
 	index  uint64 // of the job summary the reason was read for
 	reason string // "" while it is being read, or when it is not the template's fault
+	// waiting: read, and the scheduler considered no node (this one not
+	// ready yet); read again by failureWatchLoop, as the summary may not
+	// change when the node turns ready and the placement still fails.
+	waiting bool
 }
 
 // noteFailure counts a failure of p's template and pushes its next dispatch
@@ -205,7 +209,9 @@ func (m *Manager) placementReason(ctx context.Context, in *instance) (string, er
 	if err != nil {
 		return "", fmt.Errorf("read evaluations of %s: %w", in.jobID, err)
 	}
-	slices.SortFunc(evals, func(a, b *api.Evaluation) int { return cmp.Compare(b.CreateIndex, a.CreateIndex) })
+	// The evaluation the scheduler ran last first (a blocked one that was
+	// run again carries the newer metrics).
+	slices.SortFunc(evals, func(a, b *api.Evaluation) int { return cmp.Compare(b.ModifyIndex, a.ModifyIndex) })
 	for _, ev := range evals {
 		for _, tg := range slices.Sorted(maps.Keys(ev.FailedTGAllocs)) {
 			if mt := ev.FailedTGAllocs[tg]; mt != nil {
@@ -268,6 +274,8 @@ func (m *Manager) explainUnplaced(p *pool, in *instance) {
 		// This node was not even considered (not ready yet, at agent
 		// boot): Nomad places the instance once it is; no failure.
 		m.log.Debug("warm instance waits for this node to be eligible", "pool", in.pool, "job_id", in.jobID)
+		u.waiting = true
+		p.unplaced[in.jobID] = u
 		return
 	}
 	if u.reason == "" {
@@ -314,6 +322,13 @@ func (m *Manager) failureWatchLoop() {
 			failing, src := p.failures > 0 || len(p.unplaced) > 0, [sha256.Size]byte{}
 			if p.tmpl != nil {
 				src = p.tmpl.source
+			}
+			for _, in := range p.view.all {
+				if u, ok := p.unplaced[in.jobID]; ok && u.waiting {
+					u.waiting = false
+					p.unplaced[in.jobID] = u
+					m.goFnLocked(func() { m.explainUnplaced(p, in) })
+				}
 			}
 			m.mu.Unlock()
 			if !failing {

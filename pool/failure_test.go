@@ -115,6 +115,19 @@ func TestFailingTemplateBacksOffExponentially(t *testing.T) {
 func TestUnplaceableTemplateFailsAtOnce(t *testing.T) {
 	srv := pooltest.New()
 	t.Cleanup(srv.Close)
+	// At agent boot the node is not ready yet: no node is considered, which
+	// says nothing about the template.
+	srv.SetUnplaceable(&api.AllocationMetric{})
+	m := newManager(t, srv, fastFailures, Config{Name: "py", Size: 2, Max: 4})
+	if err := m.Start(ctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "2 instances waiting", func() bool { return len(srv.Dispatches()) == 2 })
+	if e := m.Stats()["py"].Error; e != "" {
+		t.Errorf("error %q while the node was not considered", e)
+	}
+	// The node is ready and the scheduler tries again: the constraint and
+	// the memory fail it.
 	srv.SetUnplaceable(&api.AllocationMetric{
 		NodesEvaluated: 2, NodesFiltered: 2,
 		ConstraintFiltered: map[string]int{
@@ -123,10 +136,6 @@ func TestUnplaceableTemplateFailsAtOnce(t *testing.T) {
 		},
 		DimensionExhausted: map[string]int{"memory": 1},
 	})
-	m := newManager(t, srv, fastFailures, Config{Name: "py", Size: 2, Max: 4})
-	if err := m.Start(ctx(t, 5*time.Second)); err != nil {
-		t.Fatal(err)
-	}
 	waitFor(t, 5*time.Second, "the pool failing", func() bool { return m.Stats()["py"].Error != "" })
 	e := m.Stats()["py"].Error
 	for _, want := range []string{"cannot be placed", `"${attr.kernel.name} = windows"`, "not enough memory"} {

@@ -93,11 +93,24 @@ func (s *Server) SetBrokenCommand(cmd string) {
 
 // SetUnplaceable makes dispatched jobs get no allocation, as when the
 // scheduler finds no node: the job stays pending with one allocation queued,
-// and its evaluation carries metric. nil turns it off.
+// and its evaluation carries metric. Jobs already waiting get metric too, as
+// when the scheduler tries them again (their summary does not change). nil
+// turns it off for new jobs.
 func (s *Server) SetUnplaceable(metric *api.AllocationMetric) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.unplaceable = metric
+	if metric == nil {
+		return
+	}
+	for _, evals := range s.evals {
+		for _, ev := range evals {
+			for tg := range ev.FailedTGAllocs {
+				ev.FailedTGAllocs[tg] = metric
+				ev.ModifyIndex = s.bumpLocked()
+			}
+		}
+	}
 }
 
 // Dispatches returns the times of the dispatches so far, oldest first.
