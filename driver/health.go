@@ -113,8 +113,10 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 			attrs[p+"warm"] = int64(st.Warm)
 			attrs[p+"claimed"] = int64(st.Claimed)
 			attrs[p+"prime_failures"] = int64(st.PrepareFailures)
+			// Always published, empty while the pool works: Nomad keeps a
+			// node attribute a fingerprint leaves out at its last value.
+			attrs[p+"error"] = st.Error
 			if st.Error != "" {
-				attrs[p+"error"] = st.Error
 				failing = append(failing, st.Error)
 			}
 		}

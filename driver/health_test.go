@@ -185,7 +185,7 @@ func TestFailingPoolInHealthAndAttributes(t *testing.T) {
 	fp = e.waitFingerprint("the pool working again", func(fp *drivers.FingerprintResponse) bool {
 		return fp.HealthDescription == "ready"
 	})
-	if _, ok := fp.Attributes["driver.agentkernel-pool.pool.dev.error"]; ok {
-		t.Error("error attribute still set once the pool works")
+	if got := fp.Attributes["driver.agentkernel-pool.pool.dev.error"].GetStringVal(); got != "" {
+		t.Errorf("error attribute %q once the pool works, want empty", got)
 	}
 }
