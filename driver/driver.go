@@ -3,6 +3,7 @@ package driver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -86,10 +87,14 @@ type Driver struct {
 	reloading   bool
 	reloadFiles string // filesState of the last rebuild reload made
 
-	health *healthState
-	events *eventHub
-	tasks  *taskStore
-	files  *filesWatch
+	health  *healthState
+	metrics *metrics
+	// metricsErr says why /metrics could not be served; in the health
+	// description while set.
+	metricsErr string
+	events     *eventHub
+	tasks      *taskStore
+	files      *filesWatch
 }
 
 // New returns a driver; newBackend nil means the real Nomad API backend.
@@ -104,6 +109,7 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 		ctx:         ctx,
 		cancel:      cancel,
 		health:      newHealthState(),
+		metrics:     newMetrics(),
 		events:      newEventHub(),
 		tasks:       newTaskStore(),
 		startRetry:  defaultStartRetry,
@@ -160,6 +166,12 @@ func (d *Driver) SetConfig(_ context.Context, msgpackConfig []byte, agent *plugi
 	if agent == nil {
 		return nil // validation instance: no side effects
 	}
+	if d.cfg != nil {
+		if err := d.metrics.serve(d.cfg.MetricsAddress); err != nil {
+			d.metricsErr = fmt.Sprintf("metrics_address %s: %v", d.cfg.MetricsAddress, err)
+			d.logger.Error("cannot serve /metrics", "metrics_address", d.cfg.MetricsAddress, "error", err)
+		}
+	}
 	d.restartBackendLocked()
 	if !d.reloading {
 		d.reloading = true
@@ -182,6 +194,7 @@ func (d *Driver) restartBackendLocked() {
 		d.backend.Stop()
 	}
 	d.backend, d.pool = nil, nil
+	d.metrics.setPools(nil)
 	d.started = true
 	if d.cfgErr != nil {
 		return
@@ -209,7 +222,8 @@ func (d *Driver) restartBackendLocked() {
 			d.mu.Unlock()
 			return
 		}
-		d.pool = p
+		d.pool = meteredPool{Pool: p, m: d.metrics}
+		d.metrics.setPools(p.Stats)
 		d.mu.Unlock()
 		d.health.set(plugin.HealthHealthy, "ready")
 		d.watchAPI(ctx, b)
@@ -352,6 +366,7 @@ func (d *Driver) Shutdown(context.Context) error {
 	d.cancel()
 	d.tasks.detachAll()
 	d.wg.Wait()
+	d.metrics.stop()
 	if b != nil && b.Stop != nil {
 		b.Stop()
 	}

@@ -102,7 +102,7 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 	health, desc, changed := d.health.get()
 	attrs := map[string]any{attrPrefix + ".version": Version}
 	d.mu.Lock()
-	p := d.pool
+	p, metricsErr := d.pool, d.metricsErr
 	d.mu.Unlock()
 	var failing []string
 	if p != nil {
@@ -120,6 +120,9 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 				failing = append(failing, st.Error)
 			}
 		}
+	}
+	if metricsErr != "" {
+		failing = append(failing, metricsErr)
 	}
 	if len(failing) > 0 && health == plugin.HealthHealthy {
 		// The driver stays healthy: the other pools serve, and a task on a
