@@ -18,19 +18,22 @@ import (
 
 // nomadBackend is the production backend: the sandbox runner and the pool manager
 // over the Nomad API. Building it makes no remote call; StartPool waits, with
-// backoff, for the API to answer.
-func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
-	client, err := pool.NewClient(cfg.API)
+// backoff, for the API to answer. Every call sends token as it is then.
+func nomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error) {
+	apiCfg := cfg.API
+	apiCfg.Token = "" // not baked into the client: each call reads token
+	client, err := pool.NewClient(apiCfg)
 	if err != nil {
 		return nil, fmt.Errorf("nomad api client: %w", err)
 	}
 	var (
 		mu        sync.Mutex
 		mgr       *pool.Manager
+		stopped   bool                  // Stop ran: a Manager started after it is stopped at once
 		ready     = make(chan struct{}) // closed once mgr is first set
 		readyOnce sync.Once
 	)
-	runner := &sandbox.Runner{Client: client, Logger: logger.Named("sandbox")}
+	runner := &sandbox.Runner{Client: client, Token: token, Logger: logger.Named("sandbox")}
 	runner.OnSessionLost = func(allocID string) {
 		mu.Lock()
 		m := mgr
@@ -59,23 +62,23 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 			return m.AllocDone(ctx, allocID)
 		},
 		Usage: func(ctx context.Context, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
-			return usage(ctx, client, ns, allocID, task)
+			return usage(ctx, client, token, ns, allocID, task)
 		},
 		Check: func(ctx context.Context) error {
-			if _, err := agentSelf(ctx, client); err != nil {
+			if _, err := agentSelf(ctx, client, token); err != nil {
 				return fmt.Errorf("nomad api at %s: %w", client.Address(), err)
 			}
 			return nil
 		},
 		StartPool: func(ctx context.Context) (Pool, error) {
-			nodeID, root, err := localNode(ctx, client, logger)
+			nodeID, root, err := localNode(ctx, client, token, logger)
 			if err != nil {
 				return nil, err
 			}
 			// A warm allocation is warm only once its launch session is
 			// open (sandbox.Runner.Prime); a lost session sends it back.
 			m, err := pool.New(pool.Options{
-				Client: client, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
+				Client: client, Token: token, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
 				Logger: logger.Named("pool"), OnChange: onChange,
 				Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
 					err := runner.Prime(ctx, sandbox.Ref{Namespace: cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
@@ -94,6 +97,11 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 				return nil, err
 			}
 			mu.Lock()
+			if stopped { // Stop ran while this Manager started: it must not live on
+				mu.Unlock()
+				m.Stop()
+				return nil, fmt.Errorf("start pools: %w", pool.ErrStopped)
+			}
 			mgr = m
 			mu.Unlock()
 			readyOnce.Do(func() { close(ready) })
@@ -102,10 +110,12 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 		Stop: func() {
 			mu.Lock()
 			defer mu.Unlock()
+			stopped = true
 			if mgr != nil {
 				mgr.Stop()
 				mgr = nil
 			}
+			readyOnce.Do(func() { close(ready) }) // a waiting AllocDone says ErrStopped
 			runner.Close()
 		},
 	}, nil
@@ -113,10 +123,10 @@ func nomadBackend(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, 
 
 // localNode asks the local agent for its node id and its allocation dir,
 // retrying until it answers.
-func localNode(ctx context.Context, c *api.Client, logger hclog.Logger) (string, string, error) {
+func localNode(ctx context.Context, c *api.Client, token *pool.Token, logger hclog.Logger) (string, string, error) {
 	backoff := 500 * time.Millisecond
 	for {
-		self, err := agentSelf(ctx, c)
+		self, err := agentSelf(ctx, c, token)
 		if err == nil {
 			if id := self.Stats["client"]["node_id"]; id != "" {
 				return id, allocRootOf(self), nil
@@ -144,11 +154,12 @@ func allocRootOf(self *api.AgentSelf) string {
 	return filepath.Join(d, "alloc")
 }
 
-func agentSelf(ctx context.Context, c *api.Client) (*api.AgentSelf, error) {
+func agentSelf(ctx context.Context, c *api.Client, token *pool.Token) (*api.AgentSelf, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
 	var self api.AgentSelf
-	if _, err := c.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+	q := (&api.QueryOptions{AuthToken: token.Secret()}).WithContext(ctx)
+	if _, err := c.Raw().Query("/v1/agent/self", &self, q); err != nil {
 		if ue := (api.UnexpectedResponseError{}); errors.As(err, &ue) && ue.StatusCode() == 403 {
 			// The token itself never appears: only what it lacks.
 			return nil, fmt.Errorf("read /v1/agent/self: %w: permission denied: the plugin's ACL token needs agent read (see example/acl.hcl), or it is missing or unknown: set token_file", err)
@@ -158,8 +169,8 @@ func agentSelf(ctx context.Context, c *api.Client) (*api.AgentSelf, error) {
 	return &self, nil
 }
 
-func usage(ctx context.Context, c *api.Client, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
-	q := (&api.QueryOptions{Namespace: ns}).WithContext(ctx)
+func usage(ctx context.Context, c *api.Client, token *pool.Token, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
+	q := (&api.QueryOptions{Namespace: ns, AuthToken: token.Secret()}).WithContext(ctx)
 	a := &api.Allocation{ID: allocID, Namespace: ns}
 	ru, err := c.Allocations().Stats(a, q)
 	if err != nil {

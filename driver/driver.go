@@ -54,11 +54,13 @@ type Runner interface {
 	Signal(ctx context.Context, ref sandbox.Ref, runID, sig string) error
 	Exec(ctx context.Context, ref sandbox.Ref, runID string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)
 	Cleanup(ctx context.Context, ref sandbox.Ref, runID string) error
-	SessionUser(allocID string) (uid, gid int, ok bool)
+	SessionInfo(allocID string) (sandbox.SessionInfo, bool)
 }
 
-// BackendFactory builds the backend for a validated config, without any remote call.
-type BackendFactory func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error)
+// BackendFactory builds the backend for a validated config, without any remote
+// call. Every API call it makes sends token as it is at that call: a rotated
+// token_file changes the value, never the backend.
+type BackendFactory func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error)
 
 // Driver implements plugin.Driver.
 type Driver struct {
@@ -74,9 +76,12 @@ type Driver struct {
 	started   bool // long-lived instance: backend being built or running
 	cfg       *Config
 	cfgErr    error
+	token     *pool.Token // the plugin's ACL token, read by each API call
 	backend   *Backend
-	pool      Pool // set once the backend's pools run
-	stopBuild context.CancelFunc
+	// backendSet is closed, and replaced, whenever a new backend is set.
+	backendSet chan struct{}
+	pool       Pool // set once the backend's pools run
+	stopBuild  context.CancelFunc
 	// startRetry is the pause before starting the pools again after a
 	// failed start (a token lacking a right, a template Nomad refused), so
 	// an operator's fix takes effect without restarting the agent.
@@ -106,6 +111,8 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 	d := &Driver{
 		logger:      logger.Named("driver"),
 		newBackend:  newBackend,
+		token:       pool.NewToken(""),
+		backendSet:  make(chan struct{}),
 		ctx:         ctx,
 		cancel:      cancel,
 		health:      newHealthState(),
@@ -159,18 +166,15 @@ func (d *Driver) SetConfig(_ context.Context, msgpackConfig []byte, agent *plugi
 	} else {
 		d.cfg, d.cfgErr = parseConfig(&raw)
 	}
+	if d.cfg != nil {
+		d.token.Set(d.cfg.API.Token)
+	}
 	if d.cfgErr != nil {
 		d.logger.Error("invalid plugin config; driver stays unhealthy", "error", d.cfgErr)
 		d.health.set(plugin.HealthUnhealthy, "invalid plugin config: "+oneLine(d.cfgErr))
 	}
 	if agent == nil {
 		return nil // validation instance: no side effects
-	}
-	if d.cfg != nil {
-		if err := d.metrics.serve(d.cfg.MetricsAddress); err != nil {
-			d.metricsErr = fmt.Sprintf("metrics_address %s: %v", d.cfg.MetricsAddress, err)
-			d.logger.Error("cannot serve /metrics", "metrics_address", d.cfg.MetricsAddress, "error", err)
-		}
 	}
 	d.restartBackendLocked()
 	if !d.reloading {
@@ -199,7 +203,14 @@ func (d *Driver) restartBackendLocked() {
 	if d.cfgErr != nil {
 		return
 	}
-	b, err := d.newBackend(d.cfg, d.logger, d.health.poke)
+	// Once per process (the address is in the block's text); here, so a
+	// config that turns valid on reload serves it too.
+	d.metricsErr = ""
+	if err := d.metrics.serve(d.cfg.MetricsAddress); err != nil {
+		d.metricsErr = fmt.Sprintf("metrics_address %s: %v", d.cfg.MetricsAddress, err)
+		d.logger.Error("cannot serve /metrics", "metrics_address", d.cfg.MetricsAddress, "error", err)
+	}
+	b, err := d.newBackend(d.cfg, d.token, d.logger, d.health.poke)
 	if err != nil {
 		d.cfgErr = err
 		d.logger.Error("cannot build the nomad api backend", "error", err)
@@ -207,6 +218,8 @@ func (d *Driver) restartBackendLocked() {
 		return
 	}
 	d.backend = b
+	close(d.backendSet)
+	d.backendSet = make(chan struct{})
 	ctx, cancel := context.WithCancel(d.ctx)
 	d.stopBuild = cancel
 	d.health.set(plugin.HealthUnhealthy, "starting: connecting to the nomad api")
@@ -340,6 +353,26 @@ func (d *Driver) current() (*Config, *Backend, error) {
 		return d.cfg, nil, errNotConfigured
 	}
 	return d.cfg, d.backend, nil
+}
+
+// waitBackend returns the backend once there is one other than stale: a
+// recovered task waits here while the plugin config is unusable, and a task
+// whose backend was replaced (a new plugin config) moves to the new one. It
+// returns an error only when ctx ends.
+func (d *Driver) waitBackend(ctx context.Context, stale *Backend) (*Backend, error) {
+	for {
+		d.mu.Lock()
+		b, set := d.backend, d.backendSet
+		d.mu.Unlock()
+		if b != nil && b != stale {
+			return b, nil
+		}
+		select {
+		case <-set:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // currentPool returns the running pools, or why they do not run yet.

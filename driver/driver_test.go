@@ -358,6 +358,62 @@ func TestRecoverInNewProcess(t *testing.T) {
 	}
 }
 
+// An agent restart while the plugin config is unusable (a pool's template
+// unreadable, token_file not written yet) recovers the running task from its
+// handle alone. The task keeps running while the driver is unhealthy and
+// reports its exit code and all its output, once, when the config is fixed.
+func TestRecoverWhileConfigUnusable(t *testing.T) {
+	for _, broken := range []string{"jobspec", "token_file"} {
+		t.Run(broken, func(t *testing.T) {
+			e := newEnv(t)
+			e.configure(e.devPool())
+			tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, map[string]string{"OUT": "0123456789"})
+			h := e.start(tc)
+			waitFile(t, tc.StdoutPath, "0123456789")
+			_ = e.drv.Shutdown(context.Background())
+
+			d2 := New(hclog.NewNullLogger(), fakeBackend(e.pool, e.runner, nil))
+			d2.reloadEvery = 50 * time.Millisecond
+			t.Cleanup(func() { _ = d2.Shutdown(context.Background()) })
+			e2 := &env{t: t, pool: e.pool, runner: e.runner, drv: d2, c: plugintest.Serve(t, d2), dir: e.dir}
+			jobspec, tokenFile := filepath.Join(e.dir, "later.nomad.hcl"), filepath.Join(e.dir, "token")
+			fix := func() error { return os.WriteFile(tokenFile, []byte("tok\n"), 0o600) }
+			if broken == "jobspec" {
+				if err := fix(); err != nil {
+					t.Fatal(err)
+				}
+				fix = func() error { return os.WriteFile(jobspec, []byte(`job "x" {}`), 0o644) }
+			} else if err := os.WriteFile(jobspec, []byte(`job "x" {}`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg := map[string]any{"address": nil, "ca_file": nil, "cert_file": nil, "key_file": nil, "namespace": nil,
+				"tls_server_name": nil, "token_file": tokenFile, "pool": map[string]any{"dev": map[string]any{"jobspec": jobspec}}}
+			if _, err := e2.c.Base.SetConfig(context.Background(), &base.SetConfigRequest{MsgpackConfig: encode(t, cfg), PluginApiVersion: "v0.1.0",
+				NomadConfig: &base.NomadConfig{Driver: &base.NomadDriverConfig{ClientMinPort: 14000, ClientMaxPort: 14512}}}); err != nil {
+				t.Fatalf("SetConfig: %v", err)
+			}
+			if fp := e2.waitHealth(drivers.FingerprintResponse_UNHEALTHY); !strings.Contains(fp.HealthDescription, broken) {
+				t.Fatalf("health %q does not name %s", fp.HealthDescription, broken)
+			}
+			h.Config.MsgpackDriverConfig = nil
+			if _, err := e2.c.Driver.RecoverTask(context.Background(), &drivers.RecoverTaskRequest{Handle: h}); err != nil {
+				t.Fatalf("RecoverTask with the config unusable: %v", err)
+			}
+			e.runner.run(runIDOf(tc)).exit <- sandbox.ExitStatus{Code: 4} // the command ends meanwhile
+			if err := fix(); err != nil {
+				t.Fatal(err)
+			}
+			e2.waitHealth(drivers.FingerprintResponse_HEALTHY)
+			if r := e2.wait(tc.Id); r.Result.GetExitCode() != 4 {
+				t.Errorf("exit code after recovery %d, want 4", r.Result.GetExitCode())
+			}
+			if out, _ := os.ReadFile(tc.StdoutPath); string(out) != "0123456789" {
+				t.Errorf("output after recovery %q: repeated or lost", out)
+			}
+		})
+	}
+}
+
 func TestRecoverWithSandboxGoneFails(t *testing.T) {
 	e := newEnv(t)
 	e.configure(e.devPool())

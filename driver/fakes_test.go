@@ -114,7 +114,7 @@ func (r *fakeRunner) Launch(_ context.Context, ref sandbox.Ref, s sandbox.Spec) 
 	if r.launchErr != nil {
 		return r.launchErr
 	}
-	if err := os.MkdirAll(ref.HostAllocDir, 0o755); err != nil {
+	if err := os.MkdirAll(ref.RunDir(s.ID), 0o755); err != nil { // as the real Launch makes it
 		return err
 	}
 	r.runs[s.ID] = &fakeRun{spec: s, stdout: s.Env["OUT"], exit: make(chan sandbox.ExitStatus, 1)}
@@ -178,7 +178,9 @@ func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd 
 
 func (r *fakeRunner) Cleanup(context.Context, sandbox.Ref, string) error { return nil }
 
-func (r *fakeRunner) SessionUser(string) (int, int, bool) { return -1, -1, false }
+func (r *fakeRunner) SessionInfo(string) (sandbox.SessionInfo, bool) {
+	return sandbox.SessionInfo{UID: -1, GID: -1}, false
+}
 
 // kill makes the fake sandbox allocation die from outside.
 func (r *fakeRunner) kill(allocID string) {
@@ -205,7 +207,7 @@ func (r *fakeRunner) allocDone(ctx context.Context, _, allocID string) (string, 
 
 // fakeBackend builds a backend over the fakes; check, when set, answers health probes.
 func fakeBackend(p *fakePool, r *fakeRunner, check func(context.Context) error) BackendFactory {
-	return func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+	return func(cfg *Config, _ *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error) {
 		return &Backend{Runner: r, AllocDone: r.allocDone, Check: check,
 			StartPool: func(context.Context) (Pool, error) { return p, nil }}, nil
 	}

@@ -3,29 +3,55 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
+	"github.com/agentkernel/agentkernel-pool/driver/nsmount"
 	"github.com/agentkernel/agentkernel-pool/driver/taskfiles"
+	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
 // Task files: a sandbox task sees what Nomad prepared for it, and leaves its
-// results where Nomad users look (package taskfiles). The copy in runs on the
-// start path before the command; the copy back when the command has exited,
-// before its exit is reported, and when an idle task is stopped; a refresh
-// before each signal and when the task's files change (filesWatch).
+// results where Nomad users look (package taskfiles, package nsmount). The
+// copy in (or mount) runs on the start path before the command; the copy back
+// (and unmount) when the command has exited, before its exit is reported, and
+// when an idle task is stopped; a refresh before each signal and when the
+// task's files change (filesWatch).
+
+// How a task's files reach its sandbox (driverState.FilesWay), chosen per
+// start and named in the start's task event:
+const (
+	// filesDirect: the sandbox shares the host's filesystem (raw_exec, whose
+	// session sees its alloc dir at the host path): the command is given the
+	// task's own dirs. Nothing is copied, mounted or copied back.
+	filesDirect = "direct"
+	// filesMount: the group's alloc/data, often large (a cloned repository),
+	// is mounted into the sandbox's own mount namespace (package nsmount:
+	// exec, docker with runc); local/ and secrets/, small and owned by the
+	// sandbox's user, are copied.
+	filesMount = "mount"
+	// filesCopy: everything is copied (gVisor, whose processes the host does
+	// not see; or the mount was refused).
+	filesCopy = "copy"
+)
 
 // files is the task's sync with its sandbox, made once per handle.
 func (h *taskHandle) files() *taskfiles.Sync {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sync == nil {
+		trees := taskfiles.Trees(h.cfg.Name, h.state.Claim.TaskName)
+		if h.state.FilesWay == filesMount {
+			trees = slices.DeleteFunc(trees, func(t taskfiles.Tree) bool { return t.Name == sharedTree })
+		}
 		h.sync = &taskfiles.Sync{
-			Task:      allocfs.New(h.cfg.AllocDir, h.cfg.AllocID).WithHardLinks(),
-			Sandbox:   allocfs.New(h.state.HostAllocDir, h.state.Claim.AllocID),
-			Trees:     taskfiles.Trees(h.cfg.Name, h.state.Claim.TaskName),
+			Task:      h.taskDir(),
+			Sandbox:   h.sandboxDir(),
+			Trees:     trees,
 			UID:       h.state.FilesUID,
 			GID:       h.state.FilesGID,
 			StatePath: privateFile(h.cfg.AllocDir, h.cfg.Name, ".agentkernel-files.json"),
@@ -34,29 +60,109 @@ func (h *taskHandle) files() *taskfiles.Sync {
 	return h.sync
 }
 
-// sandboxOwner is who the sandbox's task runs as: the launch session said
-// so; without one, the owner of the sandbox task's local/ dir.
-func sandboxOwner(b *Backend, h *taskHandle) (int, int) {
-	if uid, gid, ok := b.Runner.SessionUser(h.state.Claim.AllocID); ok {
-		return uid, gid
-	}
-	d := allocfs.New(h.state.HostAllocDir, h.state.Claim.AllocID)
-	if e, err := d.Lstat(filepath.Join(h.state.Claim.TaskName, "local")); err == nil {
-		return e.UID, e.GID
-	}
-	return -1, -1
+// sharedTree is the tree a mount shares.
+const sharedTree = "alloc/data"
+
+func (h *taskHandle) taskDir() allocfs.Dir {
+	return allocfs.New(h.cfg.AllocDir, h.cfg.AllocID).WithHardLinks()
 }
 
-// copyIn copies the task's files into its sandbox before the command starts.
+func (h *taskHandle) sandboxDir() allocfs.Dir {
+	return allocfs.New(h.state.HostAllocDir, h.state.Claim.AllocID)
+}
+
+// filesWay chooses how the task's files reach the sandbox, from what its
+// launch session said (uid, gid and alloc dir); without a session the files
+// are copied, owned by the owner of the sandbox task's local/.
+func filesWay(b *Backend, h *taskHandle) (way string, uid, gid int) {
+	if info, ok := b.Runner.SessionInfo(h.state.Claim.AllocID); ok {
+		if filepath.Clean(info.AllocDir) == filepath.Join(h.state.HostAllocDir, "alloc") {
+			return filesDirect, info.UID, info.GID
+		}
+		return filesMount, info.UID, info.GID
+	}
+	if e, err := h.sandboxDir().Lstat(filepath.Join(h.state.Claim.TaskName, "local")); err == nil {
+		return filesCopy, e.UID, e.GID
+	}
+	return filesCopy, -1, -1
+}
+
+// directEnv is the env of a task whose sandbox shares the host's filesystem:
+// its dir variables name the task's own dirs on the host, as raw_exec sets them.
+func directEnv(cfg *plugin.TaskConfig) map[string]string {
+	env := sandboxEnv(cfg.Env)
+	env["NOMAD_ALLOC_DIR"] = filepath.Join(cfg.AllocDir, "alloc")
+	env["NOMAD_TASK_DIR"] = filepath.Join(cfg.AllocDir, cfg.Name, "local")
+	env["NOMAD_SECRETS_DIR"] = filepath.Join(cfg.AllocDir, cfg.Name, "secrets")
+	return env
+}
+
+// copyIn brings the task's files into its sandbox before the command starts,
+// the way h.state.FilesWay says; a mount the sandbox refuses turns into a
+// copy, named in the event.
 func (d *Driver) copyIn(h *taskHandle) error {
 	begin := time.Now()
+	sb := short(h.state.Claim.AllocID)
+	if h.state.FilesWay == filesDirect {
+		d.emit(h.cfg, fmt.Sprintf("Sandbox %s shares the host's filesystem: the command uses the task's own dirs, nothing copied", sb),
+			map[string]string{"mechanism": filesDirect})
+		return nil
+	}
+	var fallback string
+	if h.state.FilesWay == filesMount {
+		if err := h.mountShared(); err != nil {
+			fallback = fmt.Sprintf(" (%s copied: %v)", sharedTree, err)
+			d.logger.Debug("task files: no mount into the sandbox, copying", "task_id", h.cfg.ID, "sandbox_alloc_id", h.state.Claim.AllocID, "error", err)
+			h.mu.Lock()
+			h.state.FilesWay, h.sync = filesCopy, nil
+			h.mu.Unlock()
+		}
+	}
 	st, err := h.files().In()
 	if err != nil {
-		return fmt.Errorf("task files into sandbox %s: %w", short(h.state.Claim.AllocID), err)
+		return fmt.Errorf("task files into sandbox %s: %w", sb, err)
 	}
-	d.emit(h.cfg, fmt.Sprintf("Copied task files into sandbox %s: %s in %s%s", short(h.state.Claim.AllocID), countFiles(st),
-		time.Since(begin).Round(time.Microsecond), skipped(st)), map[string]string{"mechanism": "copy", "files": strconv.Itoa(st.Files)})
+	msg := fmt.Sprintf("Copied task files into sandbox %s: %s in %s%s%s", sb, countFiles(st), time.Since(begin).Round(time.Microsecond), skipped(st), fallback)
+	if h.state.FilesWay == filesMount {
+		msg = fmt.Sprintf("Mounted %s into sandbox %s and copied local/ and secrets/ (%s) in %s%s", sharedTree, sb, countFiles(st), time.Since(begin).Round(time.Microsecond), skipped(st))
+	}
+	d.emit(h.cfg, msg, map[string]string{"mechanism": h.state.FilesWay, "files": strconv.Itoa(st.Files)})
 	return nil
+}
+
+// mountShared mounts the group's alloc/data over the sandbox's, inside the
+// sandbox's mount namespace.
+func (h *taskHandle) mountShared() error {
+	return h.withShared(func(ns *nsmount.Namespace, src *os.File) error { return ns.Mount(src, sharedTree) })
+}
+
+// unmountShared ends the sandbox's view of the group's alloc/data: what its
+// processes do after the command has exited does not reach the task.
+func (h *taskHandle) unmountShared() error {
+	err := h.withShared(func(ns *nsmount.Namespace, src *os.File) error { return ns.Unmount(src, sharedTree) })
+	if errors.Is(err, nsmount.ErrNotFound) {
+		return nil // the sandbox is gone, its namespace and the mount with it
+	}
+	return err
+}
+
+func (h *taskHandle) withShared(fn func(*nsmount.Namespace, *os.File) error) error {
+	alloc, err := h.sandboxDir().OpenDir("alloc")
+	if err != nil {
+		return err
+	}
+	defer alloc.Close()
+	ns, err := nsmount.Find(h.state.Claim.AllocID, alloc, "alloc")
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	src, err := h.taskDir().OpenDir(sharedTree)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	return fn(ns, src)
 }
 
 // copyOut copies back what the command left in local/ and alloc/data, once.
@@ -72,6 +178,11 @@ func (d *Driver) copyOut(h *taskHandle) {
 	h.mu.Unlock()
 	if done {
 		return
+	}
+	if h.state.FilesWay == filesMount {
+		if err := h.unmountShared(); err != nil {
+			d.logger.Warn("unmounting alloc/data from the sandbox failed", "task_id", h.cfg.ID, "sandbox_alloc_id", h.state.Claim.AllocID, "error", err)
+		}
 	}
 	begin := time.Now()
 	st, err := h.files().Out()

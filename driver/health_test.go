@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
@@ -28,7 +29,7 @@ func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 	var mu sync.Mutex
 	denied := true
 	starts := 0
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error) {
 		return &Backend{Runner: e.runner, AllocDone: e.runner.allocDone,
 			StartPool: func(context.Context) (Pool, error) {
 				mu.Lock()
@@ -69,19 +70,27 @@ func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 }
 
 // The files the plugin block names are read again: a token_file that appears
-// after the agent started makes the driver healthy, and a new token in it
-// (a rotation) rebuilds the connection with that token; no restart either way.
+// after the agent started makes the driver healthy, and a new token in it (a
+// rotation) is what the next API call sends, with the same backend and pools:
+// nothing is torn down or started twice, and a running task goes on.
 func TestTokenFileReloaded(t *testing.T) {
 	e := &env{t: t, pool: newFakePool(), runner: newFakeRunner(), dir: t.TempDir()}
 	e.pool.dir = e.dir
 	var mu sync.Mutex
-	var tokens []string
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, logger hclog.Logger, onChange func()) (*Backend, error) {
+	var builds, starts int
+	var tok *pool.Token
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error) {
 		mu.Lock()
-		tokens = append(tokens, cfg.API.Token)
+		builds++
+		tok = token
 		mu.Unlock()
 		return &Backend{Runner: e.runner, AllocDone: e.runner.allocDone,
-			StartPool: func(context.Context) (Pool, error) { return e.pool, nil }}, nil
+			StartPool: func(context.Context) (Pool, error) {
+				mu.Lock()
+				starts++
+				mu.Unlock()
+				return e.pool, nil
+			}}, nil
 	})
 	e.drv.reloadEvery = 50 * time.Millisecond
 	t.Cleanup(func() { _ = e.drv.Shutdown(context.Background()) })
@@ -102,29 +111,33 @@ func TestTokenFileReloaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitHealth(drivers.FingerprintResponse_HEALTHY)
+	mu.Lock()
+	if got := tok.Secret(); got != "first-token" {
+		t.Errorf("token sent after token_file appeared: %q, want first-token", got)
+	}
+	mu.Unlock()
+	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, map[string]string{"OUT": "before"})
+	e.start(tc)
 
 	if err := os.WriteFile(tokenFile, []byte("second-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		got := strings.Join(tokens, ",")
-		mu.Unlock()
-		if got == "first-token,second-token" {
-			break
-		}
+	for tok.Secret() != "second-token" {
 		if time.Now().After(deadline) {
-			t.Fatalf("backends built with tokens %q, want first-token then second-token", got)
+			t.Fatalf("token after the rotation %q, want second-token", tok.Secret())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.waitHealth(drivers.FingerprintResponse_HEALTHY)
-	time.Sleep(200 * time.Millisecond) // unchanged files: no more rebuilds
+	time.Sleep(200 * time.Millisecond) // a few more reloads: no rebuild either
 	mu.Lock()
-	defer mu.Unlock()
-	if len(tokens) != 2 {
-		t.Errorf("backends built %d times, want 2 (%q)", len(tokens), tokens)
+	if builds != 1 || starts != 1 {
+		t.Errorf("backend built %d times and pools started %d times, want once each: a token is a value", builds, starts)
+	}
+	mu.Unlock()
+	e.runner.run(runIDOf(tc)).exit <- sandbox.ExitStatus{Code: 7}
+	if r := e.wait(tc.Id); r.Result.GetExitCode() != 7 {
+		t.Errorf("task running across the rotation: exit code %d, want 7", r.Result.GetExitCode())
 	}
 }
 

@@ -5,16 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
 // RecoverTask implements plugin.Driver: re-attach to a task from its handle alone.
-// It makes no remote call: at agent start Nomad recovers tasks before its HTTP API
-// listens. A task whose sandbox is gone is an error, so Nomad restarts the task; a
-// sandbox that dies later is noticed by the task's watcher once the API answers.
+// It needs nothing else: no remote call (at agent start Nomad recovers tasks
+// before its HTTP API listens), no valid plugin config, no token, no backend.
+// It fails only when the task's run dir is gone from its sandbox, so Nomad
+// restarts the task. The task's watcher waits for a backend (the config fixed,
+// the API back) to report the exit and notice a sandbox that died.
 func (d *Driver) RecoverTask(_ context.Context, th *plugin.TaskHandle) error {
 	if th == nil || th.Config == nil {
 		return errors.New("recover task: handle without task config")
@@ -29,15 +30,14 @@ func (d *Driver) RecoverTask(_ context.Context, th *plugin.TaskHandle) error {
 	if err := json.Unmarshal(th.DriverState, &st); err != nil {
 		return fmt.Errorf("recover task %q: decode driver state: %w", th.Config.ID, err)
 	}
-	_, b, err := d.current()
-	if err != nil {
-		return fmt.Errorf("recover task %q: %w", th.Config.ID, err)
-	}
-	if _, err := os.Stat(st.HostAllocDir); err != nil {
+	if ok, err := st.ref().RunExists(st.RunID); err != nil || !ok {
+		if err == nil {
+			err = errors.New("its run dir is not there")
+		}
 		return fmt.Errorf("recover task %q: sandbox %s is gone: %w", th.Config.ID, short(st.Claim.AllocID), err)
 	}
 	h := &taskHandle{cfg: th.Config, state: st, done: make(chan struct{})}
-	d.track(h, b, loadOffsets(st.OffsetsPath))
+	d.track(h, loadOffsets(st.OffsetsPath))
 	d.logger.Info("recovered task", "task_id", th.Config.ID, "sandbox_alloc_id", st.Claim.AllocID)
 	return nil
 }

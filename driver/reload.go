@@ -16,10 +16,10 @@ const reloadEvery = 15 * time.Second
 // reloadLoop reads the plugin config again every reloadEvery, so that a token
 // written to token_file (a rotation, or a token_file that did not exist yet)
 // takes effect without an agent restart. The config's own text cannot change
-// without one; only the files it names can. It rebuilds the backend only when
-// the config now parses cleanly and either was broken before or carries
-// another token: a file that is briefly missing never tears down working
-// pools.
+// without one; only the files it names can. A new token is a new value for
+// the next API call (see pool.Token): nothing is rebuilt for it. The backend
+// is built only when a config that was broken now parses cleanly; a file that
+// is briefly missing never tears down working pools.
 func (d *Driver) reloadLoop() {
 	t := time.NewTicker(d.reloadEvery)
 	defer t.Stop()
@@ -56,14 +56,14 @@ func (d *Driver) reload() {
 	switch {
 	case d.cfgErr != nil && files != d.reloadFiles:
 		d.logger.Info("the files the plugin config names changed and it is valid now; starting the pools")
-	case d.cfgErr == nil && d.cfg != nil && cfg.API.Token != d.cfg.API.Token:
-		d.logger.Info("token_file holds a new token; reconnecting to the nomad api", "token_file", raw.TokenFile)
-	default:
-		return
+		d.reloadFiles = files
+		d.cfg, d.cfgErr = cfg, nil
+		d.token.Set(cfg.API.Token)
+		d.restartBackendLocked()
+	case d.cfgErr == nil && cfg.API.Token != d.token.Secret():
+		d.logger.Info("token_file holds a new token; the next nomad api calls use it", "token_file", raw.TokenFile)
+		d.token.Set(cfg.API.Token)
 	}
-	d.reloadFiles = files
-	d.cfg, d.cfgErr = cfg, nil
-	d.restartBackendLocked()
 }
 
 // filesState sums up the files a config names (size and time of each), so a

@@ -93,8 +93,11 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	}
 	filesBegin := time.Now()
 	if cfg.AllocDir != "" { // a task without task dirs has no files to carry
-		h.state.Files = true
-		h.state.FilesUID, h.state.FilesGID = sandboxOwner(b, h)
+		h.state.FilesWay, h.state.FilesUID, h.state.FilesGID = filesWay(b, h)
+		h.state.Files = h.state.FilesWay != filesDirect
+		if !h.state.Files {
+			spec.Env = directEnv(cfg)
+		}
 		if err := d.copyIn(h); err != nil {
 			return nil, nil, err
 		}
@@ -109,7 +112,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if err != nil {
 		return nil, nil, err
 	}
-	d.track(h, b, sandbox.Offsets{})
+	d.track(h, sandbox.Offsets{})
 	return th, nil, nil
 }
 
@@ -126,7 +129,7 @@ func (d *Driver) emitClaim(cfg *plugin.TaskConfig, c *pool.Claim, latency time.D
 }
 
 // track registers a task and follows it until it exits or the plugin stops.
-func (d *Driver) track(h *taskHandle, b *Backend, from sandbox.Offsets) {
+func (d *Driver) track(h *taskHandle, from sandbox.Offsets) {
 	ctx, cancel := context.WithCancel(d.ctx)
 	h.cancel = cancel
 	d.tasks.set(h.cfg.ID, h)
@@ -137,16 +140,21 @@ func (d *Driver) track(h *taskHandle, b *Backend, from sandbox.Offsets) {
 	go func() {
 		defer d.wg.Done()
 		defer d.files.remove(h.cfg.ID)
-		d.watch(ctx, h, b, from)
+		d.watch(ctx, h, from)
 	}()
 }
 
 // watch sets the task's exit result from its command, or from the death of its
-// sandbox allocation, whichever comes first.
-func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sandbox.Offsets) {
+// sandbox allocation, whichever comes first. A recovered task waits here for a
+// backend while there is none (plugin config unusable); its command runs on.
+func (d *Driver) watch(ctx context.Context, h *taskHandle, from sandbox.Offsets) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ref := h.state.ref()
+	b, err := d.waitBackend(ctx, nil)
+	if err != nil {
+		return // plugin shutting down or task destroyed: the command lives on
+	}
 	if b.AllocDone != nil {
 		d.wg.Add(1)
 		go func() {
@@ -174,7 +182,6 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sand
 		return
 	}
 	var st sandbox.ExitStatus
-	var err error
 	if b.Ship != nil {
 		st, err = b.Ship(ctx, h.shipJob())
 	} else {
@@ -199,22 +206,21 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, b *Backend, from sand
 	h.setExit(plugin.ExitResult{ExitCode: st.Code, Signal: st.Signal})
 }
 
-// allocDone waits until the task's sandbox allocation stops and says why. It
-// follows the backend across rebuilds (a new token rebuilds it): when the
-// backend it waits on is stopped, it waits on the current one.
+// allocDone waits until the task's sandbox allocation stops and says why. A
+// new token changes no backend; only a new plugin config replaces it, and then
+// the wait moves to the new one.
 func (d *Driver) allocDone(ctx context.Context, b *Backend, ref sandbox.Ref) (string, error) {
 	for {
 		reason, err := b.AllocDone(ctx, ref.Namespace, ref.AllocID)
 		if err == nil || ctx.Err() != nil {
 			return reason, err
 		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(time.Second):
+		if b, err = d.waitBackend(ctx, b); err != nil {
+			return "", err
 		}
-		if _, cur, cerr := d.current(); cerr == nil && cur.AllocDone != nil {
-			b = cur
+		if b.AllocDone == nil {
+			<-ctx.Done()
+			return "", ctx.Err()
 		}
 	}
 }

@@ -42,11 +42,13 @@ type driverState struct {
 	OffsetsPath  string        `json:"offsets_path"`
 	StartedAt    time.Time     `json:"started_at"`
 	ClaimLatency time.Duration `json:"claim_latency"`
-	// Files: the task's local/, secrets/ and alloc/data were copied into the
-	// sandbox, owned by FilesUID:FilesGID, and are copied back (files.go).
-	Files    bool `json:"files,omitempty"`
-	FilesUID int  `json:"files_uid,omitempty"`
-	FilesGID int  `json:"files_gid,omitempty"`
+	// Files: the task's local/, secrets/ and alloc/data were copied (or
+	// mounted, FilesWay) into the sandbox, owned by FilesUID:FilesGID, and
+	// are copied back (files.go). FilesWay "direct" copies nothing.
+	Files    bool   `json:"files,omitempty"`
+	FilesWay string `json:"files_way,omitempty"`
+	FilesUID int    `json:"files_uid,omitempty"`
+	FilesGID int    `json:"files_gid,omitempty"`
 }
 
 func (s *driverState) ref() sandbox.Ref {

@@ -14,7 +14,7 @@ import (
 
 // TestACLTokenRotation: the operator writes a new token into token_file and
 // deletes the old one, with a sandbox task running and no agent restart. The
-// plugin reads the file again and reconnects with the new token: the driver
+// plugin reads the file again and sends the new token from its next call: the driver
 // stays usable, the running task ends normally with all its output, and a new
 // job runs. No secret reaches the agent log.
 func TestACLTokenRotation(t *testing.T) {
@@ -44,13 +44,13 @@ func TestACLTokenRotation(t *testing.T) {
 		t.Fatalf("delete the first token: %v", err)
 	}
 	rotated := time.Now()
-	waitFor(t, 60*time.Second, "the plugin to reconnect with the new token", func() bool {
+	waitFor(t, 60*time.Second, "the plugin to take the new token", func() bool {
 		return strings.Contains(a.Log(), "token_file holds a new token")
 	})
 	if d, ok := a.WaitDriver(driver.Name, 60*time.Second, func(d *api.DriverInfo) bool { return d.Healthy }); !ok {
 		t.Fatalf("driver not healthy after the rotation: %+v", d)
 	}
-	t.Logf("reconnected with the new token %s after the rotation", time.Since(rotated).Round(time.Millisecond))
+	t.Logf("new token in use %s after the rotation", time.Since(rotated).Round(time.Millisecond))
 
 	if err := os.WriteFile(marker+".release", nil, 0o644); err != nil {
 		t.Fatal(err)

@@ -81,13 +81,54 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		if templates[name] == "" {
 			continue
 		}
-		b.Run(name, func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size, 0) })
+		b.Run(name, func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size, benchFiles{}) })
 	}
-	// The same start for a task whose local/ holds 10 small files (a payload,
-	// templates, a script), copied into the sandbox on the start path.
-	if templates["raw_exec"] != "" {
-		b.Run("raw_exec-10-files", func(b *testing.B) { startTaskWarm(b, a, d, c, events, "raw_exec", size, 10) })
+	// The same start for a task with files (raw_exec uses the task's own
+	// dirs, so only isolated pools show their cost): 10 small files in local/
+	// (a payload, templates, a script), copied on the start path; and beside
+	// them a 10,000-file, 200 MiB alloc/data (a cloned repository), which an
+	// exec or runc sandbox gets by a mount, a gVisor one by copy.
+	for _, name := range []string{"exec", "docker-runc", "docker-runsc"} {
+		if templates[name] == "" {
+			continue
+		}
+		b.Run(name+"-10-files", func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size, benchFiles{local: 10}) })
+		if name == "docker-runsc" {
+			continue // a copy per start: BenchmarkTree in driver/taskfiles measures it
+		}
+		tree := bigTree(b)
+		b.Run(name+"-10k-files-200MiB-data", func(b *testing.B) {
+			startTaskWarm(b, a, d, c, events, name, size, benchFiles{local: 10, data: tree})
+		})
 	}
+}
+
+// benchFiles are the files of a benchmarked task: local small files in its
+// local/, and data, a prepared tree moved in as the group's alloc/data for the
+// start and out again afterwards.
+type benchFiles struct {
+	local int
+	data  string
+}
+
+// bigTree is a 10,000-file, 200 MiB tree (100 dirs of 100 files of 20 KiB),
+// made once per benchmark run.
+func bigTree(b *testing.B) string {
+	b.Helper()
+	dir := filepath.Join(b.TempDir(), "data")
+	chunk := make([]byte, 20<<10)
+	for i := range 100 {
+		sub := filepath.Join(dir, fmt.Sprintf("d%03d", i))
+		if err := os.MkdirAll(sub, 0o777); err != nil {
+			b.Fatal(err)
+		}
+		for j := range 100 {
+			if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%03d", j)), chunk, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return dir
 }
 
 // benchPool reports whether BENCH_POOLS (unset: all) names any of names.
@@ -105,8 +146,8 @@ func benchPool(names ...string) bool {
 }
 
 // startTaskWarm times b.N warm starts on one pool of the driver d, each task
-// with files small files in its local/.
-func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugintest.Client, events <-chan plugin.TaskEvent, pool string, size, files int) {
+// with the files given.
+func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugintest.Client, events <-chan plugin.TaskEvent, pool string, size int, files benchFiles) {
 	ctx := context.Background()
 	waitWarmAttr(b, d, pool, size)
 	taskCfg := mustMsgpack(b, map[string]any{"pool": pool, "command": "/bin/true", "args": nil})
@@ -120,12 +161,20 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 		waitIdleCPU(30 * time.Second) // the last refill (an exec chroot, a container) is done
 		allocID := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, time.Now().UnixNano()&0xffffffffffff)
 		allocDir := filepath.Join(root, allocID) // beside the sandboxes, as a real task's is
-		for _, sub := range []string{"private", "local"} {
-			if err := os.MkdirAll(filepath.Join(allocDir, "agent", sub), 0o755); err != nil {
+		for _, sub := range []string{"agent/private", "agent/local", "agent/secrets", "alloc"} {
+			if err := os.MkdirAll(filepath.Join(allocDir, sub), 0o777); err != nil {
 				b.Fatal(err)
 			}
 		}
-		for f := range files {
+		data := filepath.Join(allocDir, "alloc", "data")
+		if files.data != "" {
+			if err := os.Rename(files.data, data); err != nil {
+				b.Fatal(err)
+			}
+		} else if err := os.Mkdir(data, 0o777); err != nil {
+			b.Fatal(err)
+		}
+		for f := range files.local {
 			if err := os.WriteFile(filepath.Join(allocDir, "agent", "local", fmt.Sprintf("file-%d.txt", f)), make([]byte, 1024), 0o644); err != nil {
 				b.Fatal(err)
 			}
@@ -155,6 +204,11 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 		cancel()
 		if _, err := c.Driver.DestroyTask(ctx, &drivers.DestroyTaskRequest{TaskId: tc.Id, Force: true}); err != nil {
 			b.Fatalf("DestroyTask: %v", err)
+		}
+		if files.data != "" {
+			if err := os.Rename(data, files.data); err != nil {
+				b.Fatal(err)
+			}
 		}
 		b.StartTimer()
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/driver/nsmount"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -214,6 +215,13 @@ func TestDockerPools(t *testing.T) {
 			if _, errOut, code := nomadCLI(t, a, "", "job", "stop", "-purge", "e2e-idle"); code != 0 {
 				t.Fatalf("job stop: %s", errOut)
 			}
+
+			// Drop-in: under runc alloc/data is mounted into the
+			// container's mount namespace; gVisor's processes are not the
+			// host's, so everything is copied, and the event says why.
+			waitWarm(t, a, "box", 2)
+			way := map[string]string{"runc": "Mounted alloc/data into sandbox", "runsc": "(alloc/data copied: " + nsmount.ErrNotFound.Error()}[runtime]
+			dropIn(t, a, way, true)
 
 			// The plugin killed mid-task: the command lives on in its
 			// sandbox, and all its output and its exit code arrive.

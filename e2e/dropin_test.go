@@ -25,7 +25,12 @@ import (
 // and a poststop task reads the second. On an isolated (exec) pool and on a
 // raw_exec one.
 func TestDropIn(t *testing.T) {
-	for _, tc := range []struct{ name, template string }{{"exec", "exec.nomad.hcl"}, {"raw_exec", "raw_exec.nomad.hcl"}} {
+	for _, tc := range []struct{ name, template, way string }{
+		// exec: alloc/data mounted into the sandbox's mount namespace, the
+		// rest copied in and back; raw_exec: the task's own dirs, no copy.
+		{"exec", "exec.nomad.hcl", "Mounted alloc/data into sandbox"},
+		{"raw_exec", "raw_exec.nomad.hcl", "shares the host's filesystem: the command uses the task's own dirs"},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := nomadtest.Binary(); err != nil {
 				t.Skipf("skipping e2e: %v", err)
@@ -37,63 +42,77 @@ func TestDropIn(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = w.Write([]byte("echo artifact-ran\n"))
-			}))
-			defer srv.Close()
 			a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock("box", spec, 1, 4)})
 			waitWarm(t, a, "box", 1)
-
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if _, _, err := a.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/e2e-dropin", Items: api.VariableItems{"value": "from-a-variable"}},
-				(&api.WriteOptions{}).WithContext(ctx)); err != nil {
-				t.Fatal(err)
-			}
-			hcl := strings.NewReplacer("ARTIFACT_URL", srv.URL+"/tool.sh", "POOL", "box").Replace(jobHCL(t, "dropin.nomad.hcl"))
-			job, err := a.Client.Jobs().ParseHCLOpts(&api.JobsParseRequest{JobHCL: hcl, Canonicalize: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := a.Client.Jobs().Register(job, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-				t.Fatal(err)
-			}
-			resp, _, err := a.Client.Jobs().Dispatch("e2e-dropin", map[string]string{"issue": "42"}, []byte("fix the flaky test\n"), "", (&api.WriteOptions{}).WithContext(ctx))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var alloc *api.Allocation
-			waitFor(t, 60*time.Second, "the dispatched job's allocation", func() bool {
-				allocs, _, err := a.Client.Jobs().Allocations(resp.DispatchedJobID, false, nil)
-				if err == nil && len(allocs) > 0 {
-					alloc, _, err = a.Client.Allocations().Info(allocs[0].ID, nil)
-					return err == nil
-				}
-				return false
-			})
-			ts := waitTask(t, a, alloc.ID, "upload", "dead", 180*time.Second)
-			agent := waitTask(t, a, alloc.ID, "agent", "dead", 10*time.Second)
-			if code, _ := exitCode(agent); code != 0 {
-				t.Fatalf("agent exit code %d; events:\n%s\nstderr: %s", code, events(agent), stderrOf(t, a, alloc.ID, "agent"))
-			}
-			out := logs(t, a, alloc.ID, "agent")
-			t.Logf("the command's stdout:\n%s\nevents:\n%s", out, events(agent))
-			for _, want := range []string{"fix the flaky test", "issue=42", "from-a-variable", "password=hunter2", "-rw-------", "token-ok", "artifact-ran", "cloned-repo"} {
-				if !strings.Contains(out, want) {
-					t.Errorf("the command did not see %q; stdout:\n%s\nstderr: %s\nevents:\n%s", want, out, stderrOf(t, a, alloc.ID, "agent"), events(agent))
-				}
-			}
-			if !strings.Contains(events(agent), "Copied task files into sandbox") || !strings.Contains(events(agent), "Copied results back from sandbox") {
-				t.Errorf("no task events for the copies:\n%s", events(agent))
-			}
-			got, errOut, code := nomadCLI(t, a, "", "alloc", "fs", alloc.ID, "agent/local/result.txt")
-			if code != 0 || strings.TrimSpace(got) != "result-in-local" {
-				t.Errorf("nomad alloc fs agent/local/result.txt: %q (%s)", got, errOut)
-			}
-			if up := logs(t, a, alloc.ID, "upload"); !strings.Contains(up, "uploaded: result-in-data") {
-				t.Errorf("the poststop task read %q from alloc/data; events:\n%s", up, events(ts))
-			}
+			dropIn(t, a, tc.way, tc.name == "exec")
 		})
+	}
+}
+
+// dropIn runs the drop-in job (see TestDropIn) on the agent's pool "box" and
+// checks what its command saw and left; way is in the task event that names
+// how the files reached the sandbox, and copiedBack says they come back by copy.
+func dropIn(t *testing.T, a *nomadtest.Agent, way string, copiedBack bool) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("echo artifact-ran\n"))
+	}))
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, _, err := a.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/e2e-dropin", Items: api.VariableItems{"value": "from-a-variable"}},
+		(&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	hcl := strings.NewReplacer("ARTIFACT_URL", srv.URL+"/tool.sh", "POOL", "box").Replace(jobHCL(t, "dropin.nomad.hcl"))
+	job, err := a.Client.Jobs().ParseHCLOpts(&api.JobsParseRequest{JobHCL: hcl, Canonicalize: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Client.Jobs().Register(job, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	resp, _, err := a.Client.Jobs().Dispatch("e2e-dropin", map[string]string{"issue": "42"}, []byte("fix the flaky test\n"), "", (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alloc *api.Allocation
+	waitFor(t, 60*time.Second, "the dispatched job's allocation", func() bool {
+		allocs, _, err := a.Client.Jobs().Allocations(resp.DispatchedJobID, false, nil)
+		if err == nil && len(allocs) > 0 {
+			alloc, _, err = a.Client.Allocations().Info(allocs[0].ID, nil)
+			return err == nil
+		}
+		return false
+	})
+	ts := waitTask(t, a, alloc.ID, "upload", "dead", 180*time.Second)
+	agent := waitTask(t, a, alloc.ID, "agent", "dead", 10*time.Second)
+	if code, _ := exitCode(agent); code != 0 {
+		t.Fatalf("agent exit code %d; events:\n%s\nstderr: %s", code, events(agent), stderrOf(t, a, alloc.ID, "agent"))
+	}
+	out := logs(t, a, alloc.ID, "agent")
+	t.Logf("the command's stdout:\n%s\nevents:\n%s", out, events(agent))
+	for _, want := range []string{"fix the flaky test", "issue=42", "from-a-variable", "password=hunter2", "-rw-------", "token-ok", "artifact-ran", "cloned-repo"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the command did not see %q; stdout:\n%s\nstderr: %s\nevents:\n%s", want, out, stderrOf(t, a, alloc.ID, "agent"), events(agent))
+		}
+	}
+	if !strings.Contains(events(agent), way) || copiedBack && !strings.Contains(events(agent), "Copied results back from sandbox") {
+		t.Errorf("no task event names the way the files went (%q):\n%s", way, events(agent))
+	}
+	// Whatever the way, the task's files never land in the sandbox's
+	// alloc dir on the host (a mount lives in the sandbox's namespace).
+	claimed := sandboxOf(agent)
+	if _, err := os.Stat(filepath.Join(a.DataDir, "alloc", claimed, "alloc", "data", "repo")); claimed == "" || err == nil {
+		t.Errorf("the group's alloc/data shows in sandbox %q's alloc dir on the host (%v)", claimed, err)
+	}
+	got, errOut, code := nomadCLI(t, a, "", "alloc", "fs", alloc.ID, "agent/local/result.txt")
+	if code != 0 || strings.TrimSpace(got) != "result-in-local" {
+		t.Errorf("nomad alloc fs agent/local/result.txt: %q (%s)", got, errOut)
+	}
+	if up := logs(t, a, alloc.ID, "upload"); !strings.Contains(up, "uploaded: result-in-data") {
+		t.Errorf("the poststop task read %q from alloc/data; events:\n%s", up, events(ts))
 	}
 }
 

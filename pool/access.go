@@ -35,11 +35,11 @@ func (m *Manager) checkAccess(ctx context.Context) error {
 		_, _, err := m.client.Variables().CheckedUpdate(&api.Variable{
 			Namespace: m.namespace, Path: accessProbePath, ModifyIndex: 1,
 			Items: api.VariableItems{"probe": "1"},
-		}, writeOpts(ctx, m.namespace))
+		}, m.writeOpts(ctx, m.namespace))
 		return err
 	})
 	probe("delete claim record", "variables destroy "+vars, func(ctx context.Context) error {
-		_, err := m.client.Variables().CheckedDelete(accessProbePath, 1, writeOpts(ctx, m.namespace))
+		_, err := m.client.Variables().CheckedDelete(accessProbePath, 1, m.writeOpts(ctx, m.namespace))
 		return err
 	})
 	for _, name := range m.names {
@@ -55,7 +55,7 @@ func (m *Manager) checkAccess(ctx context.Context) error {
 		probe(fmt.Sprintf("dispatch warm instance of pool %q", name), "dispatch-job in namespace "+ns, func(ctx context.Context) error {
 			_, _, err := m.client.Jobs().DispatchOpts(&api.DispatchOptions{
 				JobID: p.jobID, Meta: map[string]string{"agentkernel_pool_access_probe": "1"},
-			}, writeOpts(ctx, m.namespace))
+			}, m.writeOpts(ctx, m.namespace))
 			return err
 		})
 		break // one pool answers for the namespace

@@ -75,7 +75,7 @@ func (m *Manager) readAlloc(ctx context.Context, allocID string) (*api.Allocatio
 	var a *api.Allocation
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		a, _, err = m.client.Allocations().Info(allocID, queryOpts(ctx, m.namespace))
+		a, _, err = m.client.Allocations().Info(allocID, m.queryOpts(ctx, m.namespace))
 		return err
 	})
 	return a, err

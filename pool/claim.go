@@ -272,7 +272,7 @@ func (m *Manager) createClaim(ctx context.Context, path string, items api.Variab
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		v := &api.Variable{Namespace: m.namespace, Path: path, Items: items}
 		var err error
-		created, _, err = m.client.Variables().CheckedCreate(v, writeOpts(ctx, m.namespace))
+		created, _, err = m.client.Variables().CheckedCreate(v, m.writeOpts(ctx, m.namespace))
 		return err
 	})
 	var conflict api.ErrCASConflict
@@ -287,7 +287,7 @@ func (m *Manager) createClaim(ctx context.Context, path string, items api.Variab
 		// The conflict answer may carry metadata only; read the record.
 		err := call(ctx, retryAttempts, func(ctx context.Context) error {
 			var err error
-			existing, _, err = m.client.Variables().Read(path, queryOpts(ctx, m.namespace))
+			existing, _, err = m.client.Variables().Read(path, m.queryOpts(ctx, m.namespace))
 			return err
 		})
 		if isNotFound(err) {
@@ -321,7 +321,7 @@ func (m *Manager) allocRunningLocked(in *instance) bool {
 func (m *Manager) confirmAlloc(ctx context.Context, in *instance) error {
 	var stubs []*api.AllocationListStub
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		q := queryOpts(ctx, m.namespace)
+		q := m.queryOpts(ctx, m.namespace)
 		q.Prefix = in.allocID
 		var err error
 		stubs, _, err = m.client.Allocations().List(q)
@@ -403,7 +403,7 @@ func (m *Manager) readVariable(ctx context.Context, path string) (*api.Variable,
 	var v *api.Variable
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		v, _, err = m.client.Variables().Read(path, queryOpts(ctx, m.namespace))
+		v, _, err = m.client.Variables().Read(path, m.queryOpts(ctx, m.namespace))
 		return err
 	})
 	return v, err

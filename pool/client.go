@@ -172,3 +172,18 @@ func queryOpts(ctx context.Context, ns string) *api.QueryOptions {
 func writeOpts(ctx context.Context, ns string) *api.WriteOptions {
 	return (&api.WriteOptions{Namespace: ns}).WithContext(ctx)
 }
+
+// queryOpts returns the Manager's read options: bound to ctx, in namespace ns,
+// with the token as it is now (see Token).
+func (m *Manager) queryOpts(ctx context.Context, ns string) *api.QueryOptions {
+	q := queryOpts(ctx, ns)
+	q.AuthToken = m.token.Secret()
+	return q
+}
+
+// writeOpts returns the Manager's write options, as queryOpts.
+func (m *Manager) writeOpts(ctx context.Context, ns string) *api.WriteOptions {
+	w := writeOpts(ctx, ns)
+	w.AuthToken = m.token.Secret()
+	return w
+}

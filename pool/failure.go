@@ -120,7 +120,7 @@ func (m *Manager) failureReason(ctx context.Context, in *instance) (string, erro
 	var allocs []*api.AllocationListStub
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		allocs, _, err = m.client.Jobs().Allocations(in.jobID, true, queryOpts(ctx, m.namespace))
+		allocs, _, err = m.client.Jobs().Allocations(in.jobID, true, m.queryOpts(ctx, m.namespace))
 		return err
 	})
 	if err != nil {
@@ -203,7 +203,7 @@ func (m *Manager) placementReason(ctx context.Context, in *instance) (string, er
 	var evals []*api.Evaluation
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		evals, _, err = m.client.Jobs().Evaluations(in.jobID, queryOpts(ctx, m.namespace))
+		evals, _, err = m.client.Jobs().Evaluations(in.jobID, m.queryOpts(ctx, m.namespace))
 		return err
 	})
 	if err != nil {

@@ -168,7 +168,7 @@ func (m *Manager) setWatchErr(name string, err error) {
 
 // listJobs reads this node's pool jobs, blocking until index is passed.
 func (m *Manager) listJobs(ctx context.Context, index uint64) (uint64, error) {
-	q := queryOpts(ctx, m.namespace)
+	q := m.queryOpts(ctx, m.namespace)
 	q.Prefix = jobPrefix
 	q.Filter = fmt.Sprintf(`ID matches "^%s.+-%s(%s.+)?$"`, jobPrefix, m.node8, dispatchSep)
 	q.WaitIndex, q.WaitTime = index, blockWait
@@ -202,7 +202,7 @@ func liveAllocFilter(node8, nodeID string) string {
 
 // listAllocs reads live allocations of this node's children.
 func (m *Manager) listAllocs(ctx context.Context, index uint64) (uint64, error) {
-	q := queryOpts(ctx, m.namespace)
+	q := m.queryOpts(ctx, m.namespace)
 	q.Filter = liveAllocFilter(m.node8, m.nodeID)
 	q.WaitIndex, q.WaitTime = index, blockWait
 	stubs, qm, err := m.client.Allocations().List(q)
@@ -224,7 +224,7 @@ func (m *Manager) listAllocs(ctx context.Context, index uint64) (uint64, error) 
 
 // listClaims reads every claim record (all nodes: paths carry no node).
 func (m *Manager) listClaims(ctx context.Context, index uint64) (uint64, error) {
-	q := queryOpts(ctx, m.namespace)
+	q := m.queryOpts(ctx, m.namespace)
 	q.WaitIndex, q.WaitTime = index, blockWait
 	vars, qm, err := m.client.Variables().PrefixList(claimRoot, q)
 	if err != nil {

@@ -13,7 +13,7 @@ func (m *Manager) loadNode(ctx context.Context) error {
 	var node *api.Node
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		node, _, err = m.client.Nodes().Info(m.nodeID, queryOpts(ctx, ""))
+		node, _, err = m.client.Nodes().Info(m.nodeID, m.queryOpts(ctx, ""))
 		return err
 	})
 	if err != nil {

@@ -54,7 +54,10 @@ type Config struct {
 
 // Options configures a Manager.
 type Options struct {
-	Client    *api.Client
+	Client *api.Client
+	// Token, when set, is the ACL token of every call, read at each call, so
+	// a new token takes effect without a new Manager; nil means the client's.
+	Token     *Token
 	NodeID    string // the Nomad node whose pools this Manager keeps
 	Namespace string // where warm jobs and claim records live; default "default"
 	Pools     []Config
@@ -90,6 +93,7 @@ type Stats struct {
 // Stop it when done.
 type Manager struct {
 	client    *api.Client
+	token     *Token
 	nodeID    string
 	node8     string
 	namespace string
@@ -176,6 +180,7 @@ func New(opts Options) (*Manager, error) {
 	_, _ = rand.Read(id)
 	m := &Manager{
 		client:     opts.Client,
+		token:      opts.Token,
 		nodeID:     opts.NodeID,
 		node8:      opts.NodeID[:8],
 		namespace:  opts.Namespace,

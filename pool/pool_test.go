@@ -325,3 +325,32 @@ func TestClaimConfirmsWhenWatchFails(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "claim record given back", func() bool { return len(srv.Vars(claimRoot)) == before })
 }
+
+// A rotated token takes effect on the Manager's next call: the old token is
+// deleted, the new one set, and the same Manager claims and releases with no
+// restart and without losing its warm instance.
+func TestTokenRotationKeepsTheManager(t *testing.T) {
+	srv := pooltest.New()
+	t.Cleanup(srv.Close)
+	srv.RequireToken("first")
+	tok := NewToken("first")
+	m := newManager(t, srv, func(m *Manager) { m.token = tok }, Config{Name: "py", Size: 1, Max: 3})
+	if err := m.Start(ctx(t, 10*time.Second)); err != nil {
+		t.Fatalf("start with the first token: %v", err)
+	}
+	waitFor(t, 5*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
+
+	srv.RequireToken("second") // the operator deleted the first token
+	if _, err := m.Claim(ctx(t, 2*time.Second), "py", Owner{AllocID: "owner-0"}); err == nil {
+		t.Fatal("claim with a deleted token succeeded: the fake does not check tokens")
+	}
+	tok.Set("second")
+	c, err := m.Claim(ctx(t, 5*time.Second), "py", Owner{AllocID: "owner-1"})
+	if err != nil {
+		t.Fatalf("claim after the rotation: %v", err)
+	}
+	if err := m.Release(ctx(t, 5*time.Second), c); err != nil {
+		t.Fatalf("release after the rotation: %v", err)
+	}
+	waitFor(t, 5*time.Second, "1 warm again", func() bool { s := m.Stats()["py"]; return s.Warm == 1 && s.Claimed == 0 })
+}

@@ -226,7 +226,7 @@ func (m *Manager) ownerGone(ctx context.Context, o Owner) (string, error) {
 	var a *api.Allocation
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		a, _, err = m.client.Allocations().Info(o.AllocID, queryOpts(ctx, ns))
+		a, _, err = m.client.Allocations().Info(o.AllocID, m.queryOpts(ctx, ns))
 		return err
 	})
 	switch {

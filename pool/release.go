@@ -51,7 +51,7 @@ func (m *Manager) purgeJob(ctx context.Context, jobID string) error {
 	var wm *api.WriteMeta
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		_, wm, err = m.client.Jobs().Deregister(jobID, true, writeOpts(ctx, m.namespace))
+		_, wm, err = m.client.Jobs().Deregister(jobID, true, m.writeOpts(ctx, m.namespace))
 		if isNotFound(err) {
 			wm, err = nil, nil
 		}
@@ -87,7 +87,7 @@ func (m *Manager) deleteClaim(ctx context.Context, pool, allocID string) error {
 	var wm *api.WriteMeta
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		wm, err = m.client.Variables().Delete(path, writeOpts(ctx, m.namespace))
+		wm, err = m.client.Variables().Delete(path, m.writeOpts(ctx, m.namespace))
 		if isNotFound(err) {
 			wm, err = nil, nil
 		}

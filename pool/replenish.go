@@ -216,7 +216,7 @@ func (m *Manager) dispatch(p *pool) {
 	_, _ = rand.Read(token)
 	var resp *api.JobDispatchResponse
 	err := call(m.ctx, retryAttempts, func(ctx context.Context) error {
-		wo := writeOpts(ctx, m.namespace)
+		wo := m.writeOpts(ctx, m.namespace)
 		// The same token on every attempt: a retry after a lost answer
 		// returns the first child instead of making a second.
 		wo.IdempotencyToken = hex.EncodeToString(token)

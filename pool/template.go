@@ -101,7 +101,7 @@ func (m *Manager) buildTemplate(ctx context.Context, p *pool, data []byte) (*war
 	var job api.Job
 	req := &api.JobsParseRequest{JobHCL: string(data)}
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		_, err := m.client.Raw().Write("/v1/jobs/parse", req, &job, writeOpts(ctx, m.namespace))
+		_, err := m.client.Raw().Write("/v1/jobs/parse", req, &job, m.writeOpts(ctx, m.namespace))
 		return err
 	})
 	if err != nil {
@@ -213,7 +213,7 @@ func (m *Manager) register(ctx context.Context, p *pool, t *warmTemplate) error 
 	var cur *api.Job
 	err := call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		cur, _, err = m.client.Jobs().Info(p.jobID, queryOpts(ctx, m.namespace))
+		cur, _, err = m.client.Jobs().Info(p.jobID, m.queryOpts(ctx, m.namespace))
 		if isNotFound(err) {
 			cur, err = nil, nil
 		}
@@ -230,7 +230,7 @@ func (m *Manager) register(ctx context.Context, p *pool, t *warmTemplate) error 
 	var resp *api.JobRegisterResponse
 	err = call(ctx, retryAttempts, func(ctx context.Context) error {
 		var err error
-		resp, _, err = m.client.Jobs().Register(t.job, writeOpts(ctx, m.namespace))
+		resp, _, err = m.client.Jobs().Register(t.job, m.writeOpts(ctx, m.namespace))
 		return err
 	})
 	if err != nil {

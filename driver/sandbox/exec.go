@@ -97,7 +97,7 @@ func (r *Runner) AllocGone(ctx context.Context, ref Ref) (gone bool, why string,
 	}
 	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))
 	defer cancel()
-	a, _, err := r.Client.Allocations().Info(ref.AllocID, (&api.QueryOptions{Namespace: ref.Namespace}).WithContext(ctx))
+	a, _, err := r.Client.Allocations().Info(ref.AllocID, r.query(ctx, ref.Namespace))
 	if err != nil {
 		var ue api.UnexpectedResponseError
 		if errors.As(err, &ue) && ue.StatusCode() == http.StatusNotFound {

@@ -37,8 +37,10 @@ import (
 // sessionScript runs as sh -c <it> akp-session. Everything a start needs is
 // forked before the start (a fork costs milliseconds under gVisor, and so does
 // every file the sandbox opens there): a supervisor R whose pipeline is a
-// reader X and the command-to-be B. Then it answers "ready <uid> <gid>" (the
-// task user, who must own the files the host writes for it) and waits. Given a
+// reader X and the command-to-be B. Then it answers "ready <uid> <gid>
+// <alloc dir>" (the task user, who must own the files the host writes for it,
+// and where the sandbox sees its shared alloc dir: a host path means it shares
+// the host's filesystem) and waits. Given a
 // run id on the session's stdin (fd 3), X hands it to B over their pipe, and B
 // answers "started <id>" (on fd 4, the session's stdout, which no one else
 // keeps: a running task holds no exec session) and ends the waiting shell, so
@@ -80,9 +82,10 @@ exec 3<&0 4>&1
 			echo "agentkernel-pool: cannot read the command line of run $id" >&2
 			exit 127
 		fi
+		. "$e" || exit
 		t=${NOMAD_TASK_DIR%/*}
 		cd "${t:-/}" 2>/dev/null || cd /
-		. "$e" && exec $s "$@"
+		exec $s "$@"
 	} &
 	exec 3<&- 4>&-
 	wait $!
@@ -94,7 +97,7 @@ exec 3<&0 4>&1
 ) </dev/null >/dev/null 2>>"$a/session.log" &
 exec 3<&- 4>&-
 trap 'exit 0' TERM
-echo "ready $(id -u 2>/dev/null || echo -1) $(id -g 2>/dev/null || echo -1)"
+echo "ready $(id -u 2>/dev/null || echo -1) $(id -g 2>/dev/null || echo -1) ${NOMAD_ALLOC_DIR:-/alloc}"
 wait
 `
 
@@ -111,12 +114,12 @@ const (
 
 // session is an open launch session into one sandbox.
 type session struct {
-	ref      Ref
-	stdin    *io.PipeWriter
-	lines    chan string   // the shell's answers
-	done     chan struct{} // closed when the exec has ended
-	uid, gid int
-	once     sync.Once
+	ref   Ref
+	stdin *io.PipeWriter
+	lines chan string   // the shell's answers
+	done  chan struct{} // closed when the exec has ended
+	info  SessionInfo
+	once  sync.Once
 }
 
 // close ends the session: the shell reads EOF and exits.
@@ -168,10 +171,11 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 	defer cancel()
 	select {
 	case line, ok := <-s.lines:
-		f := strings.Fields(line)
-		if ok && len(f) == 3 && f[0] == "ready" {
-			s.uid, _ = strconv.Atoi(f[1])
-			s.gid, _ = strconv.Atoi(f[2])
+		f := strings.SplitN(line, " ", 4)
+		if ok && len(f) == 4 && f[0] == "ready" {
+			s.info.UID, _ = strconv.Atoi(f[1])
+			s.info.GID, _ = strconv.Atoi(f[2])
+			s.info.AllocDir = f[3]
 			r.mu.Lock()
 			if r.sessions == nil {
 				r.sessions = map[string]*session{}
@@ -228,16 +232,22 @@ func (r *Runner) takeSession(allocID string) *session {
 	return s
 }
 
-// SessionUser is the uid and gid the sandbox's task runs as, as its open
-// launch session said; ok is false without one.
-func (r *Runner) SessionUser(allocID string) (uid, gid int, ok bool) {
+// SessionInfo is what a sandbox's launch session said about it when it opened.
+type SessionInfo struct {
+	UID, GID int    // the sandbox task's user
+	AllocDir string // its shared alloc dir, as the sandbox sees it
+}
+
+// SessionInfo is what the sandbox's open launch session said; ok is false
+// without one.
+func (r *Runner) SessionInfo(allocID string) (SessionInfo, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.sessions[allocID]
 	if !ok {
-		return -1, -1, false
+		return SessionInfo{UID: -1, GID: -1}, false
 	}
-	return s.uid, s.gid, true
+	return s.info, true
 }
 
 // Close ends every launch session; runs they started are not touched.
@@ -269,7 +279,7 @@ func (r *Runner) launchSession(ctx context.Context, s *session, spec Spec, env [
 			return true, false, err
 		}
 	}
-	if err := files.CreateFile(ref.envRel(spec.ID), env, 0o600, s.uid, s.gid); err != nil {
+	if err := files.CreateFile(ref.envRel(spec.ID), env, 0o600, s.info.UID, s.info.GID); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return false, false, nil // no secrets dir on the host: the exec launcher writes it inside
 		}
@@ -282,7 +292,7 @@ func (r *Runner) launchSession(ctx context.Context, s *session, spec Spec, env [
 	for _, a := range spec.Args {
 		argv += " " + shQuote(a)
 	}
-	if err := files.CreateFile(path.Join(dir, fileArgv), []byte(argv+"\n"), 0o644, s.uid, s.gid); err != nil {
+	if err := files.CreateFile(path.Join(dir, fileArgv), []byte(argv+"\n"), 0o644, s.info.UID, s.info.GID); err != nil {
 		return true, false, fmt.Errorf("write argv file: %w", err)
 	}
 	if _, err := s.stdin.Write([]byte(spec.ID + "\n")); err != nil {

@@ -213,6 +213,6 @@ func TestPrimedLaunchLeavesNoSessionOpen(t *testing.T) {
 
 // primed reports whether the runner holds a launch session into the sandbox.
 func primed(r *Runner, allocID string) bool {
-	_, _, ok := r.SessionUser(allocID)
+	_, ok := r.SessionInfo(allocID)
 	return ok
 }

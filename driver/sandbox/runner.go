@@ -95,6 +95,9 @@ type Spec struct {
 // Runner runs commands in sandboxes through the Nomad API.
 type Runner struct {
 	Client *api.Client
+	// Token, when set, is read at each call for the ACL token to send, so a
+	// rotated token needs no new Runner; nil sends the client's own.
+	Token  interface{ Secret() string }
 	Logger hclog.Logger
 
 	// Zero values take the Default* constants.
@@ -126,6 +129,16 @@ func checkRunID(id string) error {
 		return fmt.Errorf("invalid run id %q: want 1 to 128 of [A-Za-z0-9._-], not starting with a dot", id)
 	}
 	return nil
+}
+
+// query is the options of one API call: bound to ctx, in namespace ns, with
+// the token as it is now.
+func (r *Runner) query(ctx context.Context, ns string) *api.QueryOptions {
+	q := (&api.QueryOptions{Namespace: ns}).WithContext(ctx)
+	if r.Token != nil {
+		q.AuthToken = r.Token.Secret()
+	}
+	return q
 }
 
 func (r *Runner) logger() hclog.Logger {

@@ -37,13 +37,14 @@ const (
 )
 
 // shCommand is the command of a run, started in the background with its
-// stdio on the run's files: in the sandbox's task dir (the parent of
-// NOMAD_TASK_DIR: "/" under exec and docker, <alloc>/<task> under raw_exec, so
-// local/x means what it means under any driver), with the env file sourced,
+// stdio on the run's files: with the env file sourced, in the task dir (the
+// parent of NOMAD_TASK_DIR after sourcing it: "/" under exec and docker,
+// <alloc>/<task> under raw_exec, so local/x means what it means under any
+// driver; a raw_exec run's env names the claiming task's own dirs),
 // through setsid when there is one (a session of its own, as Nomad starts
 // tasks; setsid does not fork there, so the pid stays the command's). $s is
 // setsid's path, $d the run dir and $e the env file.
-const shCommand = `(t=${NOMAD_TASK_DIR%/*}; cd "${t:-/}" 2>/dev/null || cd /; . "$e" && exec $s "$@") </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `" &`
+const shCommand = `(. "$e" || exit; t=${NOMAD_TASK_DIR%/*}; cd "${t:-/}" 2>/dev/null || cd /; exec $s "$@") </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `" &`
 
 // shSetsid sets $s to setsid's path, or empty.
 const shSetsid = `s=

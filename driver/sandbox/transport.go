@@ -32,7 +32,7 @@ func (r *Runner) call(ctx context.Context, ref Ref, tty bool, cmd []string,
 		// through the agent it talks to (this node's own) instead of dialing the
 		// node's advertised address.
 		alloc := &api.Allocation{ID: ref.AllocID, Namespace: ref.Namespace}
-		q := (&api.QueryOptions{Namespace: ref.Namespace}).WithContext(ctx)
+		q := r.query(ctx, ref.Namespace)
 		code, err := r.Client.Allocations().Exec(ctx, alloc, ref.Task, tty, cmd, stdin, stdout, stderr, resize, q)
 		done <- result{code, err}
 	}()

@@ -57,8 +57,17 @@ type Server struct {
 	unplaceable     *api.AllocationMetric
 	evals           map[string][]*api.Evaluation // by job ID
 	dispatched      []time.Time
+	aclToken        string
 	beforeVarWrite  func(path, cas string)
 	beforeAllocRead func(allocID string)
+}
+
+// RequireToken makes every request without X-Nomad-Token secret fail with
+// 403, as Nomad answers an unknown or deleted token; "" accepts any.
+func (s *Server) RequireToken(secret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.aclToken = secret
 }
 
 // SetParseFunc sets what /v1/jobs/parse answers; the default is DefaultJob.
@@ -235,6 +244,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	s.mu.Lock()
 	s.calls[r.Method+" "+path]++
+	if s.aclToken != "" && r.Header.Get("X-Nomad-Token") != s.aclToken {
+		s.mu.Unlock()
+		http.Error(w, "Permission denied", http.StatusForbidden)
+		return
+	}
 	var fault *Fault
 	for i, f := range s.faults {
 		if (f.Method == "" || f.Method == r.Method) && strings.HasPrefix(path, f.Path) && strings.Contains(r.URL.RawQuery, f.Query) {
