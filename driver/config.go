@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -31,6 +32,7 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"key_file":        hclspec.NewAttr("key_file", "string", false),
 	"tls_server_name": hclspec.NewAttr("tls_server_name", "string", false),
 	"namespace":       hclspec.NewAttr("namespace", "string", false),
+	"metrics_address": hclspec.NewAttr("metrics_address", "string", false),
 	"pool": hclspec.NewBlockMap("pool", []string{"name"}, hclspec.NewObject(map[string]*hclspec.Spec{
 		"jobspec":       hclspec.NewAttr("jobspec", "string", false),
 		"size":          hclspec.NewAttr("size", "string", false),
@@ -49,6 +51,7 @@ type rawConfig struct {
 	KeyFile       string             `codec:"key_file"`
 	TLSServerName string             `codec:"tls_server_name"`
 	Namespace     string             `codec:"namespace"`
+	MetricsAddr   string             `codec:"metrics_address"`
 	Pools         map[string]rawPool `codec:"pool"`
 }
 
@@ -69,6 +72,8 @@ type Config struct {
 	// Namespaces lists, per pool, the Nomad namespaces whose tasks may use
 	// it; a pool without an entry serves every namespace.
 	Namespaces map[string][]string
+	// MetricsAddress is where /metrics is served (host:port); "" is off.
+	MetricsAddress string
 }
 
 // Serves reports whether tasks of namespace ns may use the named pool.
@@ -122,6 +127,11 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 	if c.API.Address != "" {
 		if u, err := url.Parse(c.API.Address); err != nil || u.Scheme == "" || u.Host == "" {
 			bad("address %q: want a URL such as http://127.0.0.1:4646", c.API.Address)
+		}
+	}
+	if c.MetricsAddress = strings.TrimSpace(raw.MetricsAddr); c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			bad("metrics_address %q: want host:port such as 127.0.0.1:9464: %v", c.MetricsAddress, err)
 		}
 	}
 	if c.TokenFile != "" {

@@ -46,6 +46,8 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		{"namespaces", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"team-a", "default"}}}}, nil},
 		{"bad namespace", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"team a", ""}}}}, []string{`pool "py": namespaces: "team a" is not a Nomad namespace name`, `namespaces: "" is not`}},
 		{"namespace twice", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"a", "a"}}}}, []string{`pool "py": namespaces: "a" is listed twice`}},
+		{"metrics address", rawConfig{MetricsAddr: "127.0.0.1:9464", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, nil},
+		{"bad metrics address", rawConfig{MetricsAddr: "9464", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{`metrics_address "9464": want host:port`}},
 		{"two problems at once", rawConfig{Pools: map[string]rawPool{"a": {}, "b": {Jobspec: spec, Size: 9, Max: 3}}}, []string{`pool "a": jobspec`, `pool "b": size (9)`}},
 	}
 	for _, tc := range cases {

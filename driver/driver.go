@@ -3,6 +3,7 @@ package driver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -91,10 +92,14 @@ type Driver struct {
 	reloading   bool
 	reloadFiles string // filesState of the last rebuild reload made
 
-	health *healthState
-	events *eventHub
-	tasks  *taskStore
-	files  *filesWatch
+	health  *healthState
+	metrics *metrics
+	// metricsErr says why /metrics could not be served; in the health
+	// description while set.
+	metricsErr string
+	events     *eventHub
+	tasks      *taskStore
+	files      *filesWatch
 }
 
 // New returns a driver; newBackend nil means the real Nomad API backend.
@@ -111,6 +116,7 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 		ctx:         ctx,
 		cancel:      cancel,
 		health:      newHealthState(),
+		metrics:     newMetrics(),
 		events:      newEventHub(),
 		tasks:       newTaskStore(),
 		startRetry:  defaultStartRetry,
@@ -192,9 +198,17 @@ func (d *Driver) restartBackendLocked() {
 		d.backend.Stop()
 	}
 	d.backend, d.pool = nil, nil
+	d.metrics.setPools(nil)
 	d.started = true
 	if d.cfgErr != nil {
 		return
+	}
+	// Once per process (the address is in the block's text); here, so a
+	// config that turns valid on reload serves it too.
+	d.metricsErr = ""
+	if err := d.metrics.serve(d.cfg.MetricsAddress); err != nil {
+		d.metricsErr = fmt.Sprintf("metrics_address %s: %v", d.cfg.MetricsAddress, err)
+		d.logger.Error("cannot serve /metrics", "metrics_address", d.cfg.MetricsAddress, "error", err)
 	}
 	b, err := d.newBackend(d.cfg, d.token, d.logger, d.health.poke)
 	if err != nil {
@@ -221,7 +235,8 @@ func (d *Driver) restartBackendLocked() {
 			d.mu.Unlock()
 			return
 		}
-		d.pool = p
+		d.pool = meteredPool{Pool: p, m: d.metrics}
+		d.metrics.setPools(p.Stats)
 		d.mu.Unlock()
 		d.health.set(plugin.HealthHealthy, "ready")
 		d.watchAPI(ctx, b)
@@ -384,6 +399,7 @@ func (d *Driver) Shutdown(context.Context) error {
 	d.cancel()
 	d.tasks.detachAll()
 	d.wg.Wait()
+	d.metrics.stop()
 	if b != nil && b.Stop != nil {
 		b.Stop()
 	}

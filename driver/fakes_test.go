@@ -25,6 +25,7 @@ type fakePool struct {
 	mu       sync.Mutex
 	next     int
 	claimErr error
+	poolErr  string // Stats.Error of pool "dev"
 	miss     bool
 	claims   map[string]*pool.Claim
 	released []string
@@ -63,7 +64,7 @@ func (p *fakePool) Release(_ context.Context, c *pool.Claim) error {
 func (p *fakePool) Stats() map[string]pool.Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return map[string]pool.Stats{"dev": {Size: 2, Max: 8, Warm: 2, Claimed: len(p.claims)}}
+	return map[string]pool.Stats{"dev": {Size: 2, Max: 8, Warm: 2, Claimed: len(p.claims), Error: p.poolErr}}
 }
 
 func (p *fakePool) Warm() []pool.WarmAlloc { return nil }

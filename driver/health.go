@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -101,8 +102,9 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 	health, desc, changed := d.health.get()
 	attrs := map[string]any{attrPrefix + ".version": Version}
 	d.mu.Lock()
-	p := d.pool
+	p, metricsErr := d.pool, d.metricsErr
 	d.mu.Unlock()
+	var failing []string
 	if p != nil {
 		for name, st := range p.Stats() {
 			p := fmt.Sprintf("%s.pool.%s.", attrPrefix, name)
@@ -111,7 +113,22 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 			attrs[p+"warm"] = int64(st.Warm)
 			attrs[p+"claimed"] = int64(st.Claimed)
 			attrs[p+"prime_failures"] = int64(st.PrepareFailures)
+			// Always published, empty while the pool works: Nomad keeps a
+			// node attribute a fingerprint leaves out at its last value.
+			attrs[p+"error"] = st.Error
+			if st.Error != "" {
+				failing = append(failing, st.Error)
+			}
 		}
+	}
+	if metricsErr != "" {
+		failing = append(failing, metricsErr)
+	}
+	if len(failing) > 0 && health == plugin.HealthHealthy {
+		// The driver stays healthy: the other pools serve, and a task on a
+		// failing pool fails at once with the same reason.
+		slices.Sort(failing)
+		desc += "; " + strings.Join(failing, "; ")
 	}
 	return plugin.Fingerprint{Health: health, Description: desc, Attributes: attrs}, changed
 }

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,5 +138,67 @@ func TestTokenFileReloaded(t *testing.T) {
 	e.runner.run(runIDOf(tc)).exit <- sandbox.ExitStatus{Code: 7}
 	if r := e.wait(tc.Id); r.Result.GetExitCode() != 7 {
 		t.Errorf("task running across the rotation: exit code %d, want 7", r.Result.GetExitCode())
+	}
+}
+
+// waitFingerprint returns the first fingerprint that satisfies ok.
+func (e *env) waitFingerprint(what string, ok func(*drivers.FingerprintResponse) bool) *drivers.FingerprintResponse {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := e.c.Driver.Fingerprint(ctx, &drivers.FingerprintRequest{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var last *drivers.FingerprintResponse
+	for {
+		fp, err := s.Recv()
+		if err != nil {
+			e.t.Fatalf("no fingerprint with %s; last %v: %v", what, last, err)
+		}
+		if last = fp; ok(fp) {
+			return fp
+		}
+	}
+}
+
+// A pool whose template fails is named, with the reason, in the health
+// description and its node attribute; the driver stays healthy (other
+// pools serve), a task on that pool fails at once and recoverably with the
+// reason, and once the pool works again both go away.
+func TestFailingPoolInHealthAndAttributes(t *testing.T) {
+	e := newEnv(t)
+	e.configure(e.devPool())
+	const why = `pool "dev" is failing: warm instances die before turning warm (3 in a row): task "sandbox": Driver Failure: exec: "/no/such": no such file or directory`
+	e.pool.mu.Lock()
+	e.pool.poolErr = why
+	e.pool.claimErr = fmt.Errorf(`claim warm allocation in pool "dev": %w: task "sandbox": Driver Failure: exec: "/no/such": no such file or directory`, pool.ErrFailing)
+	e.pool.mu.Unlock()
+	e.drv.health.poke() // what the pool's OnChange does
+
+	fp := e.waitFingerprint("the failing pool", func(fp *drivers.FingerprintResponse) bool {
+		return strings.Contains(fp.HealthDescription, why)
+	})
+	if fp.Health != drivers.FingerprintResponse_HEALTHY {
+		t.Errorf("health %v with one failing pool, want healthy", fp.Health)
+	}
+	if got := fp.Attributes["driver.agentkernel-pool.pool.dev.error"].GetStringVal(); got != why {
+		t.Errorf("error attribute = %q, want %q", got, why)
+	}
+	_, err := e.c.Driver.StartTask(context.Background(), &drivers.StartTaskRequest{
+		Task: e.taskConfig("agent", map[string]any{"pool": "dev", "command": "/bin/true"}, nil)})
+	if err == nil || !recoverable(err) || !strings.Contains(err.Error(), `exec: "/no/such": no such file`) {
+		t.Fatalf("start on a failing pool: want a recoverable error with the reason, got %v", err)
+	}
+
+	e.pool.mu.Lock()
+	e.pool.poolErr, e.pool.claimErr = "", nil
+	e.pool.mu.Unlock()
+	e.drv.health.poke()
+	fp = e.waitFingerprint("the pool working again", func(fp *drivers.FingerprintResponse) bool {
+		return fp.HealthDescription == "ready"
+	})
+	if got := fp.Attributes["driver.agentkernel-pool.pool.dev.error"].GetStringVal(); got != "" {
+		t.Errorf("error attribute %q once the pool works, want empty", got)
 	}
 }

@@ -115,6 +115,12 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 			waiting = false
 			p.waiters--
 		}
+		if why := p.failing(); cand == nil && why != "" {
+			// No warm allocation will come from this template: say why
+			// now rather than at the timeout.
+			m.mu.Unlock()
+			return nil, fmt.Errorf("claim warm allocation in pool %q: %w: %s", pool, ErrFailing, why)
+		}
 		changed := m.changed
 		m.mu.Unlock()
 

@@ -37,6 +37,11 @@ type instance struct {
 	// unprepared: the task runs, but Prepare has not succeeded for it yet
 	// (Options.Prepare); it counts as starting.
 	unprepared bool
+	// unplaced: starting, and the scheduler found no place for it (its
+	// evaluation is blocked); see failure.go. summaryIndex is the index of
+	// the job summary that says so.
+	unplaced     bool
+	summaryIndex uint64
 }
 
 // parseJobID splits an agentkernel-pool job ID into pool and node prefix;
@@ -106,6 +111,10 @@ func classify(j *api.JobListStub, allocs []*api.AllocationListStub, claims map[s
 		in.state = stateFailed // only stopping allocations left
 	case live == nil:
 		in.state = stateStarting
+		in.unplaced = len(allocs) == 0 && queued(j) > 0
+		if in.unplaced {
+			in.summaryIndex = j.JobSummary.ModifyIndex
+		}
 	default:
 		in.allocID = live.ID
 		in.state = stateStarting
@@ -114,6 +123,17 @@ func classify(j *api.JobListStub, allocs []*api.AllocationListStub, claims map[s
 		}
 	}
 	return in
+}
+
+// queued is how many allocations of j the scheduler could not place yet.
+func queued(j *api.JobListStub) int {
+	n := 0
+	if j.JobSummary != nil {
+		for _, tg := range j.JobSummary.Summary {
+			n += tg.Queued
+		}
+	}
+	return n
 }
 
 // taskRunning reports whether the warm task of a is running. Without a known

@@ -308,7 +308,7 @@ func (m *Manager) rebuildLocked() {
 			v.counts.Warm++
 			warmNow[id] = true
 			if !inv.warmBefore[id] {
-				m.pools[in.pool].failures = 0 // a new warm instance: the template works
+				m.pools[in.pool].resetFailures() // a new warm instance: the template works
 			}
 			p := m.pools[in.pool]
 			if !inv.reserved[in.allocID] && !inv.busy[id] && (p.tmpl == nil || p.tmpl.hash == in.hash) {
@@ -355,6 +355,7 @@ func (m *Manager) rebuildLocked() {
 		v.counts.Starting += p.inflight + len(p.expected)
 		slices.SortFunc(v.candidates, func(a, b *instance) int { return a.submitted.Compare(b.submitted) })
 		p.view = *v
+		m.trackUnplacedLocked(p)
 	}
 	close(m.changed)
 	m.changed = make(chan struct{})

@@ -83,7 +83,9 @@ type Stats struct {
 	// that were replaced) since the Manager started.
 	PrepareFailures int `json:",omitempty"`
 	// Error says why the pool cannot work as configured (bad config or
-	// template), empty when it is fine.
+	// template) or why its template fails (Nomad's reason: the failed
+	// task's event, or why the scheduler cannot place it; see failure.go),
+	// empty when it is fine.
 	Error string `json:",omitempty"`
 }
 
@@ -118,6 +120,7 @@ type Manager struct {
 
 	startTimeout   time.Duration
 	reconcileEvery time.Duration
+	failureWatch   time.Duration // see failureWatchLoop
 
 	ctx        context.Context
 	cancel     context.CancelFunc
@@ -137,9 +140,17 @@ type pool struct {
 	inflight int           // dispatch calls not yet answered
 	expected map[string]uint64
 	waiters  int
-	failures int
 	prepFail int // Prepare failures since start (Stats.PrepareFailures)
-	retryAt  time.Time
+	// failures counts template failures in a row (failure.go); failReason
+	// is Nomad's reason for the last; unplaced holds starting instances the
+	// scheduler cannot place, by job ID; denied is set while Prepare is
+	// refused for the token's lack of a right (prepare.go).
+	failures    int
+	failReason  string
+	denied      string // what the token lacks to prepare warm allocations
+	unplaced    map[string]unplaced
+	failureBase time.Duration
+	retryAt     time.Time
 	// quietUntil holds back the replacement of a claimed allocation for a
 	// moment (postClaimQuiet), while the claimer starts its task.
 	quietUntil time.Time
@@ -189,13 +200,15 @@ func New(opts Options) (*Manager, error) {
 
 		startTimeout:   defaultStartTimeout,
 		reconcileEvery: defaultReconcileEvery,
+		failureWatch:   failureWatchEvery,
 	}
 	m.inv = newInventory()
 	for _, c := range opts.Pools {
 		if _, dup := m.pools[c.Name]; dup {
 			return nil, fmt.Errorf("create pool manager: pool %q is configured twice", c.Name)
 		}
-		p := &pool{cfg: c, jobID: ParentJobID(c.Name, opts.NodeID), expected: map[string]uint64{}}
+		p := &pool{cfg: c, jobID: ParentJobID(c.Name, opts.NodeID), expected: map[string]uint64{},
+			unplaced: map[string]unplaced{}, failureBase: failureBase}
 		p.err = validateConfig(c)
 		if p.cfg.ClaimTimeout <= 0 {
 			p.cfg.ClaimTimeout = DefaultClaimTimeout
@@ -274,6 +287,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if m.prepare != nil {
 		m.goFn(m.prepareLoop)
 	}
+	m.goFn(m.failureWatchLoop)
 	m.kickReplenish()
 	return errors.Join(errs...)
 }
@@ -323,9 +337,14 @@ func (m *Manager) Health() error {
 func (p *pool) stats() Stats {
 	s := p.view.counts
 	s.Size, s.Max, s.PrepareFailures = p.cfg.Size, p.cfg.Max, p.prepFail
+	var errs []string
 	if p.err != nil {
-		s.Error = p.err.Error()
+		errs = append(errs, p.err.Error())
 	}
+	if why := p.failing(); why != "" {
+		errs = append(errs, fmt.Sprintf("pool %q is failing: %s", p.cfg.Name, why))
+	}
+	s.Error = strings.Join(errs, "; ")
 	return s
 }
 
@@ -363,6 +382,11 @@ func (m *Manager) running() (context.Context, error) {
 func (m *Manager) goFn(fn func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.goFnLocked(fn)
+}
+
+// goFnLocked is goFn for a caller that holds m.mu.
+func (m *Manager) goFnLocked(fn func()) {
 	if m.stopped {
 		return
 	}
@@ -389,46 +413,6 @@ func (m *Manager) notifyLoop() {
 		case <-m.notify:
 			m.onChange()
 		}
-	}
-}
-
-// loadNode reads this node's datacenter, node pool and name, used to fill
-// template defaults.
-func (m *Manager) loadNode(ctx context.Context) error {
-	var node *api.Node
-	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		var err error
-		node, _, err = m.client.Nodes().Info(m.nodeID, m.queryOpts(ctx, ""))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("read node %s: %w", m.nodeID, err)
-	}
-	m.mu.Lock()
-	m.node = node
-	m.mu.Unlock()
-	return nil
-}
-
-// nodeLoop reads this node until it can, for a Manager started before its
-// node was registered (at agent boot), then completes the templates with
-// the node's defaults. The template hash leaves those out, so the warm
-// instances already there stay.
-func (m *Manager) nodeLoop() {
-	for sleepCtx(m.ctx, min(m.reconcileEvery, templateRetry)) {
-		ctx, cancel := context.WithTimeout(m.ctx, reconcileTimeout)
-		err := m.loadNode(ctx)
-		if err == nil {
-			m.log.Info("read this node; completing warm templates with its datacenter and node pool", "node_id", m.nodeID)
-			for _, name := range m.names {
-				_ = m.ensureTemplate(ctx, m.pools[name], false) // logs and records its error
-			}
-		}
-		cancel()
-		if err == nil {
-			return
-		}
-		m.log.Debug("cannot read this node yet", "node_id", m.nodeID, "error", err)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 )
 
@@ -106,9 +108,12 @@ func (m *Manager) prepareOne(in *instance) {
 	case err == nil:
 		m.inv.prepared[in.allocID] = true
 		delete(m.inv.prepRetry, in.allocID)
+		if p != nil {
+			p.denied = ""
+		}
 	case errors.Is(err, ErrUnpreparable) && p != nil:
 		err = fmt.Errorf("prepare warm allocation %s of pool %q: %w", in.allocID, in.pool, err)
-		p.noteFailure(time.Now(), err)
+		p.noteFailure(time.Now(), err, err.Error())
 		p.prepFail++
 		m.inv.busy[in.jobID] = true
 		delete(m.inv.prepRetry, in.allocID)
@@ -120,6 +125,11 @@ func (m *Manager) prepareOne(in *instance) {
 		m.inv.prepRetry[in.allocID] = r
 		if p != nil {
 			p.lastErr = fmt.Errorf("prepare warm allocation %s of pool %q: %w", in.allocID, in.pool, err)
+			if permissionDenied(err) {
+				// Not the allocation's fault: it is kept and tried again,
+				// and the pool says what the token lacks.
+				p.denied = m.execNeedLocked(p)
+			}
 		}
 	}
 	m.rebuildLocked()
@@ -146,4 +156,27 @@ func (m *Manager) Unprepare(allocID string) {
 	}
 	delete(m.inv.prepared, allocID)
 	m.rebuildLocked()
+}
+
+// permissionDenied reports whether err is Nomad refusing the plugin's token:
+// a 403, or the exec stream closed with Nomad's "Permission denied".
+func permissionDenied(err error) bool {
+	return statusCode(err) == http.StatusForbidden || strings.Contains(strings.ToLower(err.Error()), "permission denied")
+}
+
+// execNeedLocked says which right the token needs to exec into p's warm
+// allocations. Nomad asks for alloc-node-exec on drivers that run a task
+// without filesystem isolation (raw_exec), alloc-exec on the others.
+func (m *Manager) execNeedLocked(p *pool) string {
+	drv, need := "", "alloc-exec"
+	if p.tmpl != nil && len(p.tmpl.job.TaskGroups) == 1 && len(p.tmpl.job.TaskGroups[0].Tasks) == 1 {
+		drv = p.tmpl.job.TaskGroups[0].Tasks[0].Driver
+	}
+	if drv == "raw_exec" {
+		need = "alloc-node-exec"
+	}
+	if drv == "" {
+		drv = "its driver"
+	}
+	return fmt.Sprintf("permission denied: the plugin's ACL token cannot exec into the warm allocations; a template on %s needs %s in namespace %q (see example/acl.hcl)", drv, need, m.namespace)
 }

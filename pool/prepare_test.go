@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,4 +121,40 @@ func TestPrepareRetriesTransientFailures(t *testing.T) {
 	if calls != 3 {
 		t.Errorf("%d Prepare calls, want 3", calls)
 	}
+}
+
+// A Prepare refused for the token's lack of a right (Nomad's "Permission
+// denied" on the exec) fails the pool with the right a template on its
+// driver needs (raw_exec: alloc-node-exec); a claim fails at once with it,
+// and the pool works once the token may exec.
+func TestPrepareDeniedNamesTheRightTheDriverNeeds(t *testing.T) {
+	var mu sync.Mutex
+	denied := true
+	m, _ := fakeManager(t, func(m *Manager) {
+		m.prepare = func(context.Context, WarmAlloc) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if denied {
+				return errors.New("exec session: websocket: close 1008: Permission denied")
+			}
+			return nil
+		}
+	}, Config{Name: "py", Size: 1, Max: 3})
+	waitFor(t, 5*time.Second, "the pool failing", func() bool { return m.Stats()["py"].Error != "" })
+	e := m.Stats()["py"].Error
+	for _, want := range []string{`pool "py" is failing`, "raw_exec", "alloc-node-exec", `namespace "default"`} {
+		if !strings.Contains(e, want) {
+			t.Errorf("error %q does not say %q", e, want)
+		}
+	}
+	if _, err := m.Claim(ctx(t, time.Minute), "py", Owner{}); !errors.Is(err, ErrFailing) || !strings.Contains(err.Error(), "alloc-node-exec") {
+		t.Fatalf("claim while the token may not exec: %v", err)
+	}
+	mu.Lock()
+	denied = false
+	mu.Unlock()
+	waitFor(t, 40*time.Second, "warm once the token may exec", func() bool {
+		s := m.Stats()["py"]
+		return s.Warm == 1 && s.Error == ""
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -12,9 +13,7 @@ import (
 )
 
 const (
-	replenishEvery   = 10 * time.Second // safety net; normally a change wakes it
-	dispatchBase     = 500 * time.Millisecond
-	dispatchMaxDelay = 2 * time.Minute
+	replenishEvery = 10 * time.Second // safety net; normally a change wakes it
 	// postClaimQuiet is how long the replacement of a claimed allocation
 	// waits: starting a sandbox (a container, a chroot) takes the node's CPUs
 	// for a while, and the claimer's own start (its launch, in milliseconds)
@@ -86,12 +85,14 @@ func (m *Manager) replenish(p *pool) time.Time {
 	return retryAt
 }
 
+const whyStartTimeout = "did not start in time"
+
 func retireReason(in *instance, p *pool) string {
 	switch {
 	case p.tmpl != nil && in.hash != p.tmpl.hash:
 		return "template changed"
 	case in.state == stateStarting:
-		return "did not start in time"
+		return whyStartTimeout
 	default:
 		return "more warm instances than the pool size"
 	}
@@ -132,16 +133,25 @@ func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
 			pl.retire = append(pl.retire, in)
 			starting--
 			if in.hash == hash {
-				p.noteFailure(now, fmt.Errorf("warm instance %s did not become warm within %s", in.jobID, m.startTimeout))
+				p.noteFailure(now, fmt.Errorf("warm instance %s did not become warm within %s", in.jobID, m.startTimeout), "")
 			}
 		case in.state == stateWarm:
 			spare = append(spare, in)
 		}
 	}
+	// Before the dispatch below: its replacement waits for the backoff.
+	for _, in := range pl.purge {
+		p.noteFailure(now, fmt.Errorf("warm instance %s died before being claimed", in.jobID), "")
+	}
 	// Instances being removed keep their resources until they stop.
 	occupied := v.counts.Claimed + claiming + v.stopping + retiring + len(pl.retire)
 	target := min(p.cfg.Size+p.waiters, p.cfg.Max-occupied)
 	need := target - (warm + starting)
+	if p.failures > 0 {
+		// The template failed last time: try one instance at a time
+		// until one turns warm.
+		need = min(need, 1-starting)
+	}
 	switch {
 	case need > 0 && p.waiters == 0 && now.Before(p.quietUntil):
 		return pl, p.quietUntil
@@ -157,17 +167,7 @@ func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
 			need++
 		}
 	}
-	if len(pl.purge) > 0 {
-		p.noteFailure(now, fmt.Errorf("%d warm instance(s) died before being claimed", len(pl.purge)))
-	}
 	return pl, time.Time{}
-}
-
-// noteFailure pushes the next dispatch of p back, exponentially with jitter.
-func (p *pool) noteFailure(now time.Time, err error) {
-	p.failures++
-	p.lastErr = err
-	p.retryAt = now.Add(backoff(p.failures-1, dispatchBase, dispatchMaxDelay))
 }
 
 // runRemoval purges (why == "") or retires an instance and clears its busy
@@ -177,6 +177,9 @@ func (m *Manager) runRemoval(in *instance, why string, p *pool) {
 	defer cancel()
 	m.dispatchSL <- struct{}{}
 	defer func() { <-m.dispatchSL }()
+	if why == "" || why == whyStartTimeout {
+		m.explainFailure(ctx, p, in) // before the purge takes its allocations
+	}
 	var err error
 	if why == "" {
 		err = m.purgeJob(ctx, in.jobID)
@@ -231,7 +234,11 @@ func (m *Manager) dispatch(p *pool) {
 		p.expected[resp.DispatchedJobID] = resp.JobCreateIndex
 	} else if m.ctx.Err() == nil {
 		err = fmt.Errorf("dispatch warm instance of pool %q from %s: %w", p.cfg.Name, p.jobID, denied(err, "dispatch-job in namespace "+strconv.Quote(m.namespace)))
-		p.noteFailure(now, err)
+		reason := ""
+		if statusCode(err) == http.StatusForbidden { // will not pass by itself
+			reason = err.Error()
+		}
+		p.noteFailure(now, err, reason)
 	}
 	m.rebuildLocked()
 	m.mu.Unlock()

@@ -76,6 +76,9 @@ func (m *Manager) ensureTemplate(ctx context.Context, p *pool, force bool) error
 		}
 		if t != cur {
 			m.mu.Lock()
+			if cur != nil && cur.hash != t.hash {
+				p.resetFailures() // a new template gets a fresh try at once
+			}
 			p.tmpl = t
 			m.rebuildLocked() // candidates depend on the current hash
 			m.mu.Unlock()

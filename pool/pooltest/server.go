@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +53,10 @@ type Server struct {
 
 	startDelay      time.Duration
 	failStart       bool
+	brokenCommand   string
+	unplaceable     *api.AllocationMetric
+	evals           map[string][]*api.Evaluation // by job ID
+	dispatched      []time.Time
 	aclToken        string
 	beforeVarWrite  func(path, cas string)
 	beforeAllocRead func(allocID string)
@@ -86,6 +91,44 @@ func (s *Server) SetFailStart(fail bool) {
 	s.failStart = fail
 }
 
+// SetBrokenCommand makes new allocations whose task's config command is cmd
+// fail as Nomad reports a command that does not exist: a "Driver Failure"
+// task event naming it. "" turns it off.
+func (s *Server) SetBrokenCommand(cmd string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.brokenCommand = cmd
+}
+
+// SetUnplaceable makes dispatched jobs get no allocation, as when the
+// scheduler finds no node: the job stays pending with one allocation queued,
+// and its evaluation carries metric. Jobs already waiting get metric too, as
+// when the scheduler tries them again (their summary does not change). nil
+// turns it off for new jobs.
+func (s *Server) SetUnplaceable(metric *api.AllocationMetric) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unplaceable = metric
+	if metric == nil {
+		return
+	}
+	for _, evals := range s.evals {
+		for _, ev := range evals {
+			for tg := range ev.FailedTGAllocs {
+				ev.FailedTGAllocs[tg] = metric
+				ev.ModifyIndex = s.bumpLocked()
+			}
+		}
+	}
+}
+
+// Dispatches returns the times of the dispatches so far, oldest first.
+func (s *Server) Dispatches() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.dispatched)
+}
+
 // BeforeVarWrite sets a hook run before every variable write (PUT) with its
 // path and cas parameter ("" when none); nil removes it.
 func (s *Server) BeforeVarWrite(hook func(path, cas string)) {
@@ -112,6 +155,7 @@ func New() *Server {
 		nodes:   map[string]*api.Node{},
 		tokens:  map[string]string{},
 		calls:   map[string]int{},
+		evals:   map[string][]*api.Evaluation{},
 	}
 	s.parseFunc = DefaultJob
 	s.AddNode(NodeID, "fake-node")
@@ -310,6 +354,14 @@ func (s *Server) route(r *http.Request) (int, any) {
 		if id, ok := strings.CutSuffix(rest, "/dispatch"); ok {
 			id, _ = url.PathUnescape(id)
 			return s.dispatch(r, id)
+		}
+		if id, ok := strings.CutSuffix(rest, "/allocations"); ok {
+			id, _ = url.PathUnescape(id)
+			return s.jobAllocs(id)
+		}
+		if id, ok := strings.CutSuffix(rest, "/evaluations"); ok {
+			id, _ = url.PathUnescape(id)
+			return http.StatusOK, s.evals[id]
 		}
 		id, _ := url.PathUnescape(rest)
 		if r.Method == http.MethodDelete {

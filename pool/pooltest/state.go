@@ -70,9 +70,38 @@ func (s *Server) listJobs(q url.Values) (int, any) {
 		if q.Get("meta") == "true" {
 			st.Meta = maps.Clone(j.Meta)
 		}
+		if j.Dispatched && len(j.TaskGroups) > 0 {
+			queued := 0
+			if len(s.evals[id]) > 0 && !s.hasAllocLocked(id) {
+				queued = 1
+			}
+			st.JobSummary = &api.JobSummary{JobID: id, Summary: map[string]api.TaskGroupSummary{deref(j.TaskGroups[0].Name): {Queued: queued}}}
+		}
 		out = append(out, st)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return http.StatusOK, out
+}
+
+func (s *Server) hasAllocLocked(jobID string) bool {
+	for _, a := range s.allocs {
+		if a.JobID == jobID {
+			return true
+		}
+	}
+	return false
+}
+
+// jobAllocs lists a job's allocations, terminal ones included.
+func (s *Server) jobAllocs(id string) (int, any) {
+	out := []*api.AllocationListStub{}
+	for _, a := range s.allocs {
+		if a.JobID == id {
+			st := a.Stub()
+			st.TaskStates = cloneStates(a.TaskStates)
+			out = append(out, st)
+		}
+	}
 	return http.StatusOK, out
 }
 
@@ -82,6 +111,9 @@ func (s *Server) jobStatusLocked(j *api.Job) string {
 		return deref(j.Status)
 	}
 	status := "dead"
+	if len(s.evals[*j.ID]) > 0 {
+		status = "pending" // not placed: its evaluation is blocked
+	}
 	for _, a := range s.allocs {
 		if a.JobID != *j.ID {
 			continue
@@ -134,6 +166,15 @@ func (s *Server) dispatch(r *http.Request, parentID string) (int, any) {
 	if token != "" {
 		s.tokens[parentID+"/"+token] = id
 	}
+	s.dispatched = append(s.dispatched, time.Now())
+	if s.unplaceable != nil {
+		tg := deref(child.TaskGroups[0].Name)
+		s.evals[id] = []*api.Evaluation{{
+			ID: fmt.Sprintf("eval-%d", s.seq), JobID: id, Status: "complete", CreateIndex: idx,
+			FailedTGAllocs: map[string]*api.AllocationMetric{tg: s.unplaceable}, QueuedAllocations: map[string]int{tg: 1},
+		}}
+		return http.StatusOK, api.JobDispatchResponse{DispatchedJobID: id, JobCreateIndex: idx}
+	}
 	s.placeLocked(&child)
 	return http.StatusOK, api.JobDispatchResponse{DispatchedJobID: id, JobCreateIndex: idx}
 }
@@ -162,6 +203,17 @@ func (s *Server) placeLocked(j *api.Job) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if a.ClientStatus != api.AllocClientStatusPending || a.DesiredStatus != api.AllocDesiredStatusRun {
+			return
+		}
+		if cmd, _ := tg.Tasks[0].Config["command"].(string); s.brokenCommand != "" && cmd == s.brokenCommand {
+			for _, ts := range a.TaskStates {
+				// As Nomad reports it: the driver's failure, then the
+				// restart policy's verdict, which also fails the task.
+				ts.Events = append(ts.Events,
+					&api.TaskEvent{Type: api.TaskDriverFailure, DisplayMessage: fmt.Sprintf("failed to launch command with executor: exec: %q: no such file or directory", cmd)},
+					&api.TaskEvent{Type: api.TaskNotRestarting, FailsTask: true, DisplayMessage: "Policy allows no restarts"})
+			}
+			s.setAllocLocked(a, api.AllocClientStatusFailed, "dead")
 			return
 		}
 		if s.failStart {

@@ -1,0 +1,184 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// Prometheus metrics, served on the plugin option metrics_address. Claims are
+// counted where the driver makes them (every StartTask that reaches a claim
+// counts once, under one outcome), so claims by outcome add up to the starts.
+// The pool gauges are read from the pools' own counts at each scrape, so they
+// cannot drift from the node attributes.
+
+const metricsNamespace = "agentkernel_pool"
+
+// Claim outcomes.
+const (
+	outcomeHit     = "hit"     // a warm allocation was there
+	outcomeMiss    = "miss"    // one was started and waited for
+	outcomeTimeout = "timeout" // none came within claim_timeout
+	outcomeError   = "error"   // the claim failed otherwise (failing pool, API down)
+)
+
+// metrics is the driver's registry; it lives as long as the plugin process.
+type metrics struct {
+	reg          *prometheus.Registry
+	claims       *prometheus.CounterVec
+	claimLatency *prometheus.HistogramVec
+
+	mu     sync.Mutex
+	pools  func() map[string]pool.Stats // nil while no pools run
+	server *http.Server
+	addr   net.Addr
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "claims_total",
+			Help: "Claims of warm sandboxes by task starts, by pool and outcome (hit, miss, timeout, error).",
+		}, []string{"pool", "outcome"}),
+		claimLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "claim_duration_seconds",
+			Help:    "Time a task start spent claiming a sandbox, by pool and outcome.",
+			Buckets: []float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"pool", "outcome"}),
+	}
+	m.reg.MustRegister(m.claims, m.claimLatency, poolCollector{m})
+	return m
+}
+
+// observeClaim records one claim of a task start.
+func (m *metrics) observeClaim(poolName string, c *pool.Claim, err error, took time.Duration) {
+	outcome := outcomeError
+	switch {
+	case err == nil && c.Hit:
+		outcome = outcomeHit
+	case err == nil:
+		outcome = outcomeMiss
+	case errors.Is(err, context.DeadlineExceeded):
+		outcome = outcomeTimeout
+	}
+	m.claims.WithLabelValues(poolName, outcome).Inc()
+	m.claimLatency.WithLabelValues(poolName, outcome).Observe(took.Seconds())
+}
+
+// setPools sets where the pool gauges come from; nil while no pools run.
+func (m *metrics) setPools(stats func() map[string]pool.Stats) {
+	m.mu.Lock()
+	m.pools = stats
+	m.mu.Unlock()
+}
+
+// serve starts the /metrics listener on addr, once per process: the
+// plugin block's text (and so the address) only changes with an agent
+// restart, which starts a new plugin process.
+func (m *metrics) serve(addr string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.server != nil || addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	m.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	m.addr = ln.Addr()
+	go func() { _ = m.server.Serve(ln) }() // ends with Shutdown
+	return nil
+}
+
+// stop closes the listener and waits up to 5 s for scrapes in flight.
+func (m *metrics) stop() {
+	m.mu.Lock()
+	srv := m.server
+	m.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+}
+
+// meteredPool counts the claims of task starts.
+type meteredPool struct {
+	Pool
+	m *metrics
+}
+
+func (p meteredPool) Claim(ctx context.Context, name string, owner pool.Owner) (*pool.Claim, error) {
+	began := time.Now()
+	c, err := p.Pool.Claim(ctx, name, owner)
+	p.m.observeClaim(name, c, err, time.Since(began))
+	return c, err
+}
+
+// poolCollector reports every pool's counts at scrape time.
+type poolCollector struct{ m *metrics }
+
+var poolGauges = []struct {
+	name, help string
+	value      func(pool.Stats) float64
+}{
+	{"warm", "Warm sandboxes ready to be claimed.", func(s pool.Stats) float64 { return float64(s.Warm) }},
+	{"starting", "Sandboxes dispatched and not yet warm.", func(s pool.Stats) float64 { return float64(s.Starting) }},
+	{"claimed", "Sandboxes claimed by tasks.", func(s pool.Stats) float64 { return float64(s.Claimed) }},
+	{"failed", "Sandboxes that died unclaimed and are being replaced.", func(s pool.Stats) float64 { return float64(s.Failed) }},
+	{"size", "Warm sandboxes the pool keeps ready (size).", func(s pool.Stats) float64 { return float64(s.Size) }},
+	{"max", "Limit of warm, starting and claimed sandboxes (max).", func(s pool.Stats) float64 { return float64(s.Max) }},
+	{"failing", "1 while the pool cannot work (its error attribute says why), else 0.", func(s pool.Stats) float64 {
+		if s.Error != "" {
+			return 1
+		}
+		return 0
+	}},
+}
+
+var (
+	poolGaugeDescs = func() []*prometheus.Desc {
+		out := make([]*prometheus.Desc, len(poolGauges))
+		for i, g := range poolGauges {
+			out[i] = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", g.name), g.help, []string{"pool"}, nil)
+		}
+		return out
+	}()
+	primeFailuresDesc = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", "prime_failures_total"),
+		"Warm sandboxes whose launch session could not be opened (each replaced) since the plugin started.", []string{"pool"}, nil)
+)
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range poolGaugeDescs {
+		ch <- d
+	}
+	ch <- primeFailuresDesc
+}
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	stats := c.m.pools
+	c.m.mu.Unlock()
+	if stats == nil {
+		return
+	}
+	for name, s := range stats() {
+		for i, g := range poolGauges {
+			ch <- prometheus.MustNewConstMetric(poolGaugeDescs[i], prometheus.GaugeValue, g.value(s), name)
+		}
+		ch <- prometheus.MustNewConstMetric(primeFailuresDesc, prometheus.CounterValue, float64(s.PrepareFailures), name)
+	}
+}

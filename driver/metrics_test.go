@@ -1,0 +1,103 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
+	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// scrape reads /metrics and returns each sample's value by its line's name
+// and labels, as the exposition format writes them.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("bad sample line %q", line)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// Claims by outcome, counted on /metrics, add up to the task starts that
+// claimed: two hits, a miss, a timeout and a failing pool's error. The
+// latency histogram counts each once, and the pool gauges are the pool's
+// counts.
+func TestMetricsCountClaimsByOutcome(t *testing.T) {
+	e := newEnv(t)
+	cfg := map[string]any{"address": nil, "ca_file": nil, "cert_file": nil, "key_file": nil, "namespace": nil,
+		"tls_server_name": nil, "token_file": nil, "metrics_address": "127.0.0.1:0", "pool": e.devPool()}
+	_, err := e.c.Base.SetConfig(context.Background(), &base.SetConfigRequest{MsgpackConfig: encode(t, cfg), PluginApiVersion: "v0.1.0",
+		NomadConfig: &base.NomadConfig{Driver: &base.NomadDriverConfig{ClientMinPort: 14000, ClientMaxPort: 14512}}})
+	if err != nil {
+		t.Fatalf("SetConfig: %v", err)
+	}
+	e.waitHealth(drivers.FingerprintResponse_HEALTHY)
+	e.drv.metrics.mu.Lock()
+	addr := e.drv.metrics.addr.String()
+	e.drv.metrics.mu.Unlock()
+
+	starts := []struct {
+		miss bool
+		err  error
+	}{
+		{}, {}, {miss: true},
+		{err: fmt.Errorf(`claim warm allocation in pool "dev": no warm allocation after waiting 5s: %w`, context.DeadlineExceeded)},
+		{err: fmt.Errorf(`claim warm allocation in pool "dev": %w: task "sandbox": Driver Failure`, pool.ErrFailing)},
+	}
+	for i, s := range starts {
+		e.pool.mu.Lock()
+		e.pool.miss, e.pool.claimErr = s.miss, s.err
+		e.pool.mu.Unlock()
+		_, err := e.c.Driver.StartTask(context.Background(), &drivers.StartTaskRequest{
+			Task: e.taskConfig(fmt.Sprintf("t%d", i), map[string]any{"pool": "dev", "command": "/bin/true"}, nil)})
+		if (err != nil) != (s.err != nil) {
+			t.Fatalf("start %d: %v", i, err)
+		}
+	}
+
+	got := scrape(t, addr)
+	total := 0.0
+	for outcome, want := range map[string]float64{"hit": 2, "miss": 1, "timeout": 1, "error": 1} {
+		labels := `{outcome="` + outcome + `",pool="dev"}`
+		if n := got["agentkernel_pool_claims_total"+labels]; n != want {
+			t.Errorf("claims %s = %v, want %v", outcome, n, want)
+		}
+		if n := got["agentkernel_pool_claim_duration_seconds_count"+labels]; n != want {
+			t.Errorf("claim latency count %s = %v, want %v", outcome, n, want)
+		}
+		total += got["agentkernel_pool_claims_total"+labels]
+	}
+	if total != float64(len(starts)) {
+		t.Errorf("claims by outcome add up to %v, want the %d starts", total, len(starts))
+	}
+	for name, want := range map[string]float64{"warm": 2, "claimed": 3, "size": 2, "max": 8, "failing": 0} {
+		if n, ok := got["agentkernel_pool_"+name+`{pool="dev"}`]; !ok || n != want {
+			t.Errorf("gauge %s = %v (found %v), want %v", name, n, ok, want)
+		}
+	}
+}

@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
+)
+
+// TestMetrics: with metrics_address set, /metrics on a real agent counts
+// every sandbox job's claim under one outcome (they add up to the jobs run)
+// and shows the pool's gauges.
+func TestMetrics(t *testing.T) {
+	if _, err := nomadtest.Binary(); err != nil {
+		t.Skipf("skipping e2e: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	block := strings.Replace(poolBlock("dev", rawExecTemplate(t), 1, 4), "config {", "config {\n  metrics_address = \""+addr+"\"", 1)
+	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block})
+	waitWarm(t, a, "dev", 1)
+
+	const jobs = 3
+	for i := range jobs {
+		alloc := runJob(t, a, commandJob(t, "metrics-"+strconv.Itoa(i), "dev", "exit 0"))
+		waitTask(t, a, alloc.ID, "agent", "dead", 60*time.Second)
+	}
+	waitWarm(t, a, "dev", 1)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	claims, observed := 0.0, 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		v, _ := strconv.ParseFloat(line[i+1:], 64)
+		switch {
+		case strings.HasPrefix(line, "agentkernel_pool_claims_total{"):
+			claims += v
+		case strings.HasPrefix(line, "agentkernel_pool_claim_duration_seconds_count{"):
+			observed += v
+		}
+	}
+	t.Logf("claims: %v\n%s", claims, grepLines(string(body), "agentkernel_pool_claims_total", "agentkernel_pool_warm"))
+	if claims != jobs || observed != jobs {
+		t.Errorf("claims by outcome add up to %v (latency observations %v), want the %d jobs run", claims, observed, jobs)
+	}
+	if !strings.Contains(string(body), `agentkernel_pool_warm{pool="dev"} 1`) || !strings.Contains(string(body), `agentkernel_pool_size{pool="dev"} 1`) {
+		t.Errorf("pool gauges missing or wrong:\n%s", grepLines(string(body), "agentkernel_pool_"))
+	}
+}
+
+func grepLines(s string, prefixes ...string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(s, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				b.WriteString(line + "\n")
+				break
+			}
+		}
+	}
+	return b.String()
+}
