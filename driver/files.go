@@ -71,20 +71,29 @@ func (h *taskHandle) sandboxDir() allocfs.Dir {
 	return allocfs.New(h.state.HostAllocDir, h.state.Claim.AllocID)
 }
 
-// filesWay chooses how the task's files reach the sandbox, from what its
-// launch session said (uid, gid and alloc dir); without a session the files
-// are copied, owned by the owner of the sandbox task's local/.
-func filesWay(b *Backend, h *taskHandle) (way string, uid, gid, nsPID int) {
-	if info, ok := b.Runner.SessionInfo(h.state.Claim.AllocID); ok {
-		if info.SharesHost(h.state.ref()) {
-			return filesDirect, info.UID, info.GID, 0
+// chooseFiles chooses how the task's files reach the sandbox (h.state's
+// Files fields), from what its launch session said when priming: its user,
+// where it sees its alloc dir, its mount namespace. Without a session the
+// files are copied, owned by the owner of the sandbox task's local/. A copy
+// chosen for a primed sandbox says why in h.filesWhy.
+func (h *taskHandle) chooseFiles(b *Backend) {
+	st := &h.state
+	st.Files, st.FilesWay, st.FilesUID, st.FilesGID = true, filesCopy, -1, -1
+	if info, ok := b.Runner.SessionInfo(st.Claim.AllocID); ok {
+		st.FilesUID, st.FilesGID = info.UID, info.GID
+		switch {
+		case info.SharesHost(st.ref()):
+			st.Files, st.FilesWay = false, filesDirect
+		case info.NamespacePID > 0:
+			st.FilesWay, st.NamespacePID = filesMount, info.NamespacePID
+		default:
+			h.filesWhy = nsmount.ErrNotFound.Error()
 		}
-		return filesMount, info.UID, info.GID, info.NamespacePID
+		return
 	}
-	if e, err := h.sandboxDir().Lstat(filepath.Join(h.state.Claim.TaskName, "local")); err == nil {
-		return filesCopy, e.UID, e.GID, 0
+	if e, err := h.sandboxDir().Lstat(filepath.Join(st.Claim.TaskName, "local")); err == nil {
+		st.FilesUID, st.FilesGID = e.UID, e.GID
 	}
-	return filesCopy, -1, -1, 0
 }
 
 // directEnv is the env of a task whose sandbox shares the host's filesystem:
@@ -108,17 +117,18 @@ func (d *Driver) copyIn(h *taskHandle) error {
 			map[string]string{"mechanism": filesDirect})
 		return nil
 	}
-	var fallback string
 	if h.state.FilesWay == filesMount {
 		err := h.mountShared()
 		d.logger.Debug("task files: mount", "task_id", h.cfg.ID, "took", time.Since(begin), "error", err)
 		if err != nil {
-			fallback = fmt.Sprintf(" (%s copied: %v)", sharedTree, err)
-			d.logger.Debug("task files: no mount into the sandbox, copying", "task_id", h.cfg.ID, "sandbox_alloc_id", h.state.Claim.AllocID, "error", err)
 			h.mu.Lock()
-			h.state.FilesWay, h.sync = filesCopy, nil
+			h.state.FilesWay, h.sync, h.filesWhy = filesCopy, nil, err.Error()
 			h.mu.Unlock()
 		}
+	}
+	var fallback string
+	if h.filesWhy != "" {
+		fallback = fmt.Sprintf(" (%s copied: %s)", sharedTree, h.filesWhy)
 	}
 	st, err := h.files().In()
 	if err != nil {

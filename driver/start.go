@@ -93,9 +93,8 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	}
 	filesBegin := time.Now()
 	if cfg.AllocDir != "" { // a task without task dirs has no files to carry
-		h.state.FilesWay, h.state.FilesUID, h.state.FilesGID, h.state.NamespacePID = filesWay(b, h)
-		h.state.Files = h.state.FilesWay != filesDirect
-		if !h.state.Files {
+		h.chooseFiles(b)
+		if h.state.FilesWay == filesDirect {
 			spec.Env = directEnv(cfg)
 		}
 		if err := d.copyIn(h); err != nil {

@@ -76,6 +76,7 @@ type taskHandle struct {
 	stopping    bool
 	sync        *taskfiles.Sync // see files()
 	filesOut    bool            // the write-back ran
+	filesWhy    string          // why files are copied where a mount was the way
 }
 
 func (h *taskHandle) setExit(r plugin.ExitResult) {
