@@ -85,7 +85,9 @@ exec 3<&0 4>&1
 			echo "agentkernel-pool: cannot read the command line of run $id" >&2
 			exit 127
 		fi
+		z=$NOMAD_ALLOC_DIR
 		. "$e" || exit
+		export ` + envSandboxAllocDir + `=$z
 		t=${NOMAD_TASK_DIR%/*}
 		cd "${t:-/}" 2>/dev/null || cd /
 		exec $s "$@"

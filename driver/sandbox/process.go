@@ -65,7 +65,8 @@ func parentOf(pid int) int { return statField(pid, 1) }
 // Under exec and docker the sandbox's teardown ends them anyway; under raw_exec
 // on cgroups v1 nothing else would. The group is the command's session, so its
 // id is the command's pid; it is killed only while a member of it carries this
-// sandbox's NOMAD_ALLOC_DIR, so a reused pid is never hit. It returns how many
+// sandbox's alloc dir (in NOMAD_ALLOC_DIR, or AGENTKERNEL_SANDBOX_ALLOC_DIR where
+// the command was given the task's dirs), so a reused pid is never hit. It returns how many
 // members it found.
 func Reap(ref Ref, runID string) int {
 	if ref.HostAllocDir == "" || checkRunID(runID) != nil {
@@ -79,7 +80,8 @@ func Reap(ref Ref, runID string) int {
 	if err != nil || pgid <= 1 {
 		return 0
 	}
-	want := []byte("NOMAD_ALLOC_DIR=" + filepath.Join(ref.HostAllocDir, "alloc"))
+	dir := filepath.Join(ref.HostAllocDir, "alloc")
+	want := [][]byte{[]byte("NOMAD_ALLOC_DIR=" + dir), []byte(envSandboxAllocDir + "=" + dir)}
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	found := 0
 	for _, d := range dirs {
@@ -92,7 +94,8 @@ func Reap(ref Ref, runID string) int {
 			continue
 		}
 		for _, kv := range bytes.Split(environ, []byte{0}) {
-			if bytes.Equal(bytes.TrimRight(kv, "/"), want) {
+			kv = bytes.TrimRight(kv, "/")
+			if bytes.Equal(kv, want[0]) || bytes.Equal(kv, want[1]) {
 				found++
 				break
 			}

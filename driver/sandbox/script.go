@@ -44,7 +44,12 @@ const (
 // through setsid when there is one (a session of its own, as Nomad starts
 // tasks; setsid does not fork there, so the pid stays the command's). $s is
 // setsid's path, $d the run dir and $e the env file.
-const shCommand = `(. "$e" || exit; t=${NOMAD_TASK_DIR%/*}; cd "${t:-/}" 2>/dev/null || cd /; exec $s "$@") </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `" &`
+const shCommand = `(z=$NOMAD_ALLOC_DIR; . "$e" || exit; export ` + envSandboxAllocDir + `=$z; t=${NOMAD_TASK_DIR%/*}; cd "${t:-/}" 2>/dev/null || cd /; exec $s "$@") </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `" &`
+
+// envSandboxAllocDir carries the sandbox's own NOMAD_ALLOC_DIR into every
+// run's command, whose NOMAD_ALLOC_DIR may be the claiming task's (raw_exec:
+// files.go in package driver): Reap knows the run's processes by it.
+const envSandboxAllocDir = "AGENTKERNEL_SANDBOX_ALLOC_DIR"
 
 // shSetsid sets $s to setsid's path, or empty.
 const shSetsid = `s=
