@@ -59,8 +59,12 @@ type Agent struct {
 	done chan struct{}
 }
 
-// Binary finds the nomad binary: NOMAD_BIN, else nomad on PATH.
+// Binary finds the nomad binary: NOMAD_BIN, else nomad on PATH; none in a
+// -short run (the unit tier).
 func Binary() (string, error) {
+	if testing.Short() {
+		return "", errors.New("real-agent tests do not run with -short (make test); make e2e runs them")
+	}
 	if b := os.Getenv("NOMAD_BIN"); b != "" {
 		if _, err := os.Stat(b); err != nil {
 			return "", fmt.Errorf("NOMAD_BIN=%s: %w", b, err)

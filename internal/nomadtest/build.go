@@ -33,7 +33,8 @@ func BuildPlugin(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, PluginName), ".")
+		// With the fault points compiled in (driver/failpoint_on.go).
+		cmd := exec.Command("go", "build", "-tags", "failpoint", "-o", filepath.Join(buildDir, PluginName), ".")
 		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
