@@ -244,6 +244,22 @@ func TestUnknownPoolFailsAtOnceListingPools(t *testing.T) {
 	}
 }
 
+// A task that asks for a device would run without it: refused before any
+// claim, naming the field and where the device belongs.
+func TestDeviceRequestIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.configure(e.devPool())
+	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
+	tc.DeviceEnv = map[string]string{"NVIDIA_VISIBLE_DEVICES": "GPU-1"}
+	_, err := e.c.Driver.StartTask(context.Background(), &drivers.StartTaskRequest{Task: tc})
+	if err == nil || recoverable(err) || !strings.Contains(err.Error(), "resources: device requests cannot reach a sandbox") {
+		t.Fatalf("want a non-recoverable error naming the device request, got %v", err)
+	}
+	if n := len(e.pool.claimIDs()); n != 0 {
+		t.Errorf("%d sandboxes claimed for a task that cannot run", n)
+	}
+}
+
 func TestClaimFailureIsRecoverable(t *testing.T) {
 	e := newEnv(t)
 	e.configure(e.devPool())

@@ -47,6 +47,11 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if tc.Command == "" && len(tc.Args) > 0 {
 		return nil, nil, errors.New("config: args given without command")
 	}
+	if len(cfg.DeviceEnv) > 0 {
+		// What cannot work is refused, not ignored: the command would run
+		// without the device the scheduler reserved for it.
+		return nil, nil, fmt.Errorf("resources: device requests cannot reach a sandbox (the command runs in pool %q's warm allocation, which holds no device); request the device in the pool's warm template instead", tc.Pool)
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, pc.ClaimTimeout)
 	defer cancel()
@@ -68,6 +73,9 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		}
 	}()
 	d.emitClaim(cfg, claim, latency)
+	if cfg.User != "" {
+		d.emit(cfg, fmt.Sprintf("Task user %q not used: the command runs as sandbox %s's user, set in pool %s's warm template", cfg.User, short(claim.AllocID), tc.Pool), nil)
+	}
 	crashAfterClaim()
 
 	h := &taskHandle{
