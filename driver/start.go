@@ -82,7 +82,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		cfg:  cfg,
 		done: make(chan struct{}),
 		state: driverState{
-			Claim:        *claim,
+			Claim:        claimStateOf(claim),
 			Namespace:    conf.Namespace,
 			HostAllocDir: filepath.Join(filepath.Dir(cfg.AllocDir), claim.AllocID),
 			RunID:        runID(cfg),

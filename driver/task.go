@@ -7,11 +7,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/driver/taskfiles"
 	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/plugin"
-	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // taskSpec is the task config schema: a task names a pool, never an allocation.
@@ -26,36 +24,6 @@ type TaskConfig struct {
 	Pool    string   `codec:"pool"`
 	Command string   `codec:"command"`
 	Args    []string `codec:"args"`
-}
-
-// stateVersion is the schema version of driverState in task handles.
-const stateVersion = 1
-
-// driverState is everything needed to recover a task, since after an agent
-// restart the task's config block is gone from the handle.
-type driverState struct {
-	Claim        pool.Claim    `json:"claim"`
-	Namespace    string        `json:"namespace"` // where the warm job lives
-	HostAllocDir string        `json:"host_alloc_dir"`
-	RunID        string        `json:"run_id"`
-	Command      bool          `json:"command"` // false: the task holds the sandbox
-	OffsetsPath  string        `json:"offsets_path"`
-	StartedAt    time.Time     `json:"started_at"`
-	ClaimLatency time.Duration `json:"claim_latency"`
-	// Files: the task's local/, secrets/ and alloc/data were copied (or
-	// mounted, FilesWay) into the sandbox, owned by FilesUID:FilesGID, and
-	// are copied back (files.go). FilesWay "direct" copies nothing.
-	Files    bool   `json:"files,omitempty"`
-	FilesWay string `json:"files_way,omitempty"`
-	// NamespacePID is the sandbox process whose mount namespace got the
-	// mount (FilesWay "mount"), to find it again for the unmount.
-	NamespacePID int `json:"ns_pid,omitempty"`
-	FilesUID     int `json:"files_uid,omitempty"`
-	FilesGID     int `json:"files_gid,omitempty"`
-}
-
-func (s *driverState) ref() sandbox.Ref {
-	return sandbox.Ref{Namespace: s.Namespace, AllocID: s.Claim.AllocID, Task: s.Claim.TaskName, HostAllocDir: s.HostAllocDir}
 }
 
 func (h *taskHandle) shipJob() shipJob {
