@@ -50,7 +50,14 @@ type unplaced struct {
 	// ready yet); read again by failureWatchLoop, as the summary may not
 	// change when the node turns ready and the placement still fails.
 	waiting bool
+	// evaluated counts the evaluations asked for while waiting: the
+	// scheduler's first one may have run before this node was ready, and
+	// a blocked evaluation is not always run again when it is.
+	evaluated int
 }
+
+// maxForcedEvals bounds the evaluations asked for one unplaced instance.
+const maxForcedEvals = 3
 
 // noteFailure counts a failure of p's template and pushes its next dispatch
 // back. reason, when known, is Nomad's and replaces the last one.
@@ -260,11 +267,24 @@ func (m *Manager) explainUnplaced(p *pool, in *instance) {
 	defer cancel()
 	reason, err := m.placementReason(ctx, in)
 	m.mu.Lock()
+	prev, ok := p.unplaced[in.jobID]
+	m.mu.Unlock()
+	forced := 0
+	if ok && err == nil && reason == "" && prev.evaluated < maxForcedEvals {
+		// No node was considered: ask for an evaluation now that this
+		// node runs the plugin; the next read sees its metrics.
+		if _, _, eerr := m.client.Jobs().EvaluateWithOpts(in.jobID, api.EvalOptions{}, m.writeOpts(ctx, m.namespace)); eerr != nil {
+			m.log.Debug("cannot ask for an evaluation of a waiting warm instance", "job_id", in.jobID, "error", eerr)
+		}
+		forced = 1
+	}
+	m.mu.Lock()
 	defer m.mu.Unlock()
 	u, ok := p.unplaced[in.jobID]
 	if !ok || u.index != in.summaryIndex { // placed, gone, or read again meanwhile
 		return
 	}
+	u.evaluated += forced
 	switch {
 	case err != nil:
 		m.log.Warn("cannot read why a warm instance is not placed", "pool", in.pool, "job_id", in.jobID, "error", err)
