@@ -93,11 +93,13 @@ func TestIdleSandboxExec(t *testing.T) {
 	if err != nil || code != 0 || !strings.Contains(ttyOut.String(), "33 101") {
 		t.Errorf("tty exec: code %d err %v out %q; want a terminal sized 33x101", code, err, ttyOut.String())
 	}
-	// The exec ran in the claimed sandbox (its own alloc dir), with the task's identity.
+	// The exec ran in the claimed sandbox with the task's identity; a
+	// raw_exec sandbox, which shares the host's filesystem, is given the
+	// task's own alloc dir (drop-in: what the task would see under raw_exec).
 	out, _, _ = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t=false", "-task", "agent", alloc.ID, "/bin/sh", "-c", "echo $NOMAD_ALLOC_ID $NOMAD_ALLOC_DIR")
 	fields := strings.Fields(out)
-	if len(fields) != 2 || fields[0] != alloc.ID || strings.Contains(fields[1], alloc.ID) {
-		t.Errorf("exec saw NOMAD_ALLOC_ID and NOMAD_ALLOC_DIR %q; want the task's alloc id and the sandbox's own dir", out)
+	if len(fields) != 2 || fields[0] != alloc.ID || fields[1] != filepath.Join(a.DataDir, "alloc", alloc.ID, "alloc") {
+		t.Errorf("exec saw NOMAD_ALLOC_ID and NOMAD_ALLOC_DIR %q; want the task's alloc id and its own alloc dir", out)
 	}
 	// The sandbox task's resource usage is the claimed sandbox's, through Nomad.
 	waitFor(t, 20*time.Second, "resource usage of the sandbox task", func() bool {
