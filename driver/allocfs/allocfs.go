@@ -248,20 +248,6 @@ func (d Dir) OpenDir(rel string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path.Join(d.root, rel)), nil
 }
 
-// OpenFIFO opens a FIFO beneath the root for writing without blocking: it
-// fails with ENXIO when nobody reads it.
-func (d Dir) OpenFIFO(rel string) (*os.File, error) {
-	fd, err := d.open(rel, unix.O_WRONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := d.expect(fd, rel, unix.S_IFIFO); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), path.Join(d.root, rel)), nil
-}
-
 // Exists reports whether rel names anything (a symlink included, which is not
 // followed); a symlink or non-directory in its parents is tampering.
 func (d Dir) Exists(rel string) (bool, error) {

@@ -285,29 +285,6 @@ func TestMkdirSetsModeThroughDescriptor(t *testing.T) {
 	}
 }
 
-func TestOpenFIFOWantsAFIFO(t *testing.T) {
-	d, root := sandbox(t)
-	rel := "alloc/.agentkernel/launch.fifo"
-	if err := syscall.Mkfifo(filepath.Join(root, rel), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.OpenFIFO(rel); !errors.Is(err, syscall.ENXIO) {
-		t.Fatalf("no reader: %v, want ENXIO", err)
-	}
-	os.Remove(filepath.Join(root, rel))
-	if err := os.WriteFile(filepath.Join(root, rel), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.OpenFIFO(rel); !errors.Is(err, ErrTampered) {
-		t.Fatalf("regular file: %v, want tampered", err)
-	}
-	os.Remove(filepath.Join(root, rel))
-	symlink(t, "/dev/null", filepath.Join(root, rel))
-	if _, err := d.OpenFIFO(rel); !errors.Is(err, ErrTampered) {
-		t.Fatalf("symlink: %v, want tampered", err)
-	}
-}
-
 func TestWalkMatchesOpenat2(t *testing.T) {
 	_, root := sandbox(t)
 	h := newHost(t)

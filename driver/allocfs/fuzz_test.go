@@ -84,12 +84,6 @@ func FuzzBoundary(f *testing.F) {
 				_, err := d.Exists(rel)
 				leak(t, nil, err)
 			case 15:
-				f, err := d.OpenFIFO(rel)
-				if err == nil {
-					f.Close()
-				}
-				leak(t, nil, err)
-			case 16:
 				f, err := d.OpenDir(rel)
 				if err == nil {
 					f.Close()
