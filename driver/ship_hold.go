@@ -197,6 +197,39 @@ func ensureHolder(ctx context.Context, job shipJob) error {
 	return nil
 }
 
+// waitShipper waits until the shipper pid exits, and starts the log holder
+// again whenever it dies meanwhile (the shipper holds the FIFOs in between), so
+// that a holder killed first and a shipper killed later lose nothing either.
+func waitShipper(ctx context.Context, job shipJob, pid int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the waits below
+	shipper := make(chan error, 1)
+	go func() {
+		shipper <- waitProcessExit(ctx, pid, func() bool { return processAlive(pid, ShipCommand, job.RunID) })
+	}()
+	for starts := 0; starts <= maxShipperStarts; starts++ {
+		if ensureHolder(ctx, job) != nil {
+			break // the shipper still writes; the next shipper's start says why
+		}
+		holder := make(chan error, 1)
+		if hpid := holderPID(job); hpid != 0 {
+			go func() {
+				holder <- waitProcessExit(ctx, hpid, func() bool { return processAlive(hpid, HoldCommand, job.RunID) })
+			}()
+		}
+		select {
+		case err := <-shipper:
+			return err
+		case <-holder:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			_ = os.Remove(holderPIDPath(job))
+		}
+	}
+	return <-shipper
+}
+
 // holderPID is the pid of the task's running log holder, or 0.
 func holderPID(job shipJob) int {
 	return recordedPID(holderPIDPath(job), HoldCommand, job.RunID)

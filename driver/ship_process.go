@@ -136,10 +136,8 @@ func (p processShipper) follow(ctx context.Context, job shipJob) (sandbox.ExitSt
 				return sandbox.ExitStatus{}, err
 			}
 			starts++
-		} else if err := ensureHolder(ctx, job); err != nil { // an adopted shipper whose holder died
-			return sandbox.ExitStatus{}, err
 		}
-		if err := waitProcessExit(ctx, pid, func() bool { return processAlive(pid, ShipCommand, job.RunID) }); err != nil {
+		if err := waitShipper(ctx, job, pid); err != nil {
 			return sandbox.ExitStatus{}, err
 		}
 		_ = os.Remove(shipperPIDPath(job))

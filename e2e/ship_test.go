@@ -17,24 +17,26 @@ import (
 // TestOutputSurvivesKills: mid-task, while the command prints a numbered line
 // every 10 ms on stdout and stderr, the task's output shipper (the `__ship`
 // process that copies the command's output into Nomad's log FIFOs) is killed
-// alone, or together with the plugin, or the plugin alone, as the OOM killer or
-// an operator might. The command runs on, once; every line it printed reaches
+// alone, or together with the plugin, or the plugin alone, or the task's log
+// holder (`__hold`, which keeps the FIFOs open) and later the shipper, as the
+// OOM killer or an operator might. The command runs on, once; every line it printed reaches
 // `nomad alloc logs` on both streams, in order, with at most a block repeated
 // where output was shipped again; the exit code is intact; no shipper or log
 // holder of the task is left once it is dead.
 func TestOutputSurvivesKills(t *testing.T) {
 	a := sandboxAgent(t, 1, 4, false)
 	for _, tc := range []struct {
-		name               string
-		shipper, thePlugin bool
+		name                            string
+		holderFirst, shipper, thePlugin bool
 	}{
-		{"shipper alone", true, false},
-		{"shipper and plugin", true, true},
-		{"plugin alone", false, true},
+		{"shipper alone", false, true, false},
+		{"shipper and plugin", false, true, true},
+		{"plugin alone", false, false, true},
+		{"log holder, then shipper", true, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			waitWarm(t, a, "dev", 1)
-			job := "e2e-kill-" + strings.ReplaceAll(tc.name, " ", "-")
+			job := "e2e-kill-" + strings.NewReplacer(" ", "-", ",", "").Replace(tc.name)
 			marker := filepath.Join(t.TempDir(), "m")
 			alloc := runJob(t, a, jobHCL(t, "stream.nomad.hcl", "JOBNAME", job, "MARKER", marker))
 			waitTask(t, a, alloc.ID, "agent", "running", 60*time.Second)
@@ -43,6 +45,15 @@ func TestOutputSurvivesKills(t *testing.T) {
 			shippers, holders := shipperPIDs(alloc.ID), holderPIDs(alloc.ID)
 			if len(shippers) != 1 || len(holders) != 1 {
 				t.Fatalf("want one output shipper and one log holder of alloc %s, found shippers %v, holders %v", alloc.ID, shippers, holders)
+			}
+			if tc.holderFirst { // the plugin starts a new one; the shipper holds the logs meanwhile
+				if err := syscall.Kill(holders[0], syscall.SIGKILL); err != nil {
+					t.Fatalf("kill log holder %d: %v", holders[0], err)
+				}
+				waitFor(t, 30*time.Second, "a new log holder", func() bool {
+					now := holderPIDs(alloc.ID)
+					return len(now) == 1 && now[0] != holders[0]
+				})
 			}
 			var victims []int
 			if tc.shipper {
