@@ -101,24 +101,28 @@ func (w *fifoWriter) ensureOpen() error {
 }
 
 // open waits for a reader without blocking in the kernel, so ctx can end the wait.
-func (w *fifoWriter) open() (*os.File, error) {
-	deadline := time.Now().Add(fifoReopenWait)
+func (w *fifoWriter) open() (*os.File, error) { return openFIFO(w.ctx, w.path, fifoReopenWait) }
+
+// openFIFO opens a log FIFO for writing once it has a reader, waiting at most
+// wait for one (zero: one try).
+func openFIFO(ctx context.Context, path string, wait time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(wait)
 	for {
 		// No symlink is followed: the log FIFO sits in the task group's shared
 		// alloc dir, which the group's other tasks can write.
-		f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 		if err == nil {
 			return f, nil
 		}
 		if !errors.Is(err, syscall.ENXIO) && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("open log %s: %w", w.path, err)
+			return nil, fmt.Errorf("open log %s: %w", path, err)
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("open log %s: no reader for %s", w.path, fifoReopenWait)
+			return nil, fmt.Errorf("open log %s: no reader for %s", path, wait)
 		}
 		select {
-		case <-w.ctx.Done():
-			return nil, w.ctx.Err()
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -141,10 +141,15 @@ func hasFIFO(path string) bool { return path != "" && path != os.DevNull }
 
 func holderPIDPath(job shipJob) string { return job.Offsets + ".holder.pid" }
 
-// ensureHolder starts the task's log holder unless one runs. The plugin opens
-// the FIFOs itself and hands them to the holder, so they are held from the
-// moment it exists.
-func ensureHolder(ctx context.Context, job shipJob) error {
+// holderOpenWait bounds how long a start waits for logmon's reader before it
+// starts a shipper without a holder (the reader is there from the task's
+// start; none means logmon is gone, and the shipper waits for it anyway).
+const holderOpenWait = 10 * time.Second
+
+// ensureHolder starts the task's log holder unless one runs, waiting at most
+// wait for the FIFOs' reader. The plugin opens the FIFOs itself and hands them
+// to the holder, so they are held from the moment it exists.
+func ensureHolder(ctx context.Context, job shipJob, wait time.Duration) error {
 	if !hasFIFO(job.Stdout) && !hasFIFO(job.Stderr) {
 		return nil
 	}
@@ -163,7 +168,7 @@ func ensureHolder(ctx context.Context, job shipJob) error {
 		var f *os.File
 		if hasFIFO(path) {
 			var err error
-			if f, err = newFIFOWriter(ctx, path).open(); err != nil {
+			if f, err = openFIFO(ctx, path, wait); err != nil {
 				return fmt.Errorf("start log holder: %w", err)
 			}
 		}
@@ -208,8 +213,8 @@ func waitShipper(ctx context.Context, job shipJob, pid int) error {
 		shipper <- waitProcessExit(ctx, pid, func() bool { return processAlive(pid, ShipCommand, job.RunID) })
 	}()
 	for starts := 0; starts <= maxShipperStarts; starts++ {
-		if ensureHolder(ctx, job) != nil {
-			break // the shipper still writes; the next shipper's start says why
+		if ensureHolder(ctx, job, 0) != nil {
+			break // no reader now (logmon gone): the shipper waits for the next one
 		}
 		holder := make(chan error, 1)
 		if hpid := holderPID(job); hpid != 0 {

@@ -127,10 +127,10 @@ func (p processShipper) follow(ctx context.Context, job shipJob) (sandbox.ExitSt
 			if starts >= maxShipperStarts {
 				return sandbox.ExitStatus{}, fmt.Errorf("output shipper of run %s exited %d times before the run ended (see %s.shipper.log)", job.RunID, starts, job.Offsets)
 			}
-			// The holder first: from now on a shipper's death does not end the logs.
-			if err := ensureHolder(ctx, job); err != nil {
-				return sandbox.ExitStatus{}, err
-			}
+			// The holder first: from now on a shipper's death does not end the
+			// logs. Without one (no reader: logmon gone) the shipper still runs:
+			// it waits for a reader, and the run's exit code is reported.
+			_ = ensureHolder(ctx, job, holderOpenWait)
 			var err error
 			if pid, err = startShipper(job); err != nil {
 				return sandbox.ExitStatus{}, err
