@@ -41,6 +41,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case driver.ShipCommand:
 		return driver.ShipMain(args[1:], stderr)
+	case driver.HoldCommand:
+		return driver.HoldMain(args[1:], stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "%s %s\n", driver.Name, driver.Version)
 		return 0

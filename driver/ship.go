@@ -35,6 +35,10 @@ type followFunc func(ctx context.Context, ref sandbox.Ref, runID string, from sa
 // until the run has exited and its output is drained.
 func shipOutput(ctx context.Context, follow followFunc, job shipJob) (sandbox.ExitStatus, error) {
 	stdout, stderr := newFIFOWriter(ctx, job.Stdout), newFIFOWriter(ctx, job.Stderr)
+	// One wait for a reader for both: when logmon is gone, it is gone for both
+	// FIFOs, and the run's end must not wait for each in turn.
+	var noReader time.Time
+	stdout.noReaderSince, stderr.noReaderSince = &noReader, &noReader
 	defer stdout.Close()
 	defer stderr.Close()
 	// Open both at once, as Nomad's executors do: logmon waits for a writer on
@@ -59,6 +63,10 @@ type fifoWriter struct {
 	ctx  context.Context
 	path string
 	f    *os.File
+	// noReaderSince, when set, is shared with the other FIFO's writer (both
+	// are written from one goroutine): when their wait for a reader began,
+	// zero while they have one.
+	noReaderSince *time.Time
 }
 
 func newFIFOWriter(ctx context.Context, path string) *fifoWriter {
@@ -102,23 +110,39 @@ func (w *fifoWriter) ensureOpen() error {
 
 // open waits for a reader without blocking in the kernel, so ctx can end the wait.
 func (w *fifoWriter) open() (*os.File, error) {
-	deadline := time.Now().Add(fifoReopenWait)
+	if w.noReaderSince == nil {
+		return openFIFO(w.ctx, w.path, fifoReopenWait)
+	}
+	if w.noReaderSince.IsZero() {
+		*w.noReaderSince = time.Now()
+	}
+	f, err := openFIFO(w.ctx, w.path, max(0, time.Until(w.noReaderSince.Add(fifoReopenWait))))
+	if err == nil {
+		*w.noReaderSince = time.Time{}
+	}
+	return f, err
+}
+
+// openFIFO opens a log FIFO for writing once it has a reader, waiting at most
+// wait for one (zero: one try).
+func openFIFO(ctx context.Context, path string, wait time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(wait)
 	for {
 		// No symlink is followed: the log FIFO sits in the task group's shared
 		// alloc dir, which the group's other tasks can write.
-		f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 		if err == nil {
 			return f, nil
 		}
 		if !errors.Is(err, syscall.ENXIO) && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("open log %s: %w", w.path, err)
+			return nil, fmt.Errorf("open log %s: %w", path, err)
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("open log %s: no reader for %s", w.path, fifoReopenWait)
+			return nil, fmt.Errorf("open log %s: no reader (logmon gone?)", path)
 		}
 		select {
-		case <-w.ctx.Done():
-			return nil, w.ctx.Err()
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

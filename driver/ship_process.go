@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -102,8 +101,20 @@ type processShipper struct {
 func shipperPIDPath(job shipJob) string { return job.Offsets + ".shipper.pid" }
 
 // ship adopts or starts the task's shipper process and waits until the run has
-// exited and its output is shipped. Ending ctx leaves the shipper running.
+// exited and its output is shipped. Ending ctx leaves the shipper and the log
+// holder running; otherwise the holder is stopped before ship returns, so logmon
+// has read the end of the logs when the exit is reported.
 func (p processShipper) ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error) {
+	st, err := p.follow(ctx, job)
+	if ctx.Err() == nil {
+		stopHolder(job)
+	}
+	return st, err
+}
+
+// follow keeps a shipper running, and the log holder behind it, until the run
+// has exited and its output is shipped.
+func (p processShipper) follow(ctx context.Context, job shipJob) (sandbox.ExitStatus, error) {
 	for starts := 0; ; {
 		pid := shipperPID(job)
 		if err := tampered(job); pid == 0 && err != nil {
@@ -116,13 +127,17 @@ func (p processShipper) ship(ctx context.Context, job shipJob) (sandbox.ExitStat
 			if starts >= maxShipperStarts {
 				return sandbox.ExitStatus{}, fmt.Errorf("output shipper of run %s exited %d times before the run ended (see %s.shipper.log)", job.RunID, starts, job.Offsets)
 			}
+			// The holder first: from now on a shipper's death does not end the
+			// logs. Without one (no reader: logmon gone) the shipper still runs:
+			// it waits for a reader, and the run's exit code is reported.
+			_ = ensureHolder(ctx, job, holderOpenWait)
 			var err error
 			if pid, err = startShipper(job); err != nil {
 				return sandbox.ExitStatus{}, err
 			}
 			starts++
 		}
-		if err := waitProcessExit(ctx, pid, func() bool { return processAlive(pid, job.RunID) }); err != nil {
+		if err := waitShipper(ctx, job, pid); err != nil {
 			return sandbox.ExitStatus{}, err
 		}
 		_ = os.Remove(shipperPIDPath(job))
@@ -172,38 +187,16 @@ func startShipper(job shipJob) (int, error) {
 
 // shipperPID is the pid of the task's running shipper, or 0.
 func shipperPID(job shipJob) int {
-	b, err := os.ReadFile(shipperPIDPath(job))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || !processAlive(pid, job.RunID) {
-		return 0
-	}
-	return pid
+	return recordedPID(shipperPIDPath(job), ShipCommand, job.RunID)
 }
 
-// stopShipper ends a task's shipper, if one runs.
+// stopShipper ends a task's shipper and its log holder, if they run.
 func stopShipper(job shipJob) {
 	if pid := shipperPID(job); pid != 0 {
 		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
 	_ = os.Remove(shipperPIDPath(job))
-}
-
-// processAlive reports whether pid is a live shipper of runID (pids get reused).
-func processAlive(pid int, runID string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return false
-	}
-	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-		if i := strings.LastIndexByte(string(st), ')'); i > 0 && strings.HasPrefix(string(st[i+1:]), " Z") {
-			return false // a zombie is done
-		}
-	}
-	args := strings.Split(string(b), "\x00")
-	return len(args) > 1 && args[1] == ShipCommand && strings.Contains(string(b), "\x00"+runID+"\x00")
+	stopHolder(job)
 }
 
 // pollProcessExit checks alive every 50 ms until it is false or ctx ends.

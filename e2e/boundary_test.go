@@ -108,12 +108,20 @@ func hclString(s string) string {
 
 // shipperPIDs finds the output shippers of an allocation's tasks: the plugin
 // binary running its hidden ship command for a task dir of that allocation.
-func shipperPIDs(allocID string) []int {
+func shipperPIDs(allocID string) []int { return helperPIDs(driver.ShipCommand, allocID) }
+
+// holderPIDs finds the log holders of an allocation's tasks (hidden command
+// __hold).
+func holderPIDs(allocID string) []int { return helperPIDs(driver.HoldCommand, allocID) }
+
+// helperPIDs finds the plugin binary's processes running a hidden command for
+// a task dir of the allocation.
+func helperPIDs(command, allocID string) []int {
 	var pids []int
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		b, err := os.ReadFile(d + "/cmdline")
-		if err != nil || !bytes.Contains(b, []byte("\x00"+driver.ShipCommand+"\x00")) || !bytes.Contains(b, []byte("/"+allocID+"/")) {
+		if err != nil || !bytes.Contains(b, []byte("\x00"+command+"\x00")) || !bytes.Contains(b, []byte("/"+allocID+"/")) {
 			continue
 		}
 		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
