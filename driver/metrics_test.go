@@ -95,9 +95,13 @@ func TestMetricsCountClaimsByOutcome(t *testing.T) {
 	if total != float64(len(starts)) {
 		t.Errorf("claims by outcome add up to %v, want the %d starts", total, len(starts))
 	}
-	for name, want := range map[string]float64{"warm": 2, "claimed": 3, "size": 2, "max": 8, "failing": 0} {
+	for name, want := range map[string]float64{"warm": 2, "claimed": 3, "size": 2, "target": 3, "max": 8, "failing": 0} {
 		if n, ok := got["agentkernel_pool_"+name+`{pool="dev"}`]; !ok || n != want {
 			t.Errorf("gauge %s = %v (found %v), want %v", name, n, ok, want)
 		}
+	}
+	// The three starts that claimed hold their tasks until destroyed.
+	if n := got["agentkernel_pool_running_tasks"]; n != 3 {
+		t.Errorf("running_tasks = %v, want 3", n)
 	}
 }
