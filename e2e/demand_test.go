@@ -110,7 +110,7 @@ func attr(t *testing.T, a *nomadtest.Agent, name string) string {
 	return n.Attributes["driver."+driver.Name+".pool.dev."+name]
 }
 
-func scrapeMetrics(t *testing.T, addr string) string {
+func scrapeMetrics(t testing.TB, addr string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
