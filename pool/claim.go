@@ -132,7 +132,7 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 			if err == nil {
 				c.Hit, c.Waited = !missed, time.Since(start)
 				m.mu.Lock()
-				p.quietUntil = time.Now().Add(postClaimQuiet)
+				p.quietAfterClaim(time.Now())
 				m.mu.Unlock()
 				m.kickReplenish()
 				m.releaseSuperseded(owner, c.AllocID, c.ClaimedAt)

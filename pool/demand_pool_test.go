@@ -82,9 +82,11 @@ func TestDemandGrowsPoolWithinMaxAndShrinksOldestFirst(t *testing.T) {
 		}
 		clock.Add(50 * time.Millisecond)
 	}
+	// Settled: nothing starting, nothing claimed (a surplus instance being
+	// retired is claimed by the retire until it is purged).
 	waitFor(t, 10*time.Second, "target and warm above size", func() bool {
 		s := m.Stats()["py"]
-		return s.Target > 1 && s.Warm == s.Target
+		return s.Target > 1 && s.Warm == s.Target && s.Starting == 0 && s.Claimed == 0
 	})
 	grown := m.Stats()["py"].Target
 	if grown > cfg.MaxWarm {

@@ -25,6 +25,17 @@ const (
 	defaultStartTimeout = 5 * time.Minute
 )
 
+// quietAfterClaim holds back replacements for postClaimQuiet after a claim,
+// counted from the first claim of a burst: were each claim to restart it, a
+// steady stream of claims (2/s arrive closer than postClaimQuiet about half
+// the time) would hold the replacements back until a lull, and the warm
+// target would be met a warm-up and a lull late.
+func (p *pool) quietAfterClaim(now time.Time) {
+	if !now.Before(p.quietUntil) {
+		p.quietUntil = now.Add(postClaimQuiet)
+	}
+}
+
 // replenishLoop keeps every pool at its target. It runs after each change
 // of the inventory, claim or release, and when a dispatch backoff ends.
 func (m *Manager) replenishLoop() {
