@@ -26,16 +26,14 @@ func (s state) String() string {
 
 // instance is one dispatched child of a pool's template job.
 type instance struct {
-	pool    string
-	node    string
-	jobID   string
-	allocID string // the live (or claimed) allocation; empty while none
-	task    string
-	hash    string // template hash the child was dispatched from
-	// dispatcher is the Manager instance that dispatched it
-	dispatcher string
-	state      state
-	submitted  time.Time
+	pool      string
+	node      string
+	jobID     string
+	allocID   string // the live (or claimed) allocation; empty while none
+	task      string
+	hash      string // template hash the child was dispatched from
+	state     state
+	submitted time.Time
 	// unprepared: the task runs, but Prepare has not succeeded for it yet
 	// (Options.Prepare); it counts as starting.
 	unprepared bool
@@ -44,6 +42,9 @@ type instance struct {
 	// the job summary that says so.
 	unplaced     bool
 	summaryIndex uint64
+	// dispatcher is the Manager instance that dispatched it (its warm-up
+	// is measured only then: observer.go).
+	dispatcher string
 }
 
 // parseJobID splits an agentkernel-pool job ID into pool and node prefix;
@@ -89,14 +90,14 @@ func classify(j *api.JobListStub, allocs []*api.AllocationListStub, claims map[s
 		pool = p
 	}
 	in := &instance{
-		pool:       pool,
-		node:       j.Meta[metaNode],
-		jobID:      j.ID,
-		task:       j.Meta[metaTask],
-		hash:       j.Meta[metaHash],
-		dispatcher: j.Meta[metaDispatcher],
-		submitted:  time.Unix(0, j.SubmitTime),
+		pool:      pool,
+		node:      j.Meta[metaNode],
+		jobID:     j.ID,
+		task:      j.Meta[metaTask],
+		hash:      j.Meta[metaHash],
+		submitted: time.Unix(0, j.SubmitTime),
 	}
+	in.dispatcher = j.Meta[metaDispatcher]
 	var live *api.AllocationListStub
 	for _, a := range allocs {
 		if _, ok := claims[a.ID]; ok {
