@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
@@ -293,6 +294,20 @@ func stepLoad(w func(string, ...any), m map[string]float64) {
 	w("| back to size after the last arrival | %s s | %s s | within scale_down_after + 60 s (%s s) | %s |\n\n",
 		num(m["fixed-back-to-size-s"]), num(m["demand-back-to-size-s"]), num(m["scale-down-after-s"]+60),
 		met(m["demand-back-to-size-s"] <= m["scale-down-after-s"]+60))
+	w("What to expect: a start misses when the claims of the last warm-up W have taken every one of the\n")
+	w("pool's warm + starting instances, so a pool held at T misses about P(Poisson(λ·W) ≥ T) of its starts.\n")
+	w("At 2/s with W = %s s that is %s%% for T = 12 (`max_warm`); the target formula would keep %s.\n\n",
+		num(m["demand-warmup-s"]), num(100*poissonTail(2*m["demand-warmup-s"], 12)), num(math.Ceil(2*m["demand-warmup-s"]+2*math.Sqrt(2*m["demand-warmup-s"]))))
+}
+
+// poissonTail is P(N >= k) for N Poisson with mean mu.
+func poissonTail(mu float64, k int) float64 {
+	p, cdf := math.Exp(-mu), 0.0
+	for i := range k {
+		cdf += p
+		p *= mu / float64(i+1)
+	}
+	return 1 - cdf
 }
 
 func met(ok bool) string {
