@@ -79,7 +79,7 @@ func nomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChange 
 			// open (sandbox.Runner.Prime); a lost session sends it back.
 			m, err := pool.New(pool.Options{
 				Client: client, Token: token, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
-				Logger: logger.Named("pool"), OnChange: onChange,
+				Logger: logger.Named("pool"), OnChange: onChange, Observer: cfg.observer,
 				Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
 					err := runner.Prime(ctx, sandbox.Ref{Namespace: cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
 						HostAllocDir: filepath.Join(root, w.AllocID)})

@@ -34,11 +34,13 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"namespace":       hclspec.NewAttr("namespace", "string", false),
 	"metrics_address": hclspec.NewAttr("metrics_address", "string", false),
 	"pool": hclspec.NewBlockMap("pool", []string{"name"}, hclspec.NewObject(map[string]*hclspec.Spec{
-		"jobspec":       hclspec.NewAttr("jobspec", "string", false),
-		"size":          hclspec.NewAttr("size", "string", false),
-		"max":           hclspec.NewAttr("max", "string", false),
-		"claim_timeout": hclspec.NewAttr("claim_timeout", "string", false),
-		"namespaces":    hclspec.NewAttr("namespaces", "list(string)", false),
+		"jobspec":          hclspec.NewAttr("jobspec", "string", false),
+		"size":             hclspec.NewAttr("size", "string", false),
+		"max":              hclspec.NewAttr("max", "string", false),
+		"claim_timeout":    hclspec.NewAttr("claim_timeout", "string", false),
+		"namespaces":       hclspec.NewAttr("namespaces", "list(string)", false),
+		"max_warm":         hclspec.NewAttr("max_warm", "string", false),
+		"scale_down_after": hclspec.NewAttr("scale_down_after", "string", false),
 	})),
 })
 
@@ -61,6 +63,8 @@ type rawPool struct {
 	Max          any      `codec:"max"`
 	ClaimTimeout any      `codec:"claim_timeout"`
 	Namespaces   []string `codec:"namespaces"`
+	MaxWarm      any      `codec:"max_warm"`
+	ScaleDown    any      `codec:"scale_down_after"`
 }
 
 // Config is the validated plugin configuration.
@@ -74,6 +78,9 @@ type Config struct {
 	Namespaces map[string][]string
 	// MetricsAddress is where /metrics is served (host:port); "" is off.
 	MetricsAddress string
+	// observer is told of the pools' warm-ups, dispatches and purges
+	// (/metrics); set by the driver, not by the plugin block.
+	observer pool.Observer
 }
 
 // Serves reports whether tasks of namespace ns may use the named pool.
@@ -196,12 +203,19 @@ func parsePool(name string, raw rawPool) (pool.Config, []error) {
 		f.Close()
 	}
 
-	size, err := wholeNumber(raw.Size, DefaultPoolSize)
-	if err != nil {
-		bad("size: %v", err)
+	size, sizeErr := wholeNumber(raw.Size, DefaultPoolSize)
+	if sizeErr != nil {
+		bad("size: %v", sizeErr)
 	}
 	p.Size = size
-	defMax := max(size*maxPerSize, minDefaultMax)
+	// max_warm defaults to size: a fixed pool, as before it existed.
+	maxWarm, warmErr := wholeNumber(raw.MaxWarm, size)
+	if warmErr != nil {
+		bad("max_warm: %v", warmErr)
+		maxWarm = size
+	}
+	p.MaxWarm = maxWarm
+	defMax := max(maxWarm*maxPerSize, minDefaultMax)
 	mx, err := wholeNumber(raw.Max, defMax)
 	if err != nil {
 		bad("max: %v", err)
@@ -211,11 +225,19 @@ func parsePool(name string, raw rawPool) (pool.Config, []error) {
 		bad("max (%d) must be at least 1", mx)
 	} else if err == nil && size > mx {
 		bad("size (%d) must not exceed max (%d)", size, mx)
+	} else if err == nil && sizeErr == nil && warmErr == nil && maxWarm < size {
+		bad("max_warm (%d) must be at least size (%d)", maxWarm, size)
+	} else if err == nil && warmErr == nil && maxWarm > mx {
+		bad("max_warm (%d) must not exceed max (%d)", maxWarm, mx)
 	}
 
 	p.ClaimTimeout, err = duration(raw.ClaimTimeout, DefaultClaimTimeout)
 	if err != nil {
 		bad("claim_timeout: %v", err)
+	}
+	p.ScaleDownAfter, err = duration(raw.ScaleDown, pool.DefaultScaleDownAfter)
+	if err != nil {
+		bad("scale_down_after: %v", err)
 	}
 	return p, errs
 }

@@ -48,6 +48,11 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		{"namespace twice", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"a", "a"}}}}, []string{`pool "py": namespaces: "a" is listed twice`}},
 		{"metrics address", rawConfig{MetricsAddr: "127.0.0.1:9464", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, nil},
 		{"bad metrics address", rawConfig{MetricsAddr: "9464", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{`metrics_address "9464": want host:port`}},
+		{"demand-driven", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "2", MaxWarm: "12", ScaleDown: "90s"}}}, nil},
+		{"max_warm below size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: 3, MaxWarm: 2}}}, []string{`pool "py": max_warm (2) must be at least size (3)`}},
+		{"max_warm over max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, MaxWarm: 6, Max: 5}}}, []string{`pool "py": max_warm (6) must not exceed max (5)`}},
+		{"bad max_warm", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, MaxWarm: "lots"}}}, []string{`pool "py": max_warm: `}},
+		{"bad scale_down_after", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ScaleDown: "later"}}}, []string{`pool "py": scale_down_after: "later": want a duration`}},
 		{"two problems at once", rawConfig{Pools: map[string]rawPool{"a": {}, "b": {Jobspec: spec, Size: 9, Max: 3}}}, []string{`pool "a": jobspec`, `pool "b": size (9)`}},
 	}
 	for _, tc := range cases {
@@ -75,7 +80,8 @@ func TestConfigDefaults(t *testing.T) {
 	dir := t.TempDir()
 	spec := filepath.Join(dir, "warm.nomad.hcl")
 	_ = os.WriteFile(spec, []byte(`job "w" {}`), 0o644)
-	c, err := parseConfig(&rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec}, "big": {Jobspec: spec, Size: 3, ClaimTimeout: "2m"}}})
+	c, err := parseConfig(&rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec}, "big": {Jobspec: spec, Size: 3, ClaimTimeout: "2m"},
+		"burst": {Jobspec: spec, Size: 2, MaxWarm: 10}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,14 +89,19 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("namespace %q", c.Namespace)
 	}
 	py, _ := c.Pool("py")
-	if py.Size != DefaultPoolSize || py.Max != minDefaultMax || py.ClaimTimeout != DefaultClaimTimeout {
+	if py.Size != DefaultPoolSize || py.Max != minDefaultMax || py.ClaimTimeout != DefaultClaimTimeout ||
+		py.MaxWarm != py.Size || py.ScaleDownAfter != 5*time.Minute {
 		t.Errorf("defaults: %+v", py)
+	}
+	// A demand-driven pool's default max leaves room for its ceiling.
+	if burst, _ := c.Pool("burst"); burst.MaxWarm != 10 || burst.Max != 40 {
+		t.Errorf("burst: %+v, want max_warm 10 and max 40 (4 × max_warm)", burst)
 	}
 	big, _ := c.Pool("big")
 	if big.Size != 3 || big.Max != 12 || big.ClaimTimeout != 2*time.Minute {
 		t.Errorf("big: %+v", big)
 	}
-	if got := strings.Join(c.PoolNames(), ","); got != "big,py" {
+	if got := strings.Join(c.PoolNames(), ","); got != "big,burst,py" {
 		t.Errorf("pool names %q", got)
 	}
 }

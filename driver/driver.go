@@ -123,6 +123,7 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 		reloadEvery: reloadEvery,
 	}
 	d.files = newFilesWatch(d)
+	d.metrics.countTasks(d.tasks.count)
 	return d
 }
 
@@ -210,6 +211,7 @@ func (d *Driver) restartBackendLocked() {
 		d.metricsErr = fmt.Sprintf("metrics_address %s: %v", d.cfg.MetricsAddress, err)
 		d.logger.Error("cannot serve /metrics", "metrics_address", d.cfg.MetricsAddress, "error", err)
 	}
+	d.cfg.observer = d.metrics
 	b, err := d.newBackend(d.cfg, d.token, d.logger, d.health.poke)
 	if err != nil {
 		d.cfgErr = err

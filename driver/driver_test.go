@@ -187,6 +187,9 @@ func TestHealthyWithPoolAttributes(t *testing.T) {
 	if got := attrs["driver.agentkernel-pool.pool.dev.max"].GetIntVal(); got != 8 {
 		t.Errorf("max attribute = %d, want 8", got)
 	}
+	if got := attrs["driver.agentkernel-pool.pool.dev.target"].GetIntVal(); got != 3 {
+		t.Errorf("target attribute = %d, want the pool's target 3", got)
+	}
 }
 
 func TestStartRunsCommandAndReleasesOnDestroy(t *testing.T) {

@@ -64,7 +64,7 @@ func (p *fakePool) Release(_ context.Context, c *pool.Claim) error {
 func (p *fakePool) Stats() map[string]pool.Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return map[string]pool.Stats{"dev": {Size: 2, Max: 8, Warm: 2, Claimed: len(p.claims), Error: p.poolErr}}
+	return map[string]pool.Stats{"dev": {Size: 2, Max: 8, Target: 3, Warm: 2, Claimed: len(p.claims), Error: p.poolErr}}
 }
 
 func (p *fakePool) Warm() []pool.WarmAlloc { return nil }

@@ -109,6 +109,7 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 		for name, st := range p.Stats() {
 			p := fmt.Sprintf("%s.pool.%s.", attrPrefix, name)
 			attrs[p+"size"] = int64(st.Size)
+			attrs[p+"target"] = int64(st.Target)
 			attrs[p+"max"] = int64(st.Max)
 			attrs[p+"warm"] = int64(st.Warm)
 			attrs[p+"claimed"] = int64(st.Claimed)

@@ -35,6 +35,9 @@ type metrics struct {
 	reg          *prometheus.Registry
 	claims       *prometheus.CounterVec
 	claimLatency *prometheus.HistogramVec
+	warmup       *prometheus.HistogramVec // pool.Observer
+	dispatches   *prometheus.CounterVec
+	purges       *prometheus.CounterVec
 
 	mu     sync.Mutex
 	pools  func() map[string]pool.Stats // nil while no pools run
@@ -54,9 +57,61 @@ func newMetrics() *metrics {
 			Help:    "Time a task start spent claiming a sandbox, by pool and outcome.",
 			Buckets: []float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"pool", "outcome"}),
+		warmup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "warmup_duration_seconds",
+			Help:    "Time a warm sandbox this plugin dispatched took from its dispatch to warm (placed, running, launch session open), by pool.",
+			Buckets: []float64{.25, .5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300},
+		}, []string{"pool"}),
+		dispatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "dispatches_total",
+			Help: "Warm sandboxes dispatched, by pool and result (ok, error).",
+		}, []string{"pool", "result"}),
+		purges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "purges_total",
+			Help: "Sandbox jobs purged (used, dead, surplus or stale), by pool and result (ok, error).",
+		}, []string{"pool", "result"}),
 	}
-	m.reg.MustRegister(m.claims, m.claimLatency, poolCollector{m})
+	m.reg.MustRegister(m.claims, m.claimLatency, m.warmup, m.dispatches, m.purges, poolCollector{m})
 	return m
+}
+
+var _ pool.Observer = (*metrics)(nil)
+
+// countTasks makes the running_tasks gauge read n at each scrape.
+func (m *metrics) countTasks(n func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: metricsNamespace, Name: "running_tasks",
+		Help: "Sandbox tasks this plugin runs or holds now.",
+	}, func() float64 { return float64(n()) }))
+}
+
+// WarmedUp implements pool.Observer.
+func (m *metrics) WarmedUp(poolName string, took time.Duration) {
+	m.warmup.WithLabelValues(poolName).Observe(took.Seconds())
+}
+
+// Dispatched implements pool.Observer.
+func (m *metrics) Dispatched(poolName string, err error) {
+	m.dispatches.WithLabelValues(poolName, result(err)).Inc()
+}
+
+// Purged implements pool.Observer.
+func (m *metrics) Purged(poolName string, err error) {
+	m.purges.WithLabelValues(poolName, result(err)).Inc()
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
+// count is how many tasks the store holds.
+func (s *taskStore) count() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.tasks)
 }
 
 // observeClaim records one claim of a task start.
@@ -139,7 +194,8 @@ var poolGauges = []struct {
 	{"starting", "Sandboxes dispatched and not yet warm.", func(s pool.Stats) float64 { return float64(s.Starting) }},
 	{"claimed", "Sandboxes claimed by tasks.", func(s pool.Stats) float64 { return float64(s.Claimed) }},
 	{"failed", "Sandboxes that died unclaimed and are being replaced.", func(s pool.Stats) float64 { return float64(s.Failed) }},
-	{"size", "Warm sandboxes the pool keeps ready (size).", func(s pool.Stats) float64 { return float64(s.Size) }},
+	{"size", "Warm sandboxes the pool keeps ready when idle (size).", func(s pool.Stats) float64 { return float64(s.Size) }},
+	{"target", "Warm and starting sandboxes the pool keeps now: between size and max_warm, following demand.", func(s pool.Stats) float64 { return float64(s.Target) }},
 	{"max", "Limit of warm, starting and claimed sandboxes (max).", func(s pool.Stats) float64 { return float64(s.Max) }},
 	{"failing", "1 while the pool cannot work (its error attribute says why), else 0.", func(s pool.Stats) float64 {
 		if s.Error != "" {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,9 +97,52 @@ func TestMetricsCountClaimsByOutcome(t *testing.T) {
 	if total != float64(len(starts)) {
 		t.Errorf("claims by outcome add up to %v, want the %d starts", total, len(starts))
 	}
-	for name, want := range map[string]float64{"warm": 2, "claimed": 3, "size": 2, "max": 8, "failing": 0} {
+	for name, want := range map[string]float64{"warm": 2, "claimed": 3, "size": 2, "target": 3, "max": 8, "failing": 0} {
 		if n, ok := got["agentkernel_pool_"+name+`{pool="dev"}`]; !ok || n != want {
 			t.Errorf("gauge %s = %v (found %v), want %v", name, n, ok, want)
+		}
+	}
+	// The three starts that claimed hold their tasks until destroyed.
+	if n := got["agentkernel_pool_running_tasks"]; n != 3 {
+		t.Errorf("running_tasks = %v, want 3", n)
+	}
+}
+
+// The dashboard and alert rules in example/monitoring name only series the
+// plugin serves: a renamed metric would leave panels empty and alerts silent.
+func TestExampleMonitoringUsesServedMetrics(t *testing.T) {
+	m := newMetrics()
+	m.countTasks(func() int { return 0 })
+	m.setPools(func() map[string]pool.Stats { return map[string]pool.Stats{"dev": {}} })
+	m.observeClaim("dev", &pool.Claim{Hit: true}, nil, time.Millisecond)
+	m.WarmedUp("dev", time.Second)
+	m.Dispatched("dev", nil)
+	m.Purged("dev", nil)
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	for _, f := range families {
+		served[f.GetName()] = true
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			served[f.GetName()+suffix] = f.GetType().String() == "HISTOGRAM"
+		}
+	}
+	names := regexp.MustCompile(`agentkernel_pool_[a-z_]+`)
+	for _, file := range []string{"../example/monitoring/alerts.yml", "../example/monitoring/grafana-dashboard.json"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := names.FindAllString(string(b), -1)
+		if len(used) == 0 {
+			t.Errorf("%s names no agentkernel_pool series", file)
+		}
+		for _, n := range used {
+			if !served[n] {
+				t.Errorf("%s uses %s, which the plugin does not serve", file, n)
+			}
 		}
 	}
 }

@@ -10,6 +10,9 @@ plugin "agentkernel-pool" {
     # (example/acl.hcl) reaches nothing else. Create it before the first start:
     #   nomad namespace apply agentkernel-pool
     namespace = "agentkernel-pool"
+    # Prometheus metrics at http://127.0.0.1:9464/metrics (default: off); a
+    # dashboard and alert rules are in example/monitoring/.
+    # metrics_address = "127.0.0.1:9464"
 
     # Isolated sandboxes on Nomad's exec driver.
     pool "python" {
@@ -17,6 +20,8 @@ plugin "agentkernel-pool" {
       size          = 3     # warm allocations kept ready on this node
       max           = 12    # warm + starting + claimed on this node
       claim_timeout = "30s" # how long a start may wait on a pool miss
+      max_warm      = 8     # under load keep up to 8 warm, as claim rate and warm-up call for (default: size)
+      scale_down_after = "5m" # back toward size after 5 minutes of lower demand
       # namespaces  = ["agents"] # only tasks of these namespaces may use it (default: all)
     }
 

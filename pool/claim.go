@@ -90,6 +90,9 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 	defer stop()
 
 	start := time.Now()
+	m.mu.Lock()
+	p.demand.claimed(m.now())
+	m.mu.Unlock()
 	m.releaseSuperseded(owner, "", start)
 	// waiting counts this call in p.waiters (the replenisher dispatches
 	// for it) while it has no candidate in hand; missed remembers it ever
@@ -129,7 +132,7 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 			if err == nil {
 				c.Hit, c.Waited = !missed, time.Since(start)
 				m.mu.Lock()
-				p.quietUntil = time.Now().Add(postClaimQuiet)
+				p.quietAfterClaim(time.Now())
 				m.mu.Unlock()
 				m.kickReplenish()
 				m.releaseSuperseded(owner, c.AllocID, c.ClaimedAt)

@@ -42,6 +42,9 @@ type instance struct {
 	// the job summary that says so.
 	unplaced     bool
 	summaryIndex uint64
+	// dispatcher is the Manager instance that dispatched it (its warm-up
+	// is measured only then: observer.go).
+	dispatcher string
 }
 
 // parseJobID splits an agentkernel-pool job ID into pool and node prefix;
@@ -94,6 +97,7 @@ func classify(j *api.JobListStub, allocs []*api.AllocationListStub, claims map[s
 		hash:      j.Meta[metaHash],
 		submitted: time.Unix(0, j.SubmitTime),
 	}
+	in.dispatcher = j.Meta[metaDispatcher]
 	var live *api.AllocationListStub
 	for _, a := range allocs {
 		if _, ok := claims[a.ID]; ok {

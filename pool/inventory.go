@@ -307,10 +307,11 @@ func (m *Manager) rebuildLocked() {
 		case stateWarm:
 			v.counts.Warm++
 			warmNow[id] = true
-			if !inv.warmBefore[id] {
-				m.pools[in.pool].resetFailures() // a new warm instance: the template works
-			}
 			p := m.pools[in.pool]
+			if !inv.warmBefore[id] {
+				p.resetFailures() // a new warm instance: the template works
+				m.warmedUpLocked(p, in)
+			}
 			if !inv.reserved[in.allocID] && !inv.busy[id] && (p.tmpl == nil || p.tmpl.hash == in.hash) {
 				v.candidates = append(v.candidates, in)
 			}

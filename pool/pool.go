@@ -45,11 +45,13 @@ var ErrStopped = errors.New("pool manager stopped")
 
 // Config is one pool on this node.
 type Config struct {
-	Name         string        // letters, digits, '-' and '_'; part of job IDs and variable paths
-	Jobspec      string        // path of the warm template jobspec (one group, one task)
-	Size         int           // warm allocations kept ready
-	Max          int           // warm + starting + claimed never exceeds this
-	ClaimTimeout time.Duration // how long a claim may wait when its context has no deadline
+	Name           string        // letters, digits, '-' and '_'; part of job IDs and variable paths
+	Jobspec        string        // path of the warm template jobspec (one group, one task)
+	Size           int           // warm allocations kept ready
+	Max            int           // warm + starting + claimed never exceeds this
+	ClaimTimeout   time.Duration // how long a claim may wait when its context has no deadline
+	MaxWarm        int           // ceiling of the demand-driven warm target (demand.go); 0: Size, a fixed pool
+	ScaleDownAfter time.Duration // lower demand for this long lowers the target; 0: DefaultScaleDownAfter
 }
 
 // Options configures a Manager.
@@ -68,13 +70,15 @@ type Options struct {
 	// Prepare, when set, is called once for every allocation whose task
 	// runs, before it counts as warm (see prepare.go); an error replaces the
 	// allocation and counts as a failure of its pool's template.
-	Prepare func(ctx context.Context, w WarmAlloc) error
+	Prepare  func(ctx context.Context, w WarmAlloc) error
+	Observer Observer // told of warm-ups, dispatches and purges; may be nil
 }
 
 // Stats are one pool's counts, from the Manager's inventory.
 type Stats struct {
 	Size     int
 	Max      int
+	Target   int // warm + starting kept now: between Size and MaxWarm, following demand
 	Warm     int // running, task running, unclaimed
 	Starting int // dispatched (or being dispatched), not yet warm
 	Claimed  int // has a claim record
@@ -100,6 +104,7 @@ type Manager struct {
 	log       hclog.Logger
 	onChange  func()
 	prepare   func(context.Context, WarmAlloc) error
+	observer  Observer
 	instance  string // this Manager's id, recorded on what it dispatches
 	pools     map[string]*pool
 	names     []string // sorted pool names
@@ -120,7 +125,8 @@ type Manager struct {
 
 	startTimeout   time.Duration
 	reconcileEvery time.Duration
-	failureWatch   time.Duration // see failureWatchLoop
+	now            func() time.Time // the clock of the demand targets (demand.go)
+	failureWatch   time.Duration    // see failureWatchLoop
 
 	ctx        context.Context
 	cancel     context.CancelFunc
@@ -156,6 +162,8 @@ type pool struct {
 	quietUntil time.Time
 	lastErr    error
 	view       poolView
+	demand     *demand // claim rate and warm-up time (demand.go)
+	target     int     // demand's last answer
 }
 
 var poolName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -187,6 +195,7 @@ func New(opts Options) (*Manager, error) {
 		log:        opts.Logger,
 		onChange:   opts.OnChange,
 		prepare:    opts.Prepare,
+		observer:   opts.Observer,
 		instance:   hex.EncodeToString(id),
 		pools:      map[string]*pool{},
 		changed:    make(chan struct{}),
@@ -198,6 +207,7 @@ func New(opts Options) (*Manager, error) {
 		claimCache: map[string]*claimRecord{},
 		freeing:    map[string]bool{},
 
+		now:            time.Now,
 		startTimeout:   defaultStartTimeout,
 		reconcileEvery: defaultReconcileEvery,
 		failureWatch:   failureWatchEvery,
@@ -213,6 +223,7 @@ func New(opts Options) (*Manager, error) {
 		if p.cfg.ClaimTimeout <= 0 {
 			p.cfg.ClaimTimeout = DefaultClaimTimeout
 		}
+		p.initDemand()
 		m.pools[c.Name] = p
 		m.names = append(m.names, c.Name)
 	}
@@ -233,7 +244,7 @@ func validateConfig(c Config) error {
 	case c.Max < c.Size:
 		return fmt.Errorf("pool %q: max %d is less than size %d", c.Name, c.Max, c.Size)
 	}
-	return nil
+	return validateDemand(c)
 }
 
 // ParentJobID is the ID of the warm template job of pool on node.
@@ -336,7 +347,7 @@ func (m *Manager) Health() error {
 
 func (p *pool) stats() Stats {
 	s := p.view.counts
-	s.Size, s.Max, s.PrepareFailures = p.cfg.Size, p.cfg.Max, p.prepFail
+	s.Size, s.Max, s.Target, s.PrepareFailures = p.cfg.Size, p.cfg.Max, p.target, p.prepFail
 	var errs []string
 	if p.err != nil {
 		errs = append(errs, p.err.Error())

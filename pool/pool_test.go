@@ -24,7 +24,7 @@ func TestPoolFillsToSizeAndStays(t *testing.T) {
 		t.Fatalf("dispatched %d children, want 3", n)
 	}
 	got := m.Stats()["py"]
-	if want := (Stats{Size: 3, Max: 5, Warm: 3}); got != want {
+	if want := (Stats{Size: 3, Max: 5, Target: 3, Warm: 3}); got != want {
 		t.Fatalf("stats %+v, want %+v", got, want)
 	}
 

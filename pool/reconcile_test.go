@@ -117,7 +117,7 @@ func TestCountsExactAfterRestart(t *testing.T) {
 	if err := m2.Start(ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := m2.Stats()["py"], (Stats{Size: 3, Max: 6, Warm: 3, Claimed: 2}); got != want {
+	if got, want := m2.Stats()["py"], (Stats{Size: 3, Max: 6, Target: 3, Warm: 3, Claimed: 2}); got != want {
 		t.Fatalf("after restart %+v, want %+v", got, want)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -144,9 +144,23 @@ func TestStatusAndPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NODE POOL SIZE MAX WARM STARTING CLAIMED FAILED" ||
-		strings.Join(strings.Fields(lines[1]), " ") != "fake-node py 2 4 2 0 1 0" {
-		t.Fatalf("table:\n%s", b.String())
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NODE POOL SIZE TARGET MAX WARM STARTING CLAIMED FAILED" ||
+		strings.Join(strings.Fields(lines[1]), " ") != "fake-node py 2 - 4 2 0 1 0" {
+		t.Fatalf("table without the node's target attribute:\n%s", b.String())
+	}
+
+	// The plugin on the node publishes the pool's demand-driven target.
+	srv.SetDriverAttr(pooltest.NodeID, "agentkernel-pool", TargetAttribute("py"), "3")
+	st, err = Status(ctx(t, 5*time.Second), srv.Client(), "")
+	if err != nil || len(st) != 1 || st[0].Target != 3 || !st[0].HasTarget {
+		t.Fatalf("status with the target attribute: %+v, %v", st, err)
+	}
+	b.Reset()
+	if err := PrintStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); strings.Join(strings.Fields(lines[1]), " ") != "fake-node py 2 3 4 2 0 1 0" {
+		t.Fatalf("table with target 3:\n%s", b.String())
 	}
 }
 

@@ -57,6 +57,10 @@ func (m *Manager) purgeJob(ctx context.Context, jobID string) error {
 		}
 		return err
 	})
+	if m.observer != nil && ctx.Err() == nil {
+		pool, _, _, _ := parseJobID(jobID)
+		m.observer.Purged(pool, err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -23,6 +24,17 @@ const (
 	// (placement, image pulls, artifacts) before it is replaced.
 	defaultStartTimeout = 5 * time.Minute
 )
+
+// quietAfterClaim holds back replacements for postClaimQuiet after a claim,
+// counted from the first claim of a burst: were each claim to restart it, a
+// steady stream of claims (2/s arrive closer than postClaimQuiet about half
+// the time) would hold the replacements back until a lull, and the warm
+// target would be met a warm-up and a lull late.
+func (p *pool) quietAfterClaim(now time.Time) {
+	if !now.Before(p.quietUntil) {
+		p.quietUntil = now.Add(postClaimQuiet)
+	}
+}
 
 // replenishLoop keeps every pool at its target. It runs after each change
 // of the inventory, claim or release, and when a dispatch backoff ends.
@@ -64,6 +76,7 @@ func (m *Manager) replenish(p *pool) time.Time {
 		return time.Time{}
 	}
 	pl, retryAt := m.planLocked(p, time.Now())
+	m.signalChangeLocked() // the target may have moved
 	p.inflight += pl.dispatch
 	for _, in := range append(pl.purge, pl.retire...) {
 		m.inv.busy[in.jobID] = true
@@ -94,7 +107,7 @@ func retireReason(in *instance, p *pool) string {
 	case in.state == stateStarting:
 		return whyStartTimeout
 	default:
-		return "more warm instances than the pool size"
+		return "more warm instances than the pool's target"
 	}
 }
 
@@ -145,7 +158,9 @@ func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
 	}
 	// Instances being removed keep their resources until they stop.
 	occupied := v.counts.Claimed + claiming + v.stopping + retiring + len(pl.retire)
-	target := min(p.cfg.Size+p.waiters, p.cfg.Max-occupied)
+	var fall time.Time // when the demand target may fall next
+	p.target, fall = p.demand.target(m.now())
+	target := min(p.target+p.waiters, p.cfg.Max-occupied)
 	need := target - (warm + starting)
 	if p.failures > 0 {
 		// The template failed last time: try one instance at a time
@@ -154,20 +169,27 @@ func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
 	}
 	switch {
 	case need > 0 && p.waiters == 0 && now.Before(p.quietUntil):
-		return pl, p.quietUntil
+		return pl, earliest(p.quietUntil, fall)
 	case need > 0 && now.Before(p.retryAt):
-		return pl, p.retryAt
+		return pl, earliest(p.retryAt, fall)
 	case need > 0:
 		pl.dispatch = need
 	case need < 0 && p.waiters == 0 && p.inflight == 0 && len(p.expected) == 0:
-		// Surplus (claims that gave up waiting, a smaller size): trim
-		// the newest warm ones; starting ones finish first.
-		for i := len(spare) - 1; i >= 0 && need < 0; i-- {
-			pl.retire = append(pl.retire, spare[i])
-			need++
-		}
+		// Surplus (the demand target fell, claims gave up waiting, a
+		// smaller size): retire the oldest unclaimed warm ones; starting
+		// ones finish first.
+		slices.SortFunc(spare, func(a, b *instance) int { return a.submitted.Compare(b.submitted) })
+		pl.retire = append(pl.retire, spare[:min(-need, len(spare))]...)
 	}
-	return pl, time.Time{}
+	return pl, fall
+}
+
+// earliest is the earlier of two times, a zero time meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // runRemoval purges (why == "") or retires an instance and clears its busy
@@ -228,6 +250,9 @@ func (m *Manager) dispatch(p *pool) {
 		return err
 	})
 	now := time.Now()
+	if m.observer != nil && m.ctx.Err() == nil {
+		m.observer.Dispatched(p.cfg.Name, err)
+	}
 	m.mu.Lock()
 	p.inflight--
 	if err == nil {

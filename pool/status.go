@@ -19,7 +19,20 @@ type NodePoolStatus struct {
 	NodeName string
 	Pool     string
 	Stats
+	// HasTarget says Stats.Target was read from the node's attribute
+	// (TargetAttribute); false when the node does not publish it or the
+	// token may not read nodes.
+	HasTarget bool
 }
+
+// TargetAttribute is the node attribute in which the plugin on a node
+// publishes a pool's current warm target.
+func TargetAttribute(pool string) string {
+	return "driver." + driverName + ".pool." + pool + ".target"
+}
+
+// driverName is the task driver's name, which prefixes its node attributes.
+const driverName = "agentkernel-pool"
 
 // Status reads every node's pools in namespace from the Nomad API: the
 // template jobs, their dispatched children, live allocations and claims.
@@ -61,7 +74,38 @@ func Status(ctx context.Context, c *api.Client, namespace string) ([]NodePoolSta
 	if err != nil {
 		return nil, fmt.Errorf("pool status: list claim records in namespace %q: %w", namespace, err)
 	}
-	return buildStatus(jobs, allocs, vars), nil
+	st := buildStatus(jobs, allocs, vars)
+	// The target follows each node's demand, which only the plugin on that
+	// node knows: it is read from the attribute the plugin publishes. A
+	// token without node read gets the rest of the status.
+	var nodes []*api.NodeListStub
+	err = call(ctx, retryAttempts, func(ctx context.Context) error {
+		var err error
+		nodes, _, err = c.Nodes().List(queryOpts(ctx, ""))
+		return err
+	})
+	if err == nil {
+		addTargets(st, nodes)
+	}
+	return st, nil
+}
+
+// addTargets fills in each row's target from its node's driver attributes.
+func addTargets(st []NodePoolStatus, nodes []*api.NodeListStub) {
+	byID := make(map[string]*api.NodeListStub, len(nodes))
+	for _, n := range nodes {
+		byID[n.ID] = n
+	}
+	for i := range st {
+		n := byID[st[i].NodeID]
+		if n == nil || n.Drivers[driverName] == nil {
+			continue
+		}
+		v, ok := n.Drivers[driverName].Attributes[TargetAttribute(st[i].Pool)]
+		if t, err := strconv.Atoi(v); ok && err == nil {
+			st[i].Target, st[i].HasTarget = t, true
+		}
+	}
 }
 
 func buildStatus(jobs []*api.JobListStub, allocs []*api.AllocationListStub, vars []*api.VariableMetadata) []NodePoolStatus {
@@ -127,21 +171,25 @@ func buildStatus(jobs []*api.JobListStub, allocs []*api.AllocationListStub, vars
 	return out
 }
 
-// PrintStatus writes st as a table: node, pool, size, max, warm, starting,
-// claimed, failed.
+// PrintStatus writes st as a table: node, pool, size, target ("-" when not
+// known), max, warm, starting, claimed, failed.
 func PrintStatus(w io.Writer, st []NodePoolStatus) error {
 	if len(st) == 0 {
 		_, err := fmt.Fprintln(w, "No agentkernel-pool pools found.")
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	_, err := fmt.Fprintln(tw, "NODE\tPOOL\tSIZE\tMAX\tWARM\tSTARTING\tCLAIMED\tFAILED")
+	_, err := fmt.Fprintln(tw, "NODE\tPOOL\tSIZE\tTARGET\tMAX\tWARM\tSTARTING\tCLAIMED\tFAILED")
 	for _, s := range st {
 		node := s.NodeName
 		if node == "" {
 			node = s.NodeID[:min(8, len(s.NodeID))]
 		}
-		_, e := fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", node, s.Pool, s.Size, s.Max, s.Warm, s.Starting, s.Claimed, s.Failed)
+		target := "-"
+		if s.HasTarget {
+			target = strconv.Itoa(s.Target)
+		}
+		_, e := fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", node, s.Pool, s.Size, target, s.Max, s.Warm, s.Starting, s.Claimed, s.Failed)
 		err = errors.Join(err, e)
 	}
 	return errors.Join(err, tw.Flush())

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
@@ -127,7 +128,7 @@ func (r *results) has(family string) bool {
 
 // expected are the benchmarks make bench runs; a missing one is listed as not run
 // (go test prints nothing for a skipped benchmark without -v).
-var expected = []string{"BenchmarkJobStart", "BenchmarkJobStartGVisor", "BenchmarkStorm", "BenchmarkIdleTasks", "BenchmarkClaim", "BenchmarkStartTaskWarm"}
+var expected = []string{"BenchmarkJobStart", "BenchmarkJobStartGVisor", "BenchmarkStorm", "BenchmarkStepLoad", "BenchmarkIdleTasks", "BenchmarkClaim", "BenchmarkStartTaskWarm"}
 
 func render(r *results, nomad string) string {
 	var b strings.Builder
@@ -158,6 +159,9 @@ func render(r *results, nomad string) string {
 	}
 	if m := r.metrics["BenchmarkStorm"]; m != nil {
 		stormTables(w, m)
+	}
+	if m := r.metrics["BenchmarkStepLoad"]; m != nil {
+		stepLoad(w, m)
 	}
 	others(w, r)
 	for _, e := range expected {
@@ -271,6 +275,41 @@ func stormTables(w func(string, ...any), m map[string]float64) {
 	w("\n")
 }
 
+func stepLoad(w func(string, ...any), m map[string]float64) {
+	w("## Step load: a fixed pool against a demand-driven one\n\n")
+	w("Poisson arrivals of sandbox jobs (%s in all, the same for both pools): 0.2/s for %s s, then 2/s for %s s,\n",
+		num(m["arrivals"]), num(m["low-phase-s"]), num(m["high-phase-s"]))
+	w("then idle. The template is `raw_exec` with an artifact served after 3 s, so a warm-up takes\n")
+	w("seconds, as an image pull does; each job prints a line and holds its sandbox 2 s. Fixed: `size = 2`.\n")
+	w("Demand-driven: `size = 2`, `max_warm = 12`, `scale_down_after = \"%ss\"`. Hit rate and claim wait\n", num(m["scale-down-after-s"]))
+	w("count the 2/s phase after its first %s s; the warm-up is the plugin's own measure (/metrics);\n", num(m["skipped-s"]))
+	w("back to size is from the last arrival until the pool's target and warm attributes are 2.\n\n")
+	w("| figure | fixed | demand-driven | goal (demand-driven) | |\n|---|---:|---:|---|---|\n")
+	w("| jobs (failed) | %s (%s) | %s (%s) | | |\n", num(m["fixed-jobs"]), num(m["fixed-failed"]), num(m["demand-jobs"]), num(m["demand-failed"]))
+	w("| hit rate in the 2/s phase | %s%% | %s%% | at least 95%% | %s |\n", num(m["fixed-hit-%"]), num(m["demand-hit-%"]), met(m["demand-hit-%"] >= 95))
+	w("| claim wait p50 | %s ms | %s ms | | |\n", num(m["fixed-wait-p50-ms"]), num(m["demand-wait-p50-ms"]))
+	w("| claim wait p99 | %s ms | %s ms | at most one warm-up (%s ms) | %s |\n", num(m["fixed-wait-p99-ms"]), num(m["demand-wait-p99-ms"]),
+		num(1000*m["demand-warmup-s"]), met(m["demand-wait-p99-ms"] <= 1000*m["demand-warmup-s"]))
+	w("| warm-up, mean | %s s | %s s | | |\n", num(m["fixed-warmup-s"]), num(m["demand-warmup-s"]))
+	w("| back to size after the last arrival | %s s | %s s | within scale_down_after + 60 s (%s s) | %s |\n\n",
+		num(m["fixed-back-to-size-s"]), num(m["demand-back-to-size-s"]), num(m["scale-down-after-s"]+60),
+		met(m["demand-back-to-size-s"] <= m["scale-down-after-s"]+60))
+	w("What to expect: a start misses when the claims of the last warm-up W have taken every one of the\n")
+	w("pool's warm + starting instances, so a pool held at T misses about P(Poisson(λ·W) ≥ T) of its starts.\n")
+	w("At 2/s with W = %s s that is %s%% for T = 12 (`max_warm`); the target formula would keep %s.\n\n",
+		num(m["demand-warmup-s"]), num(100*poissonTail(2*m["demand-warmup-s"], 12)), num(math.Ceil(2*m["demand-warmup-s"]+2*math.Sqrt(2*m["demand-warmup-s"]))))
+}
+
+// poissonTail is P(N >= k) for N Poisson with mean mu.
+func poissonTail(mu float64, k int) float64 {
+	p, cdf := math.Exp(-mu), 0.0
+	for i := range k {
+		cdf += p
+		p *= mu / float64(i+1)
+	}
+	return 1 - cdf
+}
+
 func met(ok bool) string {
 	if ok {
 		return "met"
@@ -315,7 +354,7 @@ func others(w func(string, ...any), r *results) {
 	rows := map[string][]string{}
 	for _, name := range r.order {
 		fam, _, _ := strings.Cut(name, "/")
-		if fam == "BenchmarkJobStart" || fam == "BenchmarkJobStartGVisor" || fam == "BenchmarkStorm" {
+		if fam == "BenchmarkJobStart" || fam == "BenchmarkJobStartGVisor" || fam == "BenchmarkStorm" || fam == "BenchmarkStepLoad" {
 			continue
 		}
 		if rows[fam] == nil {

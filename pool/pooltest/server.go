@@ -196,6 +196,20 @@ func (s *Server) AddNode(id, name string) {
 	s.nodes[id] = &api.Node{ID: id, Name: name, Datacenter: "dc1", NodePool: "default", Status: "ready"}
 }
 
+// SetDriverAttr sets a driver's attribute on a node, as its fingerprint would.
+func (s *Server) SetDriverAttr(nodeID, driver, key, value string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodes[nodeID]
+	if n.Drivers == nil {
+		n.Drivers = map[string]*api.DriverInfo{}
+	}
+	if n.Drivers[driver] == nil {
+		n.Drivers[driver] = &api.DriverInfo{Attributes: map[string]string{}, Detected: true, Healthy: true}
+	}
+	n.Drivers[driver].Attributes[key] = value
+}
+
 // RemoveNode forgets a node: reading it answers 404, as for a node that has
 // not registered yet.
 func (s *Server) RemoveNode(id string) {
@@ -372,6 +386,8 @@ func (s *Server) route(r *http.Request) (int, any) {
 		return s.listAllocs(q)
 	case strings.HasPrefix(path, "/v1/allocation/"):
 		return s.allocInfo(strings.TrimPrefix(path, "/v1/allocation/"))
+	case path == "/v1/nodes":
+		return s.listNodes()
 	case strings.HasPrefix(path, "/v1/node/"):
 		return s.nodeInfo(strings.TrimPrefix(path, "/v1/node/"))
 	case path == "/v1/vars":

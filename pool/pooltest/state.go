@@ -283,6 +283,14 @@ func (s *Server) nodeInfo(id string) (int, any) {
 	return http.StatusNotFound, "node not found"
 }
 
+func (s *Server) listNodes() (int, any) {
+	out := []*api.NodeListStub{}
+	for _, n := range s.nodes {
+		out = append(out, &api.NodeListStub{ID: n.ID, Name: n.Name, Datacenter: n.Datacenter, NodePool: n.NodePool, Status: n.Status, Drivers: n.Drivers})
+	}
+	return http.StatusOK, out
+}
+
 func (s *Server) listVars(prefix string) (int, any) {
 	out := []*api.VariableMetadata{}
 	for p, v := range s.vars {
