@@ -108,7 +108,6 @@ func (c *Config) Pool(name string) (pool.Config, bool) {
 	return pool.Config{}, false
 }
 
-var poolNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
 
 // parseConfig validates a decoded plugin block. It returns every problem it finds,
 // each naming the field (and the pool), so one look at the driver's health
@@ -192,8 +191,8 @@ func parsePool(name string, raw rawPool) (pool.Config, []error) {
 		errs = append(errs, fmt.Errorf("pool %q: "+format, append([]any{name}, args...)...))
 	}
 	p := pool.Config{Name: name, Jobspec: raw.Jobspec}
-	if !poolNameRE.MatchString(name) {
-		bad("name: want 1-40 of a-z, 0-9, _ and -, starting with a letter or digit")
+	if err := pool.CheckName(name); err != nil {
+		errs = append(errs, err) // the pool core owns what a pool may be called
 	}
 	if raw.Jobspec == "" {
 		bad("jobspec: missing; set the path of the warm sandbox jobspec")

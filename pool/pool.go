@@ -166,7 +166,17 @@ type pool struct {
 	target     int     // demand's last answer
 }
 
-var poolName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+// poolName is what a pool may be called: it becomes part of job IDs,
+// Variable paths and node attribute names.
+var poolName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
+
+// CheckName says whether name can name a pool, and why not.
+func CheckName(name string) error {
+	if !poolName.MatchString(name) {
+		return fmt.Errorf("pool %q: name: want 1-40 of a-z, 0-9, _ and -, starting with a letter or digit", name)
+	}
+	return nil
+}
 
 // New validates opts and returns a Manager that is not yet running. Problems
 // with a single pool do not fail New: that pool reports them from Start,
@@ -233,8 +243,8 @@ func New(opts Options) (*Manager, error) {
 
 func validateConfig(c Config) error {
 	switch {
-	case !poolName.MatchString(c.Name):
-		return fmt.Errorf("pool %q: name must be 1-64 letters, digits, '-' or '_'", c.Name)
+	case CheckName(c.Name) != nil:
+		return CheckName(c.Name)
 	case c.Jobspec == "":
 		return fmt.Errorf("pool %q: jobspec is required", c.Name)
 	case c.Size < 0:

@@ -72,7 +72,7 @@ func TestBadTemplatesNamePoolAndField(t *testing.T) {
 		`pool "periodic"`, "periodic",
 		`pool "missing": read jobspec`,
 		`pool "small": max 2 is less than size 3`,
-		`pool "bad.name": name must be`,
+		`pool "bad.name": name: want`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("start error lacks %q:\n%v", want, err)
