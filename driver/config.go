@@ -108,7 +108,6 @@ func (c *Config) Pool(name string) (pool.Config, bool) {
 	return pool.Config{}, false
 }
 
-
 // parseConfig validates a decoded plugin block. It returns every problem it finds,
 // each naming the field (and the pool), so one look at the driver's health
 // description tells the operator all that is wrong.
