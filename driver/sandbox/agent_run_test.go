@@ -54,7 +54,7 @@ func agentPaths(t *testing.T, r *Runner, ref Ref) {
 	if err := r.Launch(ctx, ref, Spec{ID: "paths"}); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, code, err := r.ExecOutput(ctx, ref, "paths", []string{"/bin/sh", "-c",
+	out, errOut, code, err := execOutput(ctx, r, ref, "paths", []string{"/bin/sh", "-c",
 		`echo "alloc=$NOMAD_ALLOC_DIR secrets=$NOMAD_SECRETS_DIR task=$NOMAD_TASK_DIR own=$SANDBOX_OWN pwd=$(pwd) uid=$(id -u)"`})
 	if err != nil || code != 0 {
 		t.Fatalf("exec: %v code %d stderr %s", err, code, errOut)
@@ -87,7 +87,7 @@ func agentOutput(t *testing.T, r *Runner, ref Ref, pfx string) {
 		t.Errorf("status %+v stdout %q stderr %q", st, out.String(), errOut.String())
 	}
 	// The task's env reaches exec'd commands too.
-	o, _, code, err := r.ExecOutput(ctx, ref, spec.ID, []string{"/bin/sh", "-c", `printf %s "$GREETING"`})
+	o, _, code, err := execOutput(ctx, r, ref, spec.ID, []string{"/bin/sh", "-c", `printf %s "$GREETING"`})
 	if err != nil || code != 0 || string(o) != env["GREETING"] {
 		t.Errorf("exec env: %q code %d err %v", o, code, err)
 	}
@@ -220,7 +220,7 @@ func agentExecCancel(t *testing.T, r *Runner, ref Ref) {
 		// Ask inside the sandbox: pids there are the sandbox's own.
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			_, _, code, err := r.ExecOutput(ctxT(t, 10*time.Second), ref, "cancel", []string{"/bin/sh", "-c", "kill -0 " + pid})
+			_, _, code, err := execOutput(ctxT(t, 10*time.Second), r, ref, "cancel", []string{"/bin/sh", "-c", "kill -0 " + pid})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -55,14 +55,6 @@ func (r *Runner) Exec(ctx context.Context, ref Ref, runID string, cmd []string, 
 	return code, nil
 }
 
-// ExecOutput runs cmd without a tty or stdin and returns its output and exit
-// code: what a script check needs. ctx should carry the check's timeout.
-func (r *Runner) ExecOutput(ctx context.Context, ref Ref, runID string, cmd []string) (stdout, stderr []byte, code int, err error) {
-	var o, e bytes.Buffer
-	code, err = r.Exec(ctx, ref, runID, cmd, false, bytes.NewReader(nil), &o, &e, nil)
-	return o.Bytes(), e.Bytes(), code, err
-}
-
 // hangup ends an exec'd process whose client went away. The process records its
 // pid as it starts; give it a moment if the cancel came first.
 func (r *Runner) hangup(ref Ref, pidPath string) {
