@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path"
 	"strconv"
 	"time"
@@ -79,32 +77,6 @@ func (r *Runner) hangup(ref Ref, pidPath string) {
 		r.logger().Warn("could not end exec'd process after its session was cancelled", "alloc_id", ref.AllocID,
 			"pid", pid, "exit_code", code, "stderr", stderr.String(), "error", err)
 	}
-}
-
-// AllocGone tells whether the sandbox can no longer run commands: its
-// allocation is unknown or terminal, or its task is dead. why says which.
-func (r *Runner) AllocGone(ctx context.Context, ref Ref) (gone bool, why string, err error) {
-	if r.Client == nil {
-		return false, "", errors.New("no nomad api client")
-	}
-	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))
-	defer cancel()
-	a, _, err := r.Client.Allocations().Info(ref.AllocID, r.query(ctx, ref.Namespace))
-	if err != nil {
-		var ue api.UnexpectedResponseError
-		if errors.As(err, &ue) && ue.StatusCode() == http.StatusNotFound {
-			return true, "allocation no longer exists", nil
-		}
-		return false, "", fmt.Errorf("read allocation %s: %w", ref.short(), err)
-	}
-	switch a.ClientStatus {
-	case api.AllocClientStatusComplete, api.AllocClientStatusFailed, api.AllocClientStatusLost:
-		return true, "allocation is " + a.ClientStatus, nil
-	}
-	if ts := a.TaskStates[ref.Task]; ts != nil && ts.State == "dead" {
-		return true, "task " + ref.Task + " is dead", nil
-	}
-	return false, "", nil
 }
 
 func newExecID() string {
