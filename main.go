@@ -17,7 +17,7 @@ import (
 )
 
 func main() {
-	if os.Getenv(plugin.Handshake.MagicCookieKey) != "" {
+	if plugin.LaunchedByNomad() {
 		logger := plugin.NewLogger(driver.Name)
 		plugin.Serve(driver.New(logger, nil), logger)
 		return

@@ -16,109 +16,137 @@ import (
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
-// nomadBackend is the production backend: the sandbox runner and the pool manager
-// over the Nomad API. Building it makes no remote call; StartPool waits, with
-// backoff, for the API to answer. Every call sends token as it is then.
-func nomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error) {
+// nomadBackend is the production Backend: the sandbox runner, the output
+// shipper processes and the pool manager over the Nomad API. Building it makes
+// no remote call; StartPool waits, with backoff, for the API to answer. Every
+// call sends the token as it is then.
+type nomadBackend struct {
+	*sandbox.Runner
+	cfg      *Config
+	client   *api.Client
+	token    *pool.Token
+	logger   hclog.Logger
+	onChange func()
+
+	mu        sync.Mutex
+	mgr       *pool.Manager
+	stopped   bool          // Stop ran: a Manager started after it is stopped at once
+	ready     chan struct{} // closed once mgr is first set, or on Stop
+	readyOnce sync.Once
+}
+
+var _ Backend = (*nomadBackend)(nil)
+
+// newNomadBackend is the BackendFactory of production.
+func newNomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error) {
 	apiCfg := cfg.API
 	apiCfg.Token = "" // not baked into the client: each call reads token
 	client, err := pool.NewClient(apiCfg)
 	if err != nil {
 		return nil, fmt.Errorf("nomad api client: %w", err)
 	}
-	var (
-		mu        sync.Mutex
-		mgr       *pool.Manager
-		stopped   bool                  // Stop ran: a Manager started after it is stopped at once
-		ready     = make(chan struct{}) // closed once mgr is first set
-		readyOnce sync.Once
-	)
-	runner := &sandbox.Runner{Client: client, Token: token, Logger: logger.Named("sandbox")}
-	runner.OnSessionLost = func(allocID string) {
-		mu.Lock()
-		m := mgr
-		mu.Unlock()
-		if m != nil {
-			m.Unprepare(allocID)
-		}
+	b := &nomadBackend{cfg: cfg, client: client, token: token, logger: logger, onChange: onChange, ready: make(chan struct{})}
+	b.Runner = &sandbox.Runner{Client: client, Token: token, Logger: logger.Named("sandbox"), OnSessionLost: b.unprepare}
+	return b, nil
+}
+
+// manager is the running pool manager, or nil.
+func (b *nomadBackend) manager() *pool.Manager {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.mgr
+}
+
+// unprepare sends back to the pool an allocation whose launch session was lost.
+func (b *nomadBackend) unprepare(allocID string) {
+	if m := b.manager(); m != nil {
+		m.Unprepare(allocID)
 	}
-	return &Backend{
-		Runner: runner,
-		Ship:   processShipper{runner: runner}.ship,
-		// From the pool's inventory, not a query per task (see pool.AllocDone);
-		// a recovered task waits here until the pools run.
-		AllocDone: func(ctx context.Context, _, allocID string) (string, error) {
-			select {
-			case <-ready:
-			case <-ctx.Done():
-				return "", ctx.Err()
+}
+
+// Ship runs the output shipper as a process that outlives the plugin.
+func (b *nomadBackend) Ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error) {
+	return processShipper{runner: b.Runner}.ship(ctx, job)
+}
+
+// AllocDone reads the pool's inventory, not a query per task (see
+// pool.AllocDone); a recovered task waits here until the pools run.
+func (b *nomadBackend) AllocDone(ctx context.Context, _, allocID string) (string, error) {
+	select {
+	case <-b.ready:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	m := b.manager()
+	if m == nil {
+		return "", fmt.Errorf("watch allocation %s: %w", allocID, pool.ErrStopped)
+	}
+	return m.AllocDone(ctx, allocID)
+}
+
+// Usage reads the task's resource usage from the allocation's stats.
+func (b *nomadBackend) Usage(ctx context.Context, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
+	return usage(ctx, b.client, b.token, ns, allocID, task)
+}
+
+// Check asks the local agent about itself.
+func (b *nomadBackend) Check(ctx context.Context) error {
+	if _, err := agentSelf(ctx, b.client, b.token); err != nil {
+		return fmt.Errorf("nomad api at %s: %w", b.client.Address(), err)
+	}
+	return nil
+}
+
+// StartPool waits for the local agent and starts the pool manager. A warm
+// allocation is warm only once its launch session is open (Prime); a lost
+// session sends it back.
+func (b *nomadBackend) StartPool(ctx context.Context) (Pool, error) {
+	nodeID, root, err := localNode(ctx, b.client, b.token, b.logger)
+	if err != nil {
+		return nil, err
+	}
+	m, err := pool.New(pool.Options{
+		Client: b.client, Token: b.token, NodeID: nodeID, Namespace: b.cfg.Namespace, Pools: b.cfg.Pools,
+		Logger: b.logger.Named("pool"), OnChange: b.onChange, Observer: b.cfg.observer,
+		Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
+			err := b.Prime(ctx, sandbox.Ref{Namespace: b.cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
+				HostAllocDir: filepath.Join(root, w.AllocID)})
+			if errors.Is(err, sandbox.ErrSessionRefused) {
+				return fmt.Errorf("%w: %w", pool.ErrUnpreparable, err)
 			}
-			mu.Lock()
-			m := mgr
-			mu.Unlock()
-			if m == nil {
-				return "", fmt.Errorf("watch allocation %s: %w", allocID, pool.ErrStopped)
-			}
-			return m.AllocDone(ctx, allocID)
+			return err
 		},
-		Usage: func(ctx context.Context, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
-			return usage(ctx, client, token, ns, allocID, task)
-		},
-		Check: func(ctx context.Context) error {
-			if _, err := agentSelf(ctx, client, token); err != nil {
-				return fmt.Errorf("nomad api at %s: %w", client.Address(), err)
-			}
-			return nil
-		},
-		StartPool: func(ctx context.Context) (Pool, error) {
-			nodeID, root, err := localNode(ctx, client, token, logger)
-			if err != nil {
-				return nil, err
-			}
-			// A warm allocation is warm only once its launch session is
-			// open (sandbox.Runner.Prime); a lost session sends it back.
-			m, err := pool.New(pool.Options{
-				Client: client, Token: token, NodeID: nodeID, Namespace: cfg.Namespace, Pools: cfg.Pools,
-				Logger: logger.Named("pool"), OnChange: onChange, Observer: cfg.observer,
-				Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
-					err := runner.Prime(ctx, sandbox.Ref{Namespace: cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
-						HostAllocDir: filepath.Join(root, w.AllocID)})
-					if errors.Is(err, sandbox.ErrSessionRefused) {
-						return fmt.Errorf("%w: %w", pool.ErrUnpreparable, err)
-					}
-					return err
-				},
-			})
-			if err != nil {
-				return nil, err
-			}
-			if err := m.Start(ctx); err != nil {
-				m.Stop()
-				return nil, err
-			}
-			mu.Lock()
-			if stopped { // Stop ran while this Manager started: it must not live on
-				mu.Unlock()
-				m.Stop()
-				return nil, fmt.Errorf("start pools: %w", pool.ErrStopped)
-			}
-			mgr = m
-			mu.Unlock()
-			readyOnce.Do(func() { close(ready) })
-			return m, nil
-		},
-		Stop: func() {
-			mu.Lock()
-			defer mu.Unlock()
-			stopped = true
-			if mgr != nil {
-				mgr.Stop()
-				mgr = nil
-			}
-			readyOnce.Do(func() { close(ready) }) // a waiting AllocDone says ErrStopped
-			runner.Close()
-		},
-	}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Start(ctx); err != nil {
+		m.Stop()
+		return nil, err
+	}
+	b.mu.Lock()
+	if b.stopped { // Stop ran while this Manager started: it must not live on
+		b.mu.Unlock()
+		m.Stop()
+		return nil, fmt.Errorf("start pools: %w", pool.ErrStopped)
+	}
+	b.mgr = m
+	b.mu.Unlock()
+	b.readyOnce.Do(func() { close(b.ready) })
+	return m, nil
+}
+
+// Stop stops the pool manager and closes the launch sessions.
+func (b *nomadBackend) Stop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stopped = true
+	if b.mgr != nil {
+		b.mgr.Stop()
+		b.mgr = nil
+	}
+	b.readyOnce.Do(func() { close(b.ready) }) // a waiting AllocDone says ErrStopped
+	b.Runner.Close()
 }
 
 // localNode asks the local agent for its node id and its allocation dir,

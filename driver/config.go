@@ -59,12 +59,12 @@ type rawConfig struct {
 
 type rawPool struct {
 	Jobspec      string   `codec:"jobspec"`
-	Size         any      `codec:"size"`
-	Max          any      `codec:"max"`
-	ClaimTimeout any      `codec:"claim_timeout"`
+	Size         string   `codec:"size"`
+	Max          string   `codec:"max"`
+	ClaimTimeout string   `codec:"claim_timeout"`
 	Namespaces   []string `codec:"namespaces"`
-	MaxWarm      any      `codec:"max_warm"`
-	ScaleDown    any      `codec:"scale_down_after"`
+	MaxWarm      string   `codec:"max_warm"`
+	ScaleDown    string   `codec:"scale_down_after"`
 }
 
 // Config is the validated plugin configuration.
@@ -262,27 +262,15 @@ func parseNamespaces(pool string, raw []string) ([]string, []error) {
 	return out, errs
 }
 
-// wholeNumber reads a non-negative integer given as any msgpack number or a
-// numeric string; nil means def.
-func wholeNumber(v any, def int) (int, error) {
-	var f float64
-	switch x := v.(type) {
-	case nil:
+// wholeNumber reads a non-negative integer given as a numeric string (HCL hands
+// over `size = 3` as "3"); empty means def.
+func wholeNumber(v string, def int) (int, error) {
+	if v == "" {
 		return def, nil
-	case string:
-		n, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a number", x)
-		}
-		f = n
-	case bool:
-		return 0, fmt.Errorf("%v is not a number", x)
-	default:
-		n, ok := toFloat(x)
-		if !ok {
-			return 0, fmt.Errorf("%v (%T) is not a number", x, x)
-		}
-		f = n
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a number", v)
 	}
 	if f != math.Trunc(f) || f < 0 || f > 100000 {
 		return 0, fmt.Errorf("%v: want a whole number from 0 to 100000", f)
@@ -290,62 +278,23 @@ func wholeNumber(v any, def int) (int, error) {
 	return int(f), nil
 }
 
-// duration reads a Go duration string ("30s") or a number of seconds (also as a
-// string, which is how HCL hands over `claim_timeout = 30`); nil means def.
-func duration(v any, def time.Duration) (time.Duration, error) {
-	var d time.Duration
-	switch x := v.(type) {
-	case nil:
+// duration reads a Go duration string ("30s") or a number of seconds (HCL hands
+// over `claim_timeout = 30` as "30"); empty means def.
+func duration(v string, def time.Duration) (time.Duration, error) {
+	if v == "" {
 		return def, nil
-	case string:
-		x = strings.TrimSpace(x)
-		var err error
-		if secs, perr := strconv.ParseFloat(x, 64); perr == nil {
-			d = time.Duration(secs * float64(time.Second))
-		} else if d, err = time.ParseDuration(x); err != nil {
-			return 0, fmt.Errorf("%q: want a duration such as \"30s\" or \"2m\"", x)
-		}
-	default:
-		n, ok := toFloat(x)
-		if !ok {
-			return 0, fmt.Errorf("%v (%T): want a duration such as \"30s\"", x, x)
-		}
-		d = time.Duration(n * float64(time.Second))
+	}
+	x := strings.TrimSpace(v)
+	var d time.Duration
+	if secs, err := strconv.ParseFloat(x, 64); err == nil {
+		d = time.Duration(secs * float64(time.Second))
+	} else if d, err = time.ParseDuration(x); err != nil {
+		return 0, fmt.Errorf("%q: want a duration such as \"30s\" or \"2m\"", x)
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("%s: must be positive", d)
 	}
 	return d, nil
-}
-
-func toFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case int:
-		return float64(x), true
-	case int8:
-		return float64(x), true
-	case int16:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint:
-		return float64(x), true
-	case uint8:
-		return float64(x), true
-	case uint16:
-		return float64(x), true
-	case uint32:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case float32:
-		return float64(x), true
-	case float64:
-		return x, true
-	}
-	return 0, false
 }
 
 const maxTokenFile = 4096

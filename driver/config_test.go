@@ -28,13 +28,13 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		{"defaults", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec}}}, nil},
 		{"numeric strings and seconds", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "3", Max: "9", ClaimTimeout: "45"}}}, nil},
 		{"no pools", rawConfig{}, []string{"no pool configured"}},
-		{"size over max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: 5, Max: int64(2)}}}, []string{`pool "py": size (5) must not exceed max (2)`}},
+		{"size over max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "5", Max: "2"}}}, []string{`pool "py": size (5) must not exceed max (2)`}},
 		{"missing jobspec", rawConfig{Pools: map[string]rawPool{"py": {}}}, []string{`pool "py": jobspec: missing`}},
 		{"unreadable jobspec", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: filepath.Join(dir, "nope.hcl")}}}, []string{`pool "py": jobspec: open`, "no such file"}},
-		{"fractional size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: 1.5}}}, []string{`pool "py": size: 1.5: want a whole number`}},
-		{"negative max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Max: int8(-1)}}}, []string{`pool "py": max: -1`}},
+		{"fractional size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "1.5"}}}, []string{`pool "py": size: 1.5: want a whole number`}},
+		{"negative max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Max: "-1"}}}, []string{`pool "py": max: -1`}},
 		{"huge size as string", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "1e30"}}}, []string{`pool "py": size: 1e+30: want a whole number`}},
-		{"bool size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: true}}}, []string{`pool "py": size: true is not a number`}},
+		{"word size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "three"}}}, []string{`pool "py": size: "three" is not a number`}},
 		{"bad duration", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ClaimTimeout: "soon"}}}, []string{`pool "py": claim_timeout: "soon": want a duration`}},
 		{"zero duration", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ClaimTimeout: "0s"}}}, []string{`pool "py": claim_timeout: 0s: must be positive`}},
 		{"bad name", rawConfig{Pools: map[string]rawPool{"Py.3": {Jobspec: spec}}}, []string{`pool "Py.3": name`}},
@@ -49,11 +49,11 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		{"metrics address", rawConfig{MetricsAddr: "127.0.0.1:9464", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, nil},
 		{"bad metrics address", rawConfig{MetricsAddr: "9464", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{`metrics_address "9464": want host:port`}},
 		{"demand-driven", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "2", MaxWarm: "12", ScaleDown: "90s"}}}, nil},
-		{"max_warm below size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: 3, MaxWarm: 2}}}, []string{`pool "py": max_warm (2) must be at least size (3)`}},
-		{"max_warm over max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, MaxWarm: 6, Max: 5}}}, []string{`pool "py": max_warm (6) must not exceed max (5)`}},
+		{"max_warm below size", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Size: "3", MaxWarm: "2"}}}, []string{`pool "py": max_warm (2) must be at least size (3)`}},
+		{"max_warm over max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, MaxWarm: "6", Max: "5"}}}, []string{`pool "py": max_warm (6) must not exceed max (5)`}},
 		{"bad max_warm", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, MaxWarm: "lots"}}}, []string{`pool "py": max_warm: `}},
 		{"bad scale_down_after", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ScaleDown: "later"}}}, []string{`pool "py": scale_down_after: "later": want a duration`}},
-		{"two problems at once", rawConfig{Pools: map[string]rawPool{"a": {}, "b": {Jobspec: spec, Size: 9, Max: 3}}}, []string{`pool "a": jobspec`, `pool "b": size (9)`}},
+		{"two problems at once", rawConfig{Pools: map[string]rawPool{"a": {}, "b": {Jobspec: spec, Size: "9", Max: "3"}}}, []string{`pool "a": jobspec`, `pool "b": size (9)`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,8 +80,8 @@ func TestConfigDefaults(t *testing.T) {
 	dir := t.TempDir()
 	spec := filepath.Join(dir, "warm.nomad.hcl")
 	_ = os.WriteFile(spec, []byte(`job "w" {}`), 0o644)
-	c, err := parseConfig(&rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec}, "big": {Jobspec: spec, Size: 3, ClaimTimeout: "2m"},
-		"burst": {Jobspec: spec, Size: 2, MaxWarm: 10}}})
+	c, err := parseConfig(&rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec}, "big": {Jobspec: spec, Size: "3", ClaimTimeout: "2m"},
+		"burst": {Jobspec: spec, Size: "2", MaxWarm: "10"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,26 +25,28 @@ type Pool interface {
 	Warm() []pool.WarmAlloc
 }
 
-// Backend is how the driver reaches Nomad. Everything but StartPool works without
-// the Nomad API answering: at agent start Nomad recovers tasks before its HTTP API
-// listens, so recovery must not wait for the API. Tests substitute fakes.
-type Backend struct {
-	Runner Runner
+// Backend is how the driver reaches Nomad and the sandboxes (nomadBackend in
+// production; tests substitute a fake). Everything but StartPool works without
+// the Nomad API answering: at agent start Nomad recovers tasks before its HTTP
+// API listens, so recovery must not wait for the API.
+type Backend interface {
+	Runner
 	// AllocDone blocks until the allocation is terminal or gone and says which; it
-	// returns an error only when ctx ends.
-	AllocDone func(ctx context.Context, namespace, allocID string) (string, error)
-	// Usage reads a task's resource usage inside an allocation.
-	Usage func(ctx context.Context, namespace, allocID, task string) (*plugin.TaskResourceUsage, error)
-	// Ship copies a run's output into the task's logs until the run exits; nil
-	// means in this process (tests).
-	Ship func(ctx context.Context, job shipJob) (sandbox.ExitStatus, error)
+	// returns an error only when ctx ends or the backend stops.
+	AllocDone(ctx context.Context, namespace, allocID string) (string, error)
+	// Usage reads a task's resource usage inside an allocation; nil when there
+	// is none yet.
+	Usage(ctx context.Context, namespace, allocID, task string) (*plugin.TaskResourceUsage, error)
+	// Ship copies a run's output into the task's logs until the run has exited
+	// and its output is drained. Ending ctx leaves the shipping to go on.
+	Ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error)
 	// Check probes the Nomad API for the fingerprint; nil error means it answers.
-	Check func(ctx context.Context) error
+	Check(ctx context.Context) error
 	// StartPool connects to the Nomad API and starts the pools; it blocks until the
 	// API answers or ctx ends.
-	StartPool func(ctx context.Context) (Pool, error)
+	StartPool(ctx context.Context) (Pool, error)
 	// Stop stops what StartPool started.
-	Stop func()
+	Stop()
 }
 
 // Runner runs processes inside an allocation (see package sandbox).
@@ -60,7 +62,7 @@ type Runner interface {
 // BackendFactory builds the backend for a validated config, without any remote
 // call. Every API call it makes sends token as it is at that call: a rotated
 // token_file changes the value, never the backend.
-type BackendFactory func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error)
+type BackendFactory func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error)
 
 // Driver implements plugin.Driver.
 type Driver struct {
@@ -77,7 +79,7 @@ type Driver struct {
 	cfg       *Config
 	cfgErr    error
 	token     *pool.Token // the plugin's ACL token, read by each API call
-	backend   *Backend
+	backend   Backend
 	// backendSet is closed, and replaced, whenever a new backend is set.
 	backendSet chan struct{}
 	pool       Pool // set once the backend's pools run
@@ -105,7 +107,7 @@ type Driver struct {
 // New returns a driver; newBackend nil means the real Nomad API backend.
 func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 	if newBackend == nil {
-		newBackend = nomadBackend
+		newBackend = newNomadBackend
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{
@@ -195,7 +197,7 @@ func (d *Driver) restartBackendLocked() {
 	if d.stopBuild != nil {
 		d.stopBuild()
 	}
-	if d.backend != nil && d.backend.Stop != nil {
+	if d.backend != nil {
 		d.backend.Stop()
 	}
 	d.backend, d.pool = nil, nil
@@ -253,7 +255,7 @@ const defaultStartRetry = 15 * time.Second
 // startPool starts the backend's pools, and again after every failure until
 // it works or ctx ends (then it returns nil). While it fails, the driver is
 // unhealthy with the error, which names what to fix.
-func (d *Driver) startPool(ctx context.Context, b *Backend) Pool {
+func (d *Driver) startPool(ctx context.Context, b Backend) Pool {
 	for first := true; ; first = false {
 		stopProbe := d.probeWhileStarting(ctx, b, first)
 		p, err := b.StartPool(ctx)
@@ -279,10 +281,7 @@ func (d *Driver) startPool(ctx context.Context, b *Backend) Pool {
 // only "connecting". On a retry (first false) a working API leaves the last
 // start's error in place. The returned func stops the probe; once it returns,
 // the probe sets no more health.
-func (d *Driver) probeWhileStarting(ctx context.Context, b *Backend, first bool) (stop func()) {
-	if b.Check == nil {
-		return func() {}
-	}
+func (d *Driver) probeWhileStarting(ctx context.Context, b Backend, first bool) (stop func()) {
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	d.wg.Add(1)
@@ -318,10 +317,7 @@ func (d *Driver) probeWhileStarting(ctx context.Context, b *Backend, first bool)
 
 // watchAPI re-checks the Nomad API so the driver turns unhealthy while it is down
 // and healthy again once it is back, with no restart.
-func (d *Driver) watchAPI(ctx context.Context, b *Backend) {
-	if b.Check == nil {
-		return
-	}
+func (d *Driver) watchAPI(ctx context.Context, b Backend) {
 	t := time.NewTicker(apiCheckInterval)
 	defer t.Stop()
 	for {
@@ -345,7 +341,7 @@ func (d *Driver) watchAPI(ctx context.Context, b *Backend) {
 }
 
 // current returns the config and backend, or why there is none.
-func (d *Driver) current() (*Config, *Backend, error) {
+func (d *Driver) current() (*Config, Backend, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cfgErr != nil {
@@ -361,7 +357,7 @@ func (d *Driver) current() (*Config, *Backend, error) {
 // recovered task waits here while the plugin config is unusable, and a task
 // whose backend was replaced (a new plugin config) moves to the new one. It
 // returns an error only when ctx ends.
-func (d *Driver) waitBackend(ctx context.Context, stale *Backend) (*Backend, error) {
+func (d *Driver) waitBackend(ctx context.Context, stale Backend) (Backend, error) {
 	for {
 		d.mu.Lock()
 		b, set := d.backend, d.backendSet
@@ -402,7 +398,7 @@ func (d *Driver) Shutdown(context.Context) error {
 	d.tasks.detachAll()
 	d.wg.Wait()
 	d.metrics.stop()
-	if b != nil && b.Stop != nil {
+	if b != nil {
 		b.Stop()
 	}
 	return nil

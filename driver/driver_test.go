@@ -100,7 +100,7 @@ func (e *env) waitHealth(want drivers.FingerprintResponse_HealthState) *drivers.
 }
 
 func (e *env) devPool() map[string]any {
-	return map[string]any{"dev": map[string]any{"jobspec": e.jobspec(), "size": 2, "max": 8, "claim_timeout": "5s"}}
+	return map[string]any{"dev": map[string]any{"jobspec": e.jobspec(), "size": "2", "max": "8", "claim_timeout": "5s"}}
 }
 
 func (e *env) taskConfig(name string, cfg map[string]any, env map[string]string) *drivers.TaskConfig {
@@ -159,7 +159,7 @@ func recoverable(err error) bool {
 
 func TestValidationInstanceNeverFailsAndReportsProblems(t *testing.T) {
 	e := newEnv(t)
-	bad := e.pluginConfig(map[string]any{"python": map[string]any{"jobspec": "/nonexistent.hcl", "size": 5, "max": 2, "claim_timeout": "soon"}})
+	bad := e.pluginConfig(map[string]any{"python": map[string]any{"jobspec": "/nonexistent.hcl", "size": "5", "max": "2", "claim_timeout": "soon"}})
 	// Nomad's validation instance: no nomad_config, config sent twice.
 	for i := 0; i < 2; i++ {
 		if _, err := e.c.Base.SetConfig(context.Background(), &base.SetConfigRequest{MsgpackConfig: bad}); err != nil {

@@ -37,7 +37,7 @@ func (d *Driver) ExecTaskStreaming(ctx context.Context, taskID string, opts *plu
 			}
 		}
 	}()
-	code, err := b.Runner.Exec(ctx, h.state.ref(), h.state.RunID, opts.Command, opts.Tty, opts.Stdin, opts.Stdout, opts.Stderr, resize)
+	code, err := b.Exec(ctx, h.state.ref(), h.state.RunID, opts.Command, opts.Tty, opts.Stdin, opts.Stdout, opts.Stderr, resize)
 	if err != nil {
 		return nil, fmt.Errorf("exec in sandbox %s of task %q: %w", short(h.state.Claim.AllocID), taskID, err)
 	}
@@ -51,7 +51,7 @@ func (d *Driver) ExecTask(ctx context.Context, taskID string, cmd []string) (*pl
 		return nil, err
 	}
 	var stdout, stderr bytes.Buffer
-	code, err := b.Runner.Exec(ctx, h.state.ref(), h.state.RunID, cmd, false, bytes.NewReader(nil), &stdout, &stderr, nil)
+	code, err := b.Exec(ctx, h.state.ref(), h.state.RunID, cmd, false, bytes.NewReader(nil), &stdout, &stderr, nil)
 	if err != nil {
 		return nil, fmt.Errorf("exec in sandbox %s of task %q: %w", short(h.state.Claim.AllocID), taskID, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
@@ -197,7 +198,7 @@ func (r *fakeRunner) kill(allocID string) {
 	close(r.allocGone[allocID])
 }
 
-func (r *fakeRunner) allocDone(ctx context.Context, _, allocID string) (string, error) {
+func (r *fakeRunner) AllocDone(ctx context.Context, _, allocID string) (string, error) {
 	r.mu.Lock()
 	ch := r.allocGone[allocID]
 	r.mu.Unlock()
@@ -213,10 +214,38 @@ func (r *fakeRunner) allocDone(ctx context.Context, _, allocID string) (string, 
 	}
 }
 
+// fakeNomad is a Backend over a fakeRunner: its pools come from startPool, and
+// output is shipped in this process.
+type fakeNomad struct {
+	*fakeRunner
+	startPool func(context.Context) (Pool, error)
+	check     func(context.Context) error // nil: the API answers
+}
+
+var _ Backend = (*fakeNomad)(nil)
+
+func (n *fakeNomad) StartPool(ctx context.Context) (Pool, error) { return n.startPool(ctx) }
+
+func (n *fakeNomad) Check(ctx context.Context) error {
+	if n.check == nil {
+		return nil
+	}
+	return n.check(ctx)
+}
+
+func (n *fakeNomad) Ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error) {
+	return shipOutput(ctx, n.Follow, job)
+}
+
+func (n *fakeNomad) Usage(context.Context, string, string, string) (*plugin.TaskResourceUsage, error) {
+	return nil, nil
+}
+
+func (n *fakeNomad) Stop() {}
+
 // fakeBackend builds a backend over the fakes; check, when set, answers health probes.
 func fakeBackend(p *fakePool, r *fakeRunner, check func(context.Context) error) BackendFactory {
-	return func(cfg *Config, _ *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error) {
-		return &Backend{Runner: r, AllocDone: r.allocDone, Check: check,
-			StartPool: func(context.Context) (Pool, error) { return p, nil }}, nil
+	return func(*Config, *pool.Token, hclog.Logger, func()) (Backend, error) {
+		return &fakeNomad{fakeRunner: r, check: check, startPool: func(context.Context) (Pool, error) { return p, nil }}, nil
 	}
 }

@@ -76,10 +76,10 @@ func (h *taskHandle) sandboxDir() allocfs.Dir {
 // where it sees its alloc dir, its mount namespace. Without a session the
 // files are copied, owned by the owner of the sandbox task's local/. A copy
 // chosen for a primed sandbox says why in h.filesWhy.
-func (h *taskHandle) chooseFiles(b *Backend) {
+func (h *taskHandle) chooseFiles(b Backend) {
 	st := &h.state
 	st.Files, st.FilesWay, st.FilesUID, st.FilesGID = true, filesCopy, -1, -1
-	if info, ok := b.Runner.SessionInfo(st.Claim.AllocID); ok {
+	if info, ok := b.SessionInfo(st.Claim.AllocID); ok {
 		st.FilesUID, st.FilesGID = info.UID, info.GID
 		switch {
 		case info.SharesHost(st.ref()):

@@ -29,9 +29,9 @@ func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 	var mu sync.Mutex
 	denied := true
 	starts := 0
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error) {
-		return &Backend{Runner: e.runner, AllocDone: e.runner.allocDone,
-			StartPool: func(context.Context) (Pool, error) {
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error) {
+		return &fakeNomad{fakeRunner: e.runner,
+			startPool: func(context.Context) (Pool, error) {
 				mu.Lock()
 				defer mu.Unlock()
 				starts++
@@ -79,13 +79,13 @@ func TestTokenFileReloaded(t *testing.T) {
 	var mu sync.Mutex
 	var builds, starts int
 	var tok *pool.Token
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (*Backend, error) {
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error) {
 		mu.Lock()
 		builds++
 		tok = token
 		mu.Unlock()
-		return &Backend{Runner: e.runner, AllocDone: e.runner.allocDone,
-			StartPool: func(context.Context) (Pool, error) {
+		return &fakeNomad{fakeRunner: e.runner,
+			startPool: func(context.Context) (Pool, error) {
 				mu.Lock()
 				starts++
 				mu.Unlock()

@@ -59,7 +59,7 @@ func (d *Driver) StopTask(ctx context.Context, taskID string, timeout time.Durat
 	}
 	ref := h.state.ref()
 	sctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
-	err = b.Runner.Signal(sctx, ref, h.state.RunID, signal)
+	err = b.Signal(sctx, ref, h.state.RunID, signal)
 	cancel()
 	if err != nil {
 		d.logger.Warn("kill signal not delivered; killing", "task_id", taskID, "signal", signal, "error", err)
@@ -73,7 +73,7 @@ func (d *Driver) StopTask(ctx context.Context, taskID string, timeout time.Durat
 		}
 	}
 	sctx, cancel = context.WithTimeout(ctx, apiCallTimeout)
-	err = b.Runner.Signal(sctx, ref, h.state.RunID, "SIGKILL")
+	err = b.Signal(sctx, ref, h.state.RunID, "SIGKILL")
 	cancel()
 	if err != nil {
 		return fmt.Errorf("kill command of task %q in sandbox %s: %w", taskID, short(ref.AllocID), err)
@@ -155,7 +155,7 @@ func (d *Driver) SignalTask(ctx context.Context, taskID string, signal string) e
 	d.refreshFiles(h) // a template re-rendered for this signal is there first
 	sctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
-	if err := b.Runner.Signal(sctx, h.state.ref(), h.state.RunID, signal); err != nil {
+	if err := b.Signal(sctx, h.state.ref(), h.state.RunID, signal); err != nil {
 		return fmt.Errorf("signal %s to task %q: %w", signal, taskID, err)
 	}
 	return nil
@@ -186,7 +186,7 @@ func (d *Driver) TaskStats(ctx context.Context, taskID string, interval time.Dur
 			case <-t.C:
 			}
 			_, b, err := d.current()
-			if err != nil || b.Usage == nil {
+			if err != nil {
 				continue
 			}
 			ref := h.state.ref()

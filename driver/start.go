@@ -110,7 +110,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		}
 	}
 	launchBegin := time.Now()
-	started, err := b.Runner.Start(lctx, h.state.ref(), spec)
+	started, err := b.Start(lctx, h.state.ref(), spec)
 	if err != nil {
 		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in allocation %s of pool %q: %w", short(claim.AllocID), tc.Pool, err))
 	}
@@ -181,24 +181,22 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, from sandbox.Offsets,
 	if err != nil {
 		return // plugin shutting down or task destroyed: the command lives on
 	}
-	if b.AllocDone != nil {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			reason, err := d.allocDone(ctx, b, ref)
-			if err != nil {
-				return
-			}
-			h.mu.Lock()
-			stopping := h.stopping
-			h.mu.Unlock()
-			if stopping && !h.state.Command {
-				h.setExit(plugin.ExitResult{})
-				return
-			}
-			h.setExit(plugin.ExitResult{ExitCode: 1, Err: fmt.Sprintf("sandbox allocation %s stopped from outside: %s", short(ref.AllocID), reason)})
-		}()
-	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		reason, err := d.allocDone(ctx, b, ref)
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		stopping := h.stopping
+		h.mu.Unlock()
+		if stopping && !h.state.Command {
+			h.setExit(plugin.ExitResult{})
+			return
+		}
+		h.setExit(plugin.ExitResult{ExitCode: 1, Err: fmt.Sprintf("sandbox allocation %s stopped from outside: %s", short(ref.AllocID), reason)})
+	}()
 	if !h.state.Command {
 		// The task holds its sandbox until stopped or until the sandbox dies.
 		select {
@@ -207,12 +205,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, from sandbox.Offsets,
 		}
 		return
 	}
-	var st sandbox.ExitStatus
-	if b.Ship != nil {
-		st, err = b.Ship(ctx, h.shipJob())
-	} else {
-		st, err = shipOutput(ctx, b.Runner.Follow, h.shipJob())
-	}
+	st, err := b.Ship(ctx, h.shipJob())
 	if ctx.Err() != nil {
 		return // plugin shutting down or task destroyed: the command lives on
 	}
@@ -235,7 +228,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, from sandbox.Offsets,
 // allocDone waits until the task's sandbox allocation stops and says why. A
 // new token changes no backend; only a new plugin config replaces it, and then
 // the wait moves to the new one.
-func (d *Driver) allocDone(ctx context.Context, b *Backend, ref sandbox.Ref) (string, error) {
+func (d *Driver) allocDone(ctx context.Context, b Backend, ref sandbox.Ref) (string, error) {
 	for {
 		reason, err := b.AllocDone(ctx, ref.Namespace, ref.AllocID)
 		if err == nil || ctx.Err() != nil {
@@ -243,10 +236,6 @@ func (d *Driver) allocDone(ctx context.Context, b *Backend, ref sandbox.Ref) (st
 		}
 		if b, err = d.waitBackend(ctx, b); err != nil {
 			return "", err
-		}
-		if b.AllocDone == nil {
-			<-ctx.Done()
-			return "", ctx.Err()
 		}
 	}
 }

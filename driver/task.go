@@ -117,7 +117,7 @@ func (d *Driver) task(id string) (*taskHandle, error) {
 }
 
 // taskAndBackend is a tracked task with the backend that reaches its sandbox.
-func (d *Driver) taskAndBackend(id string) (*taskHandle, *Backend, error) {
+func (d *Driver) taskAndBackend(id string) (*taskHandle, Backend, error) {
 	h, err := d.task(id)
 	if err != nil {
 		return nil, nil, err

@@ -5,7 +5,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 )
 
@@ -17,10 +16,7 @@ type baseServer struct {
 }
 
 func (s *baseServer) PluginInfo(context.Context, *base.PluginInfoRequest) (*base.PluginInfoResponse, error) {
-	info, err := call(s.logger, "PluginInfo", func() (Info, error) { return s.d.PluginInfo(), nil })
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	info := s.d.PluginInfo()
 	return &base.PluginInfoResponse{
 		Type:              base.PluginType_DRIVER,
 		PluginApiVersions: []string{APIVersion},
@@ -30,10 +26,7 @@ func (s *baseServer) PluginInfo(context.Context, *base.PluginInfoRequest) (*base
 }
 
 func (s *baseServer) ConfigSchema(context.Context, *base.ConfigSchemaRequest) (*base.ConfigSchemaResponse, error) {
-	spec, err := call(s.logger, "ConfigSchema", func() (*hclspec.Spec, error) { return s.d.ConfigSchema(), nil })
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	spec := s.d.ConfigSchema()
 	// A nil spec leaves the field unset, which tells Nomad the plugin takes no config.
 	return &base.ConfigSchemaResponse{Spec: spec}, nil
 }
@@ -45,7 +38,7 @@ func (s *baseServer) SetConfig(ctx context.Context, req *base.SetConfigRequest) 
 	}
 	agent := agentConfigFromProto(req.GetNomadConfig())
 	s.logger.Debug("set config", "bytes", len(req.GetMsgpackConfig()), "validation_only", agent == nil)
-	err := call0(s.logger, "SetConfig", func() error { return s.d.SetConfig(ctx, req.GetMsgpackConfig(), agent) })
+	err := s.d.SetConfig(ctx, req.GetMsgpackConfig(), agent)
 	if err != nil {
 		return nil, toStatus(err)
 	}

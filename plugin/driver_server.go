@@ -7,7 +7,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
 )
 
@@ -22,7 +21,7 @@ type driverServer struct {
 
 func (s *driverServer) Init(ctx context.Context, _ *drivers.InitRequest) (*drivers.InitResponse, error) {
 	if i, ok := s.d.(Initializer); ok {
-		if err := call0(s.logger, "Init", func() error { return i.Init(ctx) }); err != nil {
+		if err := i.Init(ctx); err != nil {
 			return nil, toStatus(err)
 		}
 	}
@@ -31,7 +30,7 @@ func (s *driverServer) Init(ctx context.Context, _ *drivers.InitRequest) (*drive
 
 func (s *driverServer) Shutdown(ctx context.Context, _ *drivers.ShutdownRequest) (*drivers.ShutdownResponse, error) {
 	if sd, ok := s.d.(Shutdowner); ok {
-		if err := call0(s.logger, "Shutdown", func() error { return sd.Shutdown(ctx) }); err != nil {
+		if err := sd.Shutdown(ctx); err != nil {
 			return nil, toStatus(err)
 		}
 	}
@@ -39,10 +38,7 @@ func (s *driverServer) Shutdown(ctx context.Context, _ *drivers.ShutdownRequest)
 }
 
 func (s *driverServer) TaskConfigSchema(context.Context, *drivers.TaskConfigSchemaRequest) (*drivers.TaskConfigSchemaResponse, error) {
-	spec, err := call(s.logger, "TaskConfigSchema", func() (*hclspec.Spec, error) { return s.d.TaskConfigSchema(), nil })
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	spec := s.d.TaskConfigSchema()
 	if spec == nil {
 		// The client would fail the task with a bare "nil spec given".
 		return nil, status.Error(codes.FailedPrecondition, "driver has no task config schema")
@@ -51,10 +47,7 @@ func (s *driverServer) TaskConfigSchema(context.Context, *drivers.TaskConfigSche
 }
 
 func (s *driverServer) Capabilities(context.Context, *drivers.CapabilitiesRequest) (*drivers.CapabilitiesResponse, error) {
-	caps, err := call(s.logger, "Capabilities", func() (Capabilities, error) { return s.d.Capabilities(), nil })
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	caps := s.d.Capabilities()
 	return &drivers.CapabilitiesResponse{Capabilities: capabilitiesToProto(caps)}, nil
 }
 
@@ -63,12 +56,7 @@ func (s *driverServer) StartTask(ctx context.Context, req *drivers.StartTaskRequ
 		return nil, status.Error(codes.InvalidArgument, "start task: request has no task config")
 	}
 	cfg := taskConfigFromProto(req.GetTask())
-	var override *NetworkOverride
-	handle, err := call(s.logger, "StartTask", func() (*TaskHandle, error) {
-		h, n, err := s.d.StartTask(ctx, cfg)
-		override = n
-		return h, err
-	})
+	handle, override, err := s.d.StartTask(ctx, cfg)
 	if err != nil {
 		s.logger.Debug("start task failed", "task_id", cfg.ID, "recoverable", IsRecoverable(err), "error", err)
 		return nil, toStatus(err)
@@ -93,7 +81,7 @@ func (s *driverServer) RecoverTask(ctx context.Context, req *drivers.RecoverTask
 		// The client always sends handle.config; keep the id usable if it did not.
 		handle.Config = &TaskConfig{ID: req.GetTaskId()}
 	}
-	err := call0(s.logger, "RecoverTask", func() error { return s.d.RecoverTask(ctx, handle) })
+	err := s.d.RecoverTask(ctx, handle)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -104,7 +92,7 @@ func (s *driverServer) RecoverTask(ctx context.Context, req *drivers.RecoverTask
 // say): the client turns that into an exit with Err. An answer always carries
 // result, because clients before 1.11.3 dereference it unconditionally.
 func (s *driverServer) WaitTask(ctx context.Context, req *drivers.WaitTaskRequest) (*drivers.WaitTaskResponse, error) {
-	res, err := call(s.logger, "WaitTask", func() (*ExitResult, error) { return s.d.WaitTask(ctx, req.GetTaskId()) })
+	res, err := s.d.WaitTask(ctx, req.GetTaskId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -117,7 +105,7 @@ func (s *driverServer) WaitTask(ctx context.Context, req *drivers.WaitTaskReques
 
 func (s *driverServer) StopTask(ctx context.Context, req *drivers.StopTaskRequest) (*drivers.StopTaskResponse, error) {
 	timeout := req.GetTimeout().AsDuration()
-	err := call0(s.logger, "StopTask", func() error { return s.d.StopTask(ctx, req.GetTaskId(), timeout, req.GetSignal()) })
+	err := s.d.StopTask(ctx, req.GetTaskId(), timeout, req.GetSignal())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -125,7 +113,7 @@ func (s *driverServer) StopTask(ctx context.Context, req *drivers.StopTaskReques
 }
 
 func (s *driverServer) DestroyTask(ctx context.Context, req *drivers.DestroyTaskRequest) (*drivers.DestroyTaskResponse, error) {
-	err := call0(s.logger, "DestroyTask", func() error { return s.d.DestroyTask(ctx, req.GetTaskId(), req.GetForce()) })
+	err := s.d.DestroyTask(ctx, req.GetTaskId(), req.GetForce())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -133,7 +121,7 @@ func (s *driverServer) DestroyTask(ctx context.Context, req *drivers.DestroyTask
 }
 
 func (s *driverServer) InspectTask(ctx context.Context, req *drivers.InspectTaskRequest) (*drivers.InspectTaskResponse, error) {
-	st, err := call(s.logger, "InspectTask", func() (*TaskStatus, error) { return s.d.InspectTask(ctx, req.GetTaskId()) })
+	st, err := s.d.InspectTask(ctx, req.GetTaskId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -141,7 +129,7 @@ func (s *driverServer) InspectTask(ctx context.Context, req *drivers.InspectTask
 }
 
 func (s *driverServer) SignalTask(ctx context.Context, req *drivers.SignalTaskRequest) (*drivers.SignalTaskResponse, error) {
-	err := call0(s.logger, "SignalTask", func() error { return s.d.SignalTask(ctx, req.GetTaskId(), req.GetSignal()) })
+	err := s.d.SignalTask(ctx, req.GetTaskId(), req.GetSignal())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -157,7 +145,7 @@ func (s *driverServer) ExecTask(ctx context.Context, req *drivers.ExecTaskReques
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	res, err := call(s.logger, "ExecTask", func() (*ExecResult, error) { return s.d.ExecTask(ctx, req.GetTaskId(), req.GetCommand()) })
+	res, err := s.d.ExecTask(ctx, req.GetTaskId(), req.GetCommand())
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -3,10 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
-	"fmt"
-	"runtime/debug"
 
-	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -69,23 +66,4 @@ func toStatus(err error) error {
 		code = codes.DeadlineExceeded
 	}
 	return status.Error(code, err.Error())
-}
-
-// call runs a driver method and turns a panic into an error, so a driver bug
-// fails one RPC instead of killing the plugin process (and with it every
-// running task's plugin-side state).
-func call[T any](logger hclog.Logger, method string, f func() (T, error)) (res T, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			logger.Error("driver method panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			err = status.Errorf(codes.Internal, "driver panicked in %s: %v", method, r)
-		}
-	}()
-	return f()
-}
-
-// call0 is call for driver methods that return only an error.
-func call0(logger hclog.Logger, method string, f func() error) error {
-	_, err := call(logger, method, func() (struct{}, error) { return struct{}{}, f() })
-	return err
 }

@@ -62,9 +62,7 @@ func (s *driverServer) ExecTaskStreaming(stream drivers.Driver_ExecTaskStreaming
 	}
 	taskID := setup.GetTaskId()
 	s.logger.Debug("exec stream started", "task_id", taskID, "tty", opts.Tty)
-	res, err := call(s.logger, "ExecTaskStreaming", func() (*ExitResult, error) {
-		return s.d.ExecTaskStreaming(ctx, taskID, opts)
-	})
+	res, err := s.d.ExecTaskStreaming(ctx, taskID, opts)
 	if err != nil {
 		s.logger.Debug("exec stream failed", "task_id", taskID, "error", err)
 		return toStatus(err)

@@ -58,7 +58,7 @@ func forward[V, M any](ctx context.Context, ch <-chan V, conv func(V) M, send fu
 
 func (s *driverServer) Fingerprint(_ *drivers.FingerprintRequest, stream drivers.Driver_FingerprintServer) error {
 	ctx := stream.Context()
-	ch, err := call(s.logger, "Fingerprint", func() (<-chan Fingerprint, error) { return s.d.Fingerprint(ctx) })
+	ch, err := s.d.Fingerprint(ctx)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -68,7 +68,7 @@ func (s *driverServer) Fingerprint(_ *drivers.FingerprintRequest, stream drivers
 
 func (s *driverServer) TaskEvents(_ *drivers.TaskEventsRequest, stream drivers.Driver_TaskEventsServer) error {
 	ctx := stream.Context()
-	ch, err := call(s.logger, "TaskEvents", func() (<-chan TaskEvent, error) { return s.d.TaskEvents(ctx) })
+	ch, err := s.d.TaskEvents(ctx)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -85,7 +85,7 @@ func (s *driverServer) TaskStats(req *drivers.TaskStatsRequest, stream drivers.D
 	if interval <= 0 {
 		interval = defaultStatsInterval
 	}
-	ch, err := call(s.logger, "TaskStats", func() (<-chan *TaskResourceUsage, error) { return s.d.TaskStats(ctx, taskID, interval) })
+	ch, err := s.d.TaskStats(ctx, taskID, interval)
 	if err != nil {
 		return toStatus(err)
 	}

@@ -352,20 +352,6 @@ func (m *Manager) confirmAlloc(ctx context.Context, in *instance) error {
 	return nil
 }
 
-// Get reads the claim record of a sandbox allocation back from Nomad (for
-// recovery after a restart). A missing record is ErrNotFound (wrapped).
-func (m *Manager) Get(ctx context.Context, pool, allocID string) (*Claim, error) {
-	path := ClaimPath(pool, allocID)
-	v, err := m.readVariable(ctx, path)
-	if isNotFound(err) {
-		return nil, fmt.Errorf("read claim of allocation %s in pool %q: %w", allocID, pool, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read claim of allocation %s in pool %q: %w", allocID, pool, err)
-	}
-	return claimFromItems(v.Items), nil
-}
-
 func (c *Claim) items(nonce, reason string) api.VariableItems {
 	it := api.VariableItems{}
 	set := func(k, v string) {

@@ -49,7 +49,7 @@ func TestNomadACL(t *testing.T) {
 		return listed
 	})
 	m.reconcile(ctx(t, 30*time.Second)) // the owner does not exist: cleaned
-	if _, err := m.Get(ctx(t, 10*time.Second), "acl", cl.AllocID); err == nil {
+	if _, err := m.readVariable(ctx(t, 10*time.Second), ClaimPath("acl", cl.AllocID)); err == nil {
 		t.Fatal("reconcile kept a claim whose owner does not exist")
 	}
 	cl, err = m.Claim(ctx(t, 30*time.Second), "acl", Owner{})

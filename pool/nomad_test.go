@@ -279,7 +279,7 @@ func nomadRestart(t *testing.T, a *nomadtest.Agent) {
 	if got.Claimed != 2 || got.Warm+got.Starting > 3 {
 		t.Fatalf("after restart %+v: want 2 claimed, at most 3 warm or starting", got)
 	}
-	if _, err := m2.Get(ctx(t, 10*time.Second), "restart", c1.AllocID); err != nil {
+	if _, err := m2.readVariable(ctx(t, 10*time.Second), ClaimPath("restart", c1.AllocID)); err != nil {
 		t.Fatalf("claim record lost across restart: %v", err)
 	}
 	waitFor(t, time.Minute, "3 warm, 2 claimed", func() bool {

@@ -37,9 +37,6 @@ const (
 // that name a pool the Manager was not configured with.
 var ErrUnknownPool = errors.New("unknown pool")
 
-// ErrNotFound is returned (wrapped) by Get when a claim record does not exist.
-var ErrNotFound = errors.New("claim not found")
-
 // ErrStopped is returned (wrapped) by calls made after Stop.
 var ErrStopped = errors.New("pool manager stopped")
 
@@ -326,9 +323,6 @@ func (m *Manager) Stop() {
 	cancel()
 	m.wg.Wait()
 }
-
-// Pools returns the configured pool names, sorted.
-func (m *Manager) Pools() []string { return slices.Clone(m.names) }
 
 // Stats returns every pool's counts. It reads memory only.
 func (m *Manager) Stats() map[string]Stats {

@@ -61,9 +61,8 @@ func TestClaimHitMissAndRelease(t *testing.T) {
 	if rec[itemOwnerAlloc] != "owner-1" || rec[itemJob] != c1.JobID || rec[itemNode] != pooltest.NodeID {
 		t.Fatalf("claim record %v", rec)
 	}
-	got, err := m.Get(ctx(t, time.Second), "py", c1.AllocID)
-	if err != nil || got.JobID != c1.JobID || got.Owner != owner || !got.ClaimedAt.Equal(c1.ClaimedAt) {
-		t.Fatalf("get: %+v, %v", got, err)
+	if got := claimFromItems(rec); got.JobID != c1.JobID || got.Owner != owner || !got.ClaimedAt.Equal(c1.ClaimedAt) {
+		t.Fatalf("claim read back from its record: %+v", got)
 	}
 
 	// Replenished at once; a second claim hits the replacement, or waits
@@ -80,9 +79,6 @@ func TestClaimHitMissAndRelease(t *testing.T) {
 	}
 	if srv.Job(c1.JobID) != nil || len(srv.Vars(ClaimPath("py", c1.AllocID))) != 0 {
 		t.Fatal("release left the job or the claim record")
-	}
-	if _, err := m.Get(ctx(t, time.Second), "py", c1.AllocID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("get after release: %v, want ErrNotFound", err)
 	}
 	if err := m.Release(ctx(t, time.Second), c2); err != nil {
 		t.Fatal(err)

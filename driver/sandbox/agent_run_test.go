@@ -33,7 +33,6 @@ func TestAgent(t *testing.T) {
 			t.Run("exec stdin", func(t *testing.T) { agentExecStdin(t, r, ref, "") })
 			t.Run("exec tty", func(t *testing.T) { agentExecTTY(t, r, ref) })
 			t.Run("exec cancel", func(t *testing.T) { agentExecCancel(t, r, ref) })
-			t.Run("alloc gone", func(t *testing.T) { agentAllocGone(t, r, ref) })
 			t.Run("prime", func(t *testing.T) {
 				if err := r.Prime(ctxT(t, 30*time.Second), ref); err != nil {
 					t.Fatal(err)
@@ -54,7 +53,7 @@ func agentPaths(t *testing.T, r *Runner, ref Ref) {
 	if err := r.Launch(ctx, ref, Spec{ID: "paths"}); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, code, err := r.ExecOutput(ctx, ref, "paths", []string{"/bin/sh", "-c",
+	out, errOut, code, err := execOutput(ctx, r, ref, "paths", []string{"/bin/sh", "-c",
 		`echo "alloc=$NOMAD_ALLOC_DIR secrets=$NOMAD_SECRETS_DIR task=$NOMAD_TASK_DIR own=$SANDBOX_OWN pwd=$(pwd) uid=$(id -u)"`})
 	if err != nil || code != 0 {
 		t.Fatalf("exec: %v code %d stderr %s", err, code, errOut)
@@ -87,7 +86,7 @@ func agentOutput(t *testing.T, r *Runner, ref Ref, pfx string) {
 		t.Errorf("status %+v stdout %q stderr %q", st, out.String(), errOut.String())
 	}
 	// The task's env reaches exec'd commands too.
-	o, _, code, err := r.ExecOutput(ctx, ref, spec.ID, []string{"/bin/sh", "-c", `printf %s "$GREETING"`})
+	o, _, code, err := execOutput(ctx, r, ref, spec.ID, []string{"/bin/sh", "-c", `printf %s "$GREETING"`})
 	if err != nil || code != 0 || string(o) != env["GREETING"] {
 		t.Errorf("exec env: %q code %d err %v", o, code, err)
 	}
@@ -220,7 +219,7 @@ func agentExecCancel(t *testing.T, r *Runner, ref Ref) {
 		// Ask inside the sandbox: pids there are the sandbox's own.
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			_, _, code, err := r.ExecOutput(ctxT(t, 10*time.Second), ref, "cancel", []string{"/bin/sh", "-c", "kill -0 " + pid})
+			_, _, code, err := execOutput(ctxT(t, 10*time.Second), r, ref, "cancel", []string{"/bin/sh", "-c", "kill -0 " + pid})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,22 +234,10 @@ func agentExecCancel(t *testing.T, r *Runner, ref Ref) {
 	}
 }
 
-func agentAllocGone(t *testing.T, r *Runner, ref Ref) {
-	gone, why, err := r.AllocGone(ctxT(t, 10*time.Second), ref)
-	if err != nil || gone {
-		t.Errorf("running sandbox: gone=%v (%s) err=%v", gone, why, err)
-	}
-	other := ref
-	other.AllocID = "00000000-0000-0000-0000-000000000000"
-	gone, _, err = r.AllocGone(ctxT(t, 10*time.Second), other)
-	if err != nil || !gone {
-		t.Errorf("unknown allocation: gone=%v err=%v", gone, err)
-	}
-}
-
 // agentDiesWithSandbox: stopping the sandbox ends the command, the launch
-// daemon and everything else of ours in it, and Follow says the sandbox is
-// gone instead of waiting for an exit that never comes.
+// daemon and everything else of ours in it. (Following such a run ends when
+// its follower's context does: the driver learns from the pool that the
+// sandbox died.)
 func agentDiesWithSandbox(t *testing.T, r *Runner, ref Ref) {
 	ctx := ctxT(t, 60*time.Second)
 	runID := "dies"
@@ -264,11 +251,6 @@ func agentDiesWithSandbox(t *testing.T, r *Runner, ref Ref) {
 		(&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := r.Follow(ctx, ref, runID, Offsets{}, io.Discard, io.Discard, nil)
-	if !errors.Is(err, ErrAllocGone) {
-		t.Fatalf("follow after the sandbox stopped: %v, want ErrAllocGone", err)
-	}
-	t.Logf("follow: %v", err)
 	// The launch daemon's watchdog looks every 10 s.
 	deadline := time.Now().Add(15 * time.Second)
 	for len(allocProcs(ref.AllocID)) > 0 && time.Now().Before(deadline) {

@@ -118,7 +118,7 @@ func startSandboxes(t testing.TB) (*Runner, map[string]agentSandbox) {
 		}
 	})
 	logger := hclog.New(&hclog.LoggerOptions{Name: "sandbox", Level: hclog.Debug, Output: testWriter{t}})
-	return &Runner{Client: a.Client, Logger: logger, PollInterval: 10 * time.Millisecond, AllocCheckEvery: time.Second}, out
+	return &Runner{Client: a.Client, Logger: logger, PollInterval: 10 * time.Millisecond}, out
 }
 
 type testWriter struct{ t testing.TB }

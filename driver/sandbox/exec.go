@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path"
 	"strconv"
 	"time"
@@ -55,14 +53,6 @@ func (r *Runner) Exec(ctx context.Context, ref Ref, runID string, cmd []string, 
 	return code, nil
 }
 
-// ExecOutput runs cmd without a tty or stdin and returns its output and exit
-// code: what a script check needs. ctx should carry the check's timeout.
-func (r *Runner) ExecOutput(ctx context.Context, ref Ref, runID string, cmd []string) (stdout, stderr []byte, code int, err error) {
-	var o, e bytes.Buffer
-	code, err = r.Exec(ctx, ref, runID, cmd, false, bytes.NewReader(nil), &o, &e, nil)
-	return o.Bytes(), e.Bytes(), code, err
-}
-
 // hangup ends an exec'd process whose client went away. The process records its
 // pid as it starts; give it a moment if the cancel came first.
 func (r *Runner) hangup(ref Ref, pidPath string) {
@@ -87,32 +77,6 @@ func (r *Runner) hangup(ref Ref, pidPath string) {
 		r.logger().Warn("could not end exec'd process after its session was cancelled", "alloc_id", ref.AllocID,
 			"pid", pid, "exit_code", code, "stderr", stderr.String(), "error", err)
 	}
-}
-
-// AllocGone tells whether the sandbox can no longer run commands: its
-// allocation is unknown or terminal, or its task is dead. why says which.
-func (r *Runner) AllocGone(ctx context.Context, ref Ref) (gone bool, why string, err error) {
-	if r.Client == nil {
-		return false, "", errors.New("no nomad api client")
-	}
-	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))
-	defer cancel()
-	a, _, err := r.Client.Allocations().Info(ref.AllocID, r.query(ctx, ref.Namespace))
-	if err != nil {
-		var ue api.UnexpectedResponseError
-		if errors.As(err, &ue) && ue.StatusCode() == http.StatusNotFound {
-			return true, "allocation no longer exists", nil
-		}
-		return false, "", fmt.Errorf("read allocation %s: %w", ref.short(), err)
-	}
-	switch a.ClientStatus {
-	case api.AllocClientStatusComplete, api.AllocClientStatusFailed, api.AllocClientStatusLost:
-		return true, "allocation is " + a.ClientStatus, nil
-	}
-	if ts := a.TaskStates[ref.Task]; ts != nil && ts.State == "dead" {
-		return true, "task " + ref.Task + " is dead", nil
-	}
-	return false, "", nil
 }
 
 func newExecID() string {

@@ -34,7 +34,8 @@ type ExitStatus struct {
 // status. It reports offsets through progress (when not nil) after each copy, so
 // a caller can persist them and follow again after a restart without loss; output
 // written but not yet persisted is delivered again (at least once). It returns
-// ctx's error when ctx ends, and ErrAllocGone when the sandbox dies first.
+// ctx's error when ctx ends. It reads host files only: whoever follows a run
+// learns from the pool that its sandbox died, and ends ctx.
 func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets,
 	stdout, stderr io.Writer, progress func(Offsets)) (ExitStatus, error) {
 	if err := checkRunID(runID); err != nil {
@@ -57,8 +58,6 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 	}
 	poll := time.NewTicker(every)
 	defer poll.Stop()
-	checkEvery := orDefault(r.AllocCheckEvery, DefaultAllocCheckEvery)
-	nextCheck := time.Now().Add(checkEvery)
 	// round copies once from both files; more says a file had more to give.
 	round := func() (more bool, err error) {
 		n1, err1 := out.copy()
@@ -99,23 +98,6 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 		more, err := round()
 		if err != nil {
 			return ExitStatus{}, err
-		}
-		if r.Client != nil && time.Now().After(nextCheck) {
-			nextCheck = time.Now().Add(checkEvery)
-			gone, why, err := r.AllocGone(ctx, ref)
-			if err != nil {
-				r.logger().Debug("could not check sandbox allocation", "alloc_id", ref.AllocID, "error", err)
-			}
-			if gone {
-				// The exit record may have landed just before the end.
-				if st, exited, _ := readExit(files, dir); exited {
-					return drain(st)
-				}
-				if reapOrphans(ref, runID) {
-					r.logger().Warn("killed the command of a run whose sandbox is gone", "alloc_id", ref.AllocID, "run_id", runID)
-				}
-				return ExitStatus{}, fmt.Errorf("follow run %s in allocation %s: %w: %s", runID, ref.short(), ErrAllocGone, why)
-			}
 		}
 		if more {
 			if ctx.Err() != nil {

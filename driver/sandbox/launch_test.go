@@ -171,7 +171,7 @@ func TestLaunchWithoutCommandPreparesEnvForExec(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(ref.RunDir("hold"), filePid)); !os.IsNotExist(err) {
 		t.Fatalf("a command was started: %v", err)
 	}
-	out, _, code, err := r.ExecOutput(ctxT(t, 10*time.Second), ref, "hold", []string{"/bin/sh", "-c", `printf %s "$GREETING"; exit 7`})
+	out, _, code, err := execOutput(ctxT(t, 10*time.Second), r, ref, "hold", []string{"/bin/sh", "-c", `printf %s "$GREETING"; exit 7`})
 	if err != nil || code != 7 || string(out) != "hi 'there'" {
 		t.Fatalf("exec: out %q code %d err %v", out, code, err)
 	}

@@ -129,3 +129,10 @@ func follow(t *testing.T, r *Runner, ref Ref, runID string) (string, string, Exi
 	}
 	return out.String(), errb.String(), st
 }
+
+// execOutput runs cmd without a tty or stdin and returns its output and exit code.
+func execOutput(ctx context.Context, r *Runner, ref Ref, runID string, cmd []string) (stdout, stderr []byte, code int, err error) {
+	var o, e bytes.Buffer
+	code, err = r.Exec(ctx, ref, runID, cmd, false, bytes.NewReader(nil), &o, &e, nil)
+	return o.Bytes(), e.Bytes(), code, err
+}

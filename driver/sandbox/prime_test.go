@@ -72,7 +72,7 @@ func TestPrimedPrepareWritesEnvForExec(t *testing.T) {
 	if err := r.Launch(ctx, ref, Spec{ID: "hold", Env: env}); err != nil {
 		t.Fatal(err)
 	}
-	o, _, code, err := r.ExecOutput(ctx, ref, "hold", []string{"/bin/sh", "-c", `printf %s "$TOKEN"`})
+	o, _, code, err := execOutput(ctx, r, ref, "hold", []string{"/bin/sh", "-c", `printf %s "$TOKEN"`})
 	if err != nil || code != 0 || string(o) != env["TOKEN"] {
 		t.Errorf("exec env: %q %d %v", o, code, err)
 	}

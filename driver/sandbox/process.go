@@ -9,57 +9,6 @@ import (
 	"syscall"
 )
 
-// reapOrphans kills what is left of a run whose sandbox is gone. Under exec and
-// docker the sandbox's teardown kills it, and under raw_exec with cgroups v2 so
-// does the task's cgroup; but under raw_exec with cgroups v1 Nomad leaves running
-// what it did not start itself. Its pids are host pids then. The supervisor is
-// taken for the run's only if its command line is this run's launcher or the
-// launch daemon and its environment puts the alloc dir at this allocation's host path; the command
-// only if the supervisor is its parent. So a reused pid, or a pid of another
-// namespace, is never hit. The command leads its own session (setsid), which is
-// killed whole.
-func reapOrphans(ref Ref, runID string) (killed bool) {
-	fields, ok, _ := readRecord(ref.files(), path.Join(runRel(runID), filePid))
-	if !ok || len(fields) < 2 {
-		return false
-	}
-	cmd, err1 := strconv.Atoi(fields[0])
-	sup, err2 := strconv.Atoi(fields[1])
-	if err1 != nil || err2 != nil || cmd <= 1 || sup <= 1 || !isSupervisor(sup, ref, runID) {
-		return false
-	}
-	if parentOf(cmd) == sup {
-		if syscall.Kill(-cmd, syscall.SIGKILL) != nil {
-			_ = syscall.Kill(cmd, syscall.SIGKILL)
-		}
-	}
-	return syscall.Kill(sup, syscall.SIGKILL) == nil
-}
-
-func isSupervisor(pid int, ref Ref, runID string) bool {
-	proc := filepath.Join("/proc", strconv.Itoa(pid))
-	cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
-	launcher := bytes.Contains(cmdline, []byte("\x00akp-launch\x00"+runID+"\x00run\x00"))
-	daemon := bytes.HasSuffix(cmdline, []byte("\x00akp-session\x00"))
-	if err != nil || !bytes.HasPrefix(cmdline, []byte("/bin/sh\x00-c\x00")) || !launcher && !daemon {
-		return false
-	}
-	environ, err := os.ReadFile(filepath.Join(proc, "environ"))
-	if err != nil {
-		return false
-	}
-	want := []byte("NOMAD_ALLOC_DIR=" + filepath.Join(ref.HostAllocDir, "alloc"))
-	for _, kv := range bytes.Split(environ, []byte{0}) {
-		if bytes.Equal(bytes.TrimRight(kv, "/"), want) {
-			return true
-		}
-	}
-	return false
-}
-
-// parentOf reads a process's parent pid from /proc, or -1.
-func parentOf(pid int) int { return statField(pid, 1) }
-
 // Reap kills what is left of a finished or stopped run's process group: the
 // command's children that outlived it (a stopped `sh -c "a; b"` leaves b).
 // Under exec and docker the sandbox's teardown ends them anyway; under raw_exec

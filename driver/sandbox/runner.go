@@ -19,10 +19,9 @@ import (
 
 // Defaults for the Runner's zero-valued fields.
 const (
-	DefaultLaunchTimeout   = 30 * time.Second
-	DefaultCallTimeout     = 10 * time.Second
-	DefaultPollInterval    = 50 * time.Millisecond
-	DefaultAllocCheckEvery = 10 * time.Second
+	DefaultLaunchTimeout = 30 * time.Second
+	DefaultCallTimeout   = 10 * time.Second
+	DefaultPollInterval  = 50 * time.Millisecond
 )
 
 var (
@@ -101,11 +100,10 @@ type Runner struct {
 	Logger hclog.Logger
 
 	// Zero values take the Default* constants.
-	LaunchTimeout   time.Duration // one launch exec round trip
-	CallTimeout     time.Duration // signal, cleanup, allocation lookups
-	PollInterval    time.Duration // how often Follow looks for output
-	AllocCheckEvery time.Duration // how often Follow asks whether the allocation lives
-	MaxSessions     int           // launch sessions held open at most (DefaultMaxSessions)
+	LaunchTimeout time.Duration // one launch exec round trip
+	CallTimeout   time.Duration // signal, cleanup, allocation lookups
+	PollInterval  time.Duration // how often Follow looks for output
+	MaxSessions   int           // launch sessions held open at most (DefaultMaxSessions)
 
 	// OnSessionLost, when set, is told the allocation whose launch session
 	// ended before a Launch took it, so it can be primed again.

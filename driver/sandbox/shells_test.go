@@ -42,7 +42,7 @@ func TestScriptsUnderOtherShells(t *testing.T) {
 				if st := waitExited(t, r, ref, "k"); st.Signal != 15 {
 					t.Errorf("primed=%v: signal: %+v", primed, st)
 				}
-				o, _, code, err := r.ExecOutput(ctx, ref, "s", []string{"/bin/sh", "-c", `printf %s "$V"; exit 3`})
+				o, _, code, err := execOutput(ctx, r, ref, "s", []string{"/bin/sh", "-c", `printf %s "$V"; exit 3`})
 				if err != nil || code != 3 || string(o) != env["V"] {
 					t.Errorf("primed=%v: exec: %q %d %v", primed, o, code, err)
 				}

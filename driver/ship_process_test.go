@@ -1,0 +1,99 @@
+package driver
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+)
+
+// TestMain lets this test binary be the output shipper and the log holder, as
+// the plugin's binary is in production: startShipper and ensureHolder run
+// os.Executable() with the hidden commands.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case ShipCommand:
+			os.Exit(ShipMain(os.Args[2:], os.Stderr))
+		case HoldCommand:
+			os.Exit(HoldMain(os.Args[2:], os.Stderr))
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// The production backend ships a run's output through a shipper process and a
+// log holder: what the command wrote before and while it is followed reaches
+// the task's log in order, the log ends once the run has exited, and the exit
+// code is the command's.
+func TestShipperProcessShipsRunOutput(t *testing.T) {
+	dir := t.TempDir()
+	ref := sandbox.Ref{AllocID: "b1000000-0000-0000-0000-000000000000", Task: "sandbox", HostAllocDir: filepath.Join(dir, "sandbox-alloc")}
+	const runID = "ship1"
+	run := ref.RunDir(runID)
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, s string) {
+		t.Helper()
+		f, err := os.OpenFile(filepath.Join(run, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("pid", "999999998 999999999\n") // no such processes: nothing here reads them
+	write("stdout", "one\n")
+
+	job := shipJob{Ref: ref, RunID: runID, Stdout: filepath.Join(dir, "stdout.fifo"), Stderr: filepath.Join(dir, "stderr.fifo"),
+		Offsets: filepath.Join(dir, "offsets")}
+	for _, p := range []string{job.Stdout, job.Stderr} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, stderr := logReader(t, job.Stdout), logReader(t, job.Stderr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		st  sandbox.ExitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	b := &nomadBackend{Runner: &sandbox.Runner{}}
+	go func() {
+		st, err := b.Ship(ctx, job)
+		done <- result{st, err}
+	}()
+	expectLine(t, stdout, "one")
+	if pid := shipperPID(job); pid == 0 {
+		t.Error("no shipper process recorded while the run goes on")
+	}
+	write("stdout", "two\n")
+	expectLine(t, stdout, "two")
+	write("exit", "3\n")
+	select {
+	case r := <-done:
+		if r.err != nil || r.st.Code != 3 {
+			t.Fatalf("ship = %+v, %v; want exit code 3", r.st, r.err)
+		}
+	case <-ctx.Done():
+		t.Fatal("ship did not return after the run exited")
+	}
+	expectEOF(t, stdout)
+	expectEOF(t, stderr)
+	if pid := shipperPID(job); pid != 0 {
+		t.Errorf("shipper %d still runs after its run was shipped", pid)
+	}
+	if pid := holderPID(job); pid != 0 {
+		t.Errorf("log holder %d still runs after its run was shipped", pid)
+	}
+}
