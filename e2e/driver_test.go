@@ -93,11 +93,16 @@ func TestIdleSandboxExec(t *testing.T) {
 	if err != nil || code != 0 || !strings.Contains(ttyOut.String(), "33 101") {
 		t.Errorf("tty exec: code %d err %v out %q; want a terminal sized 33x101", code, err, ttyOut.String())
 	}
-	// The exec ran in the claimed sandbox (its own alloc dir), with the task's identity.
-	out, _, _ = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t=false", "-task", "agent", alloc.ID, "/bin/sh", "-c", "echo $NOMAD_ALLOC_ID $NOMAD_ALLOC_DIR")
+	// The exec ran in the claimed sandbox (Nomad starts it in the sandbox task's
+	// dir), with the task's identity and, as the task's command has them in a
+	// raw_exec sandbox, the task's own dirs.
+	sb := sandboxOf(taskState(t, a, alloc.ID, "agent"))
+	out, _, _ = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t=false", "-task", "agent", alloc.ID, "/bin/sh", "-c", "echo $NOMAD_ALLOC_ID $NOMAD_ALLOC_DIR; pwd")
 	fields := strings.Fields(out)
-	if len(fields) != 2 || fields[0] != alloc.ID || strings.Contains(fields[1], alloc.ID) {
-		t.Errorf("exec saw NOMAD_ALLOC_ID and NOMAD_ALLOC_DIR %q; want the task's alloc id and the sandbox's own dir", out)
+	own := filepath.Join(a.DataDir, "alloc", alloc.ID, "alloc")
+	if sb == "" || len(fields) != 3 || fields[0] != alloc.ID || strings.TrimRight(fields[1], "/") != own ||
+		!strings.Contains(fields[2], "/alloc/"+sb) {
+		t.Errorf("exec saw NOMAD_ALLOC_ID, NOMAD_ALLOC_DIR and pwd %q; want %s, %s and a dir of sandbox %q", out, alloc.ID, own, sb)
 	}
 	// The sandbox task's resource usage is the claimed sandbox's, through Nomad.
 	waitFor(t, 20*time.Second, "resource usage of the sandbox task", func() bool {
