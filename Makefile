@@ -29,7 +29,7 @@ BENCH_OUT   := $(BUILD_DIR)/bench
 # job start and the storm (each once: they run their own repetitions). Every step
 # runs even if one before it failed; BENCHMARKS.md gets what was measured.
 bench: ## benchmarks against a real Nomad dev agent: prints the table, writes BENCHMARKS.md (needs nomad)
-	@command -v $(NOMAD) >/dev/null || { echo "make bench needs nomad >= 1.6: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
+	@command -v $(NOMAD) >/dev/null || { echo "make bench needs nomad: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
 	@set -o pipefail; mkdir -p $(BENCH_OUT); rm -f $(BENCH_OUT)/*.txt; status=0; \
 	export NOMAD_BIN=$$(command -v $(NOMAD)); \
 	go test -run '^$$' -bench Claim -benchtime 100x -timeout 30m ./pool/ 2>&1 | tee $(BENCH_OUT)/1-claim.txt || status=1; \

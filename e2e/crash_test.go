@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,6 +76,12 @@ func TestPluginKilledBetweenClaimAndLaunch(t *testing.T) {
 		t.Errorf("task %s after the cleanup, want running; events:\n%s", ts.State, events(ts))
 	}
 
+	// Other e2e runs on the same host may run a job of the same name: count only
+	// this agent's processes (a path in its data dir in their environment).
+	mine := func() []int { return processesWithEnv(a.DataDir+"/", "NOMAD_JOB_NAME=e2e-crash-claim") }
+	if len(mine()) == 0 {
+		t.Fatal("no process of the running job found by its environment: the check below would prove nothing")
+	}
 	if _, _, err := a.Client.Jobs().Deregister("e2e-crash-claim", true, nil); err != nil {
 		t.Fatalf("purge job: %v", err)
 	}
@@ -82,18 +90,25 @@ func TestPluginKilledBetweenClaimAndLaunch(t *testing.T) {
 	})
 	// The command was `sh -c "…; sleep 600"`: stopping sh must not leave its
 	// sleep running (raw_exec on cgroups v1 would not end it by itself).
-	waitFor(t, 30*time.Second, "no process of the job left", func() bool {
-		return len(processesWithEnv("NOMAD_JOB_NAME=e2e-crash-claim")) == 0
-	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		left := mine()
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes of the job left 30s after the purge:%s", describeProcesses(left))
+		}
+	}
 }
 
-// processesWithEnv lists the processes whose environment holds kv.
-func processesWithEnv(kv string) []int {
+// processesWithEnv lists the processes whose environment holds the variable kv
+// and, anywhere, the string in.
+func processesWithEnv(in, kv string) []int {
 	var pids []int
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		env, err := os.ReadFile(d + "/environ")
-		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), kv) {
+		if err != nil || !strings.Contains(string(env), in) || !slices.Contains(strings.Split(string(env), "\x00"), kv) {
 			continue
 		}
 		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
@@ -111,4 +126,19 @@ func liveWarmJob(t *testing.T, a *nomadtest.Agent, id string) bool {
 		return false // purged
 	}
 	return j.Status == nil || *j.Status != "dead"
+}
+
+// describeProcesses gives each pid's command line and parent, for a failure message.
+func describeProcesses(pids []int) string {
+	var b strings.Builder
+	for _, pid := range pids {
+		cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		ppid := ""
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 1 {
+			ppid = f[1]
+		}
+		fmt.Fprintf(&b, "\n  pid %d (parent %s): %s", pid, ppid, strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return b.String()
 }

@@ -59,8 +59,8 @@ func TestCommandOutputAndExitCode(t *testing.T) {
 	var out []byte
 	waitFor(t, 30*time.Second, "agentkernel-pool status to show pool dev with 2 warm", func() bool {
 		out, err = exec.Command(filepath.Join(nomadtest.BuildPlugin(t), "agentkernel-pool"), "status", "-address", a.Addr).CombinedOutput()
-		f := strings.Fields(lastLine(string(out))) // NODE POOL SIZE TARGET MAX WARM ...
-		return err == nil && len(f) >= 6 && (f[0] == node.Name || f[0] == node.ID[:8]) && f[1] == "dev" && f[5] == "2"
+		f := strings.Fields(lastLine(string(out)))
+		return err == nil && len(f) >= 5 && (f[0] == node.Name || f[0] == node.ID[:8]) && f[1] == "dev" && f[4] == "2"
 	})
 }
 
@@ -93,13 +93,16 @@ func TestIdleSandboxExec(t *testing.T) {
 	if err != nil || code != 0 || !strings.Contains(ttyOut.String(), "33 101") {
 		t.Errorf("tty exec: code %d err %v out %q; want a terminal sized 33x101", code, err, ttyOut.String())
 	}
-	// The exec ran in the claimed sandbox with the task's identity; a
-	// raw_exec sandbox, which shares the host's filesystem, is given the
-	// task's own alloc dir (drop-in: what the task would see under raw_exec).
-	out, _, _ = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t=false", "-task", "agent", alloc.ID, "/bin/sh", "-c", "echo $NOMAD_ALLOC_ID $NOMAD_ALLOC_DIR")
+	// The exec ran in the claimed sandbox (Nomad starts it in the sandbox task's
+	// dir), with the task's identity and, as the task's command has them in a
+	// raw_exec sandbox, the task's own dirs.
+	sb := sandboxOf(taskState(t, a, alloc.ID, "agent"))
+	out, _, _ = nomadCLI(t, a, "", "alloc", "exec", "-i=false", "-t=false", "-task", "agent", alloc.ID, "/bin/sh", "-c", "echo $NOMAD_ALLOC_ID $NOMAD_ALLOC_DIR; pwd")
 	fields := strings.Fields(out)
-	if len(fields) != 2 || fields[0] != alloc.ID || fields[1] != filepath.Join(a.DataDir, "alloc", alloc.ID, "alloc") {
-		t.Errorf("exec saw NOMAD_ALLOC_ID and NOMAD_ALLOC_DIR %q; want the task's alloc id and its own alloc dir", out)
+	own := filepath.Join(a.DataDir, "alloc", alloc.ID, "alloc")
+	if sb == "" || len(fields) != 3 || fields[0] != alloc.ID || strings.TrimRight(fields[1], "/") != own ||
+		!strings.Contains(fields[2], "/alloc/"+sb) {
+		t.Errorf("exec saw NOMAD_ALLOC_ID, NOMAD_ALLOC_DIR and pwd %q; want %s, %s and a dir of sandbox %q", out, alloc.ID, own, sb)
 	}
 	// The sandbox task's resource usage is the claimed sandbox's, through Nomad.
 	waitFor(t, 20*time.Second, "resource usage of the sandbox task", func() bool {

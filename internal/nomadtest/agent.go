@@ -73,7 +73,7 @@ func Binary() (string, error) {
 	}
 	b, err := exec.LookPath("nomad")
 	if err != nil {
-		return "", errors.New("no nomad binary: set NOMAD_BIN or put nomad (>= 1.6) on PATH")
+		return "", errors.New("no nomad binary: set NOMAD_BIN or put nomad on PATH (README, Compatibility)")
 	}
 	return b, nil
 }
