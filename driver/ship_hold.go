@@ -3,7 +3,6 @@ package driver
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -40,19 +39,8 @@ const holdCheckEvery = 5 * time.Second
 // to stop or its run is gone. When logmon goes away it opens the FIFOs again for
 // the next logmon, as a shipper does.
 func HoldMain(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet(HoldCommand, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var job shipJob
-	fs.StringVar(&job.Ref.HostAllocDir, "alloc-dir", "", "host dir of the sandbox allocation")
-	fs.StringVar(&job.Ref.AllocID, "alloc", "", "sandbox allocation id")
-	fs.StringVar(&job.RunID, "run", "", "run id")
-	fs.StringVar(&job.Stdout, "stdout", "", "stdout FIFO (inherited as fd 3)")
-	fs.StringVar(&job.Stderr, "stderr", "", "stderr FIFO (inherited as fd 4)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if job.Ref.HostAllocDir == "" || job.RunID == "" {
-		fmt.Fprintln(stderr, "hold: -alloc-dir and -run are required")
+	job, ok := parseJob(HoldCommand, args, stderr, false)
+	if !ok {
 		return 2
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

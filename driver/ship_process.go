@@ -24,23 +24,34 @@ const ShipCommand = "__ship"
 // maxShipperStarts bounds how often one task's shipper is restarted.
 const maxShipperStarts = 5
 
-// ShipMain is the shipper process: it copies one run's output into the task's log
-// FIFOs until the run exits, its sandbox disappears, or it is told to stop.
-func ShipMain(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet(ShipCommand, flag.ContinueOnError)
+// parseJob reads a shipper's or log holder's command line (offsets: the
+// shipper's offsets file too); ok is false after it said what is wrong.
+func parseJob(name string, args []string, stderr io.Writer, offsets bool) (job shipJob, ok bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var job shipJob
 	fs.StringVar(&job.Ref.HostAllocDir, "alloc-dir", "", "host dir of the sandbox allocation")
 	fs.StringVar(&job.Ref.AllocID, "alloc", "", "sandbox allocation id")
 	fs.StringVar(&job.RunID, "run", "", "run id")
 	fs.StringVar(&job.Stdout, "stdout", "", "stdout FIFO")
 	fs.StringVar(&job.Stderr, "stderr", "", "stderr FIFO")
-	fs.StringVar(&job.Offsets, "offsets", "", "offsets file")
+	if offsets {
+		fs.StringVar(&job.Offsets, "offsets", "", "offsets file")
+	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return job, false
 	}
 	if job.Ref.HostAllocDir == "" || job.RunID == "" {
-		fmt.Fprintln(stderr, "ship: -alloc-dir and -run are required")
+		fmt.Fprintf(stderr, "%s: -alloc-dir and -run are required\n", name)
+		return job, false
+	}
+	return job, true
+}
+
+// ShipMain is the shipper process: it copies one run's output into the task's log
+// FIFOs until the run exits, its sandbox disappears, or it is told to stop.
+func ShipMain(args []string, stderr io.Writer) int {
+	job, ok := parseJob(ShipCommand, args, stderr, true)
+	if !ok {
 		return 2
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

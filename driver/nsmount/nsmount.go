@@ -52,13 +52,9 @@ func (n *Namespace) PID() int { return n.pid }
 // Find would accept it): found once off the hot path, the sandbox is opened
 // again in microseconds where Find costs a look at every process.
 func Open(pid int, allocDir *os.File, allocRel string) (*Namespace, error) {
-	want, err := fstat(int(allocDir.Fd()))
+	want, self, err := lookFor(allocDir)
 	if err != nil {
-		return nil, fmt.Errorf("stat the sandbox's alloc dir: %w", err)
-	}
-	self, err := nsInode("self")
-	if err != nil {
-		return nil, fmt.Errorf("read the plugin's mount namespace: %w", err)
+		return nil, err
 	}
 	n, err := open(pid, map[uint64]bool{self: true})
 	if err != nil || n == nil {
@@ -78,13 +74,9 @@ const maxEnviron = 1 << 20
 // shared alloc dir the host has open as allocDir and which the sandbox sees
 // at allocRel beneath its root ("alloc" under exec and docker).
 func Find(allocID string, allocDir *os.File, allocRel string) (*Namespace, error) {
-	want, err := fstat(int(allocDir.Fd()))
+	want, self, err := lookFor(allocDir)
 	if err != nil {
-		return nil, fmt.Errorf("stat the sandbox's alloc dir: %w", err)
-	}
-	self, err := nsInode("self")
-	if err != nil {
-		return nil, fmt.Errorf("read the plugin's mount namespace: %w", err)
+		return nil, err
 	}
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
@@ -112,6 +104,18 @@ func Find(allocID string, allocDir *os.File, allocRel string) (*Namespace, error
 		n.Close()
 	}
 	return nil, ErrNotFound
+}
+
+// lookFor is what a search needs: the sandbox's alloc dir as the host sees
+// it, and the plugin's own mount namespace, which is never the sandbox's.
+func lookFor(allocDir *os.File) (want *unix.Stat_t, self uint64, err error) {
+	if want, err = fstat(int(allocDir.Fd())); err != nil {
+		return nil, 0, fmt.Errorf("stat the sandbox's alloc dir: %w", err)
+	}
+	if self, err = nsInode("self"); err != nil {
+		return nil, 0, fmt.Errorf("read the plugin's mount namespace: %w", err)
+	}
+	return want, self, nil
 }
 
 // hasEnv says whether the process's environment holds the variable needle
