@@ -339,9 +339,11 @@ func pluginRSS(tb testing.TB, a *nomadtest.Agent) float64 {
 	return float64(kib) / 1024
 }
 
-// shippers lists the plugin's detached output shippers for this agent: processes
-// of the plugin binary outside the agent's group naming the agent's data dir.
-func shippers(a *nomadtest.Agent) []int {
+// helpers lists the plugin's detached helpers running command (the output
+// shippers, driver.ShipCommand, or the log holders, driver.HoldCommand) for this
+// agent: processes of the plugin binary outside the agent's group naming the
+// command and the agent's data dir.
+func helpers(a *nomadtest.Agent, command string) []int {
 	inGroup := map[int]bool{}
 	for _, p := range a.Processes(driver.Name) {
 		inGroup[p] = true
@@ -357,7 +359,8 @@ func shippers(a *nomadtest.Agent) []int {
 		if err != nil || filepath.Base(exe) != driver.Name {
 			continue
 		}
-		if cl, err := os.ReadFile(d + "/cmdline"); err == nil && bytes.Contains(cl, []byte(a.DataDir+"/")) {
+		if cl, err := os.ReadFile(d + "/cmdline"); err == nil && bytes.Contains(cl, []byte(a.DataDir+"/")) &&
+			bytes.Contains(cl, []byte("\x00"+command+"\x00")) {
 			out = append(out, pid)
 		}
 	}

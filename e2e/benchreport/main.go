@@ -339,8 +339,8 @@ var about = map[string]string{
 		"the copy in of an alloc/data of 10,000 files and 200 MiB into a sandbox, and the write-back after the command " +
 		"changed 100 of them and added 100 (2 MiB); medians of 3.",
 	"BenchmarkIdleTasks": "What running tasks cost while their commands are quiet: 10 sandbox tasks sleep, and the " +
-		"CPU time of the plugin and of the output shippers is read from /proc over 20 s; per task, in ms of CPU " +
-		"per second (1 ms/s is 0.1% of a core), and each shipper's PSS. The plugin's share includes answering Nomad's TaskStats stream.",
+		"CPU time of the plugin and of each task's helpers (its output shipper and its log holder) is read from /proc over 20 s; per task, in ms of CPU " +
+		"per second (1 ms/s is 0.1% of a core), and the helpers' PSS per task. The plugin's share includes answering Nomad's TaskStats stream.",
 	"BenchmarkStartTaskWarm": "StartTask on the warm path (claim plus launch of the command in the sandbox) " +
 		"through the plugin's gRPC surface against a real agent, one pool per runtime on one agent: the " +
 		"`raw_exec`, `exec` and docker templates of example/pools/ (docker with runc and with gVisor's runsc). " +
