@@ -108,9 +108,19 @@ func (b *nomadBackend) StartPool(ctx context.Context) (Pool, error) {
 	m, err := pool.New(pool.Options{
 		Client: b.client, Token: b.token, NodeID: nodeID, Namespace: b.cfg.Namespace, Pools: b.cfg.Pools,
 		Logger: b.logger.Named("pool"), OnChange: b.onChange, Observer: b.cfg.observer,
+		// A claim's record is written behind it (driver/claim.go): a
+		// sandbox with a run in it is in use, whatever the records say.
+		WriteBehind: true,
 		Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
-			err := b.Prime(ctx, sandbox.Ref{Namespace: b.cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
-				HostAllocDir: filepath.Join(root, w.AllocID)})
+			ref := sandbox.Ref{Namespace: b.cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
+				HostAllocDir: filepath.Join(root, w.AllocID)}
+			if used, err := ref.Used(); err != nil || used {
+				if err == nil {
+					err = fmt.Errorf("%w: a run was started in sandbox %s", pool.ErrInUse, w.AllocID)
+				}
+				return err
+			}
+			err := b.Prime(ctx, ref)
 			if errors.Is(err, sandbox.ErrSessionRefused) {
 				return fmt.Errorf("%w: %w", pool.ErrUnpreparable, err)
 			}

@@ -21,6 +21,8 @@ import (
 type Pool interface {
 	Claim(ctx context.Context, pool string, owner pool.Owner) (*pool.Claim, error)
 	Release(ctx context.Context, c *pool.Claim) error
+	// Adopt makes sure a recovered claim's record exists (see pool.Manager.Adopt).
+	Adopt(ctx context.Context, c *pool.Claim) error
 	Stats() map[string]pool.Stats
 	Warm() []pool.WarmAlloc
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/structs"
+	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // env is one driver behind the real gRPC surface, over fake pool and sandbox.
@@ -387,6 +390,16 @@ func TestRecoverInNewProcess(t *testing.T) {
 	if _, err := e2.c.Driver.RecoverTask(context.Background(), &drivers.RecoverTaskRequest{Handle: h}); err != nil {
 		t.Fatalf("second RecoverTask: %v", err)
 	}
+	// The recovered claim is put on record (the plugin before may have
+	// ended before its record was written behind it).
+	claimed := e.pool.claimIDs()[0]
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Contains(e.pool.adoptedIDs(), claimed) {
+		if time.Now().After(deadline) {
+			t.Fatalf("recovered claim of %s not adopted; adopted %v", claimed, e.pool.adoptedIDs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	e.runner.run(runIDOf(tc)).exit <- sandbox.ExitStatus{Code: 4}
 	if r := e2.wait(tc.Id); r.Result.GetExitCode() != 4 {
 		t.Errorf("exit code after recovery %d, want 4", r.Result.GetExitCode())
@@ -394,6 +407,39 @@ func TestRecoverInNewProcess(t *testing.T) {
 	out, _ := os.ReadFile(tc.StdoutPath)
 	if string(out) != "0123456789" {
 		t.Errorf("output after recovery %q: repeated or lost", out)
+	}
+}
+
+// A recovered task whose sandbox another claimer's record holds is not the
+// task's: its command is killed and the task fails saying so.
+func TestRecoveredClaimLostStopsCommand(t *testing.T) {
+	e := newEnv(t)
+	e.configure(e.devPool())
+	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
+	h := e.start(tc)
+	_ = e.drv.Shutdown(context.Background())
+
+	e.pool.mu.Lock()
+	e.pool.adoptErr = fmt.Errorf("adopt claim: %w", pool.ErrClaimLost)
+	e.pool.mu.Unlock()
+	d2 := New(hclog.NewNullLogger(), fakeBackend(e.pool, e.runner, nil))
+	t.Cleanup(func() { _ = d2.Shutdown(context.Background()) })
+	e2 := &env{t: t, pool: e.pool, runner: e.runner, drv: d2, c: plugintest.Serve(t, d2), dir: e.dir}
+	e2.configure(e.devPool())
+	h.Config.MsgpackDriverConfig = nil
+	if _, err := e2.c.Driver.RecoverTask(context.Background(), &drivers.RecoverTaskRequest{Handle: h}); err != nil {
+		t.Fatalf("RecoverTask: %v", err)
+	}
+	r := e2.wait(tc.Id)
+	if r.Result.GetExitCode() == 0 || !strings.Contains(r.Err, "claimed by another task") {
+		t.Errorf("want a failure saying the sandbox is another task's, got %+v", r)
+	}
+	run := e.runner.run(runIDOf(tc))
+	e.runner.mu.Lock()
+	sigs := slices.Clone(run.signals)
+	e.runner.mu.Unlock()
+	if !slices.Contains(sigs, "SIGKILL") {
+		t.Errorf("command not killed; signals %v", sigs)
 	}
 }
 

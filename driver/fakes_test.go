@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ type fakePool struct {
 	miss     bool
 	claims   map[string]*pool.Claim
 	released []string
+	adopted  []string
+	adoptErr error
 }
 
 func newFakePool() *fakePool { return &fakePool{claims: map[string]*pool.Claim{}} }
@@ -62,6 +65,16 @@ func (p *fakePool) Release(_ context.Context, c *pool.Claim) error {
 	return nil
 }
 
+func (p *fakePool) Adopt(_ context.Context, c *pool.Claim) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.adoptErr != nil {
+		return p.adoptErr
+	}
+	p.adopted = append(p.adopted, c.AllocID)
+	return nil
+}
+
 func (p *fakePool) Stats() map[string]pool.Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -69,6 +82,13 @@ func (p *fakePool) Stats() map[string]pool.Stats {
 }
 
 func (p *fakePool) Warm() []pool.WarmAlloc { return nil }
+
+// adoptedIDs lists the allocations whose claims were adopted.
+func (p *fakePool) adoptedIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.adopted)
+}
 
 // claimIDs lists the claimed allocations, in claim order.
 func (p *fakePool) claimIDs() []string {

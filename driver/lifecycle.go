@@ -118,7 +118,7 @@ func (d *Driver) DestroyTask(ctx context.Context, taskID string, force bool) err
 	}
 	rctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
-	if err := p.Release(rctx, claim.claim()); err != nil {
+	if err := p.Release(rctx, h.poolClaim()); err != nil {
 		return fmt.Errorf("release sandbox %s of task %q: %w", short(claim.AllocID), taskID, err)
 	}
 	h.setExit(plugin.ExitResult{ExitCode: 0, Signal: 9})

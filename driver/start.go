@@ -79,8 +79,9 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	crashAfterClaim()
 
 	h := &taskHandle{
-		cfg:  cfg,
-		done: make(chan struct{}),
+		cfg:   cfg,
+		claim: claim,
+		done:  make(chan struct{}),
 		state: driverState{
 			Claim:        claimStateOf(claim),
 			Namespace:    conf.Namespace,
@@ -181,7 +182,11 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, from sandbox.Offsets,
 	if err != nil {
 		return // plugin shutting down or task destroyed: the command lives on
 	}
-	d.wg.Add(1)
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		d.keepClaim(ctx, h, b)
+	}()
 	go func() {
 		defer d.wg.Done()
 		reason, err := d.allocDone(ctx, b, ref)

@@ -10,6 +10,7 @@ import (
 	"github.com/agentkernel/agentkernel-pool/driver/taskfiles"
 	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // taskSpec is the task config schema: a task names a pool, never an allocation.
@@ -34,6 +35,9 @@ func (h *taskHandle) shipJob() shipJob {
 type taskHandle struct {
 	cfg   *plugin.TaskConfig
 	state driverState
+	// claim is the pool's claim as StartTask got it, its record perhaps
+	// still being written (pool.Claim.Wait); nil for a recovered task.
+	claim *pool.Claim
 
 	cancel context.CancelFunc // stops the watcher (plugin shutdown: the task lives on)
 	done   chan struct{}      // closed once the exit result is set

@@ -2,11 +2,8 @@ package pool
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -35,30 +32,9 @@ type Claim struct {
 	Hit       bool          // a warm allocation was there at once
 	Waited    time.Duration // from the Claim call to the claim
 	ClaimedAt time.Time
+
+	rec *pendingRecord // the record being written behind (record.go); nil when written
 }
-
-// Claim record items. The record is created once and never updated, so a
-// cached copy stays valid until it is deleted.
-const (
-	itemPool       = "pool"
-	itemAlloc      = "alloc_id"
-	itemJob        = "job_id"
-	itemTask       = "task"
-	itemNode       = "node_id"
-	itemOwnerAlloc = "owner_alloc_id"
-	itemOwnerTask  = "owner_task"
-	itemOwnerTID   = "owner_task_id"
-	itemOwnerJob   = "owner_job_id"
-	itemOwnerNS    = "owner_namespace"
-	itemClaimedAt  = "claimed_at"
-	itemNonce      = "claim_id"
-	itemReason     = "reason" // "claim", or "retire" while the pool itself purges a warm instance
-)
-
-const (
-	reasonClaim  = "claim"
-	reasonRetire = "retire"
-)
 
 // errLost means the candidate cannot be had (claimed by someone else, or
 // gone); the caller moves on to the next one.
@@ -128,7 +104,14 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 		m.mu.Unlock()
 
 		if cand != nil {
-			c, err := m.tryClaim(ctx, p, cand, owner, reasonClaim)
+			var c *Claim
+			var err error
+			if m.writeBehind {
+				c = m.reserve(p, cand, owner)
+			}
+			if c == nil {
+				c, err = m.tryClaim(ctx, p, cand, owner, reasonClaim)
+			}
 			if err == nil {
 				c.Hit, c.Waited = !missed, time.Since(start)
 				m.mu.Lock()
@@ -211,12 +194,10 @@ func (m *Manager) tryClaim(ctx context.Context, p *pool, in *instance, owner Own
 		Pool: p.cfg.Name, AllocID: in.allocID, JobID: in.jobID, TaskName: in.task,
 		NodeID: m.nodeID, Owner: owner, ClaimedAt: time.Now().UTC(),
 	}
-	nonce := make([]byte, 8)
-	_, _ = rand.Read(nonce)
-	items := c.items(hex.EncodeToString(nonce), reason)
+	items := c.items(newNonce(), reason)
 	path := ClaimPath(p.cfg.Name, in.allocID)
 
-	created, err := m.createClaim(ctx, path, items)
+	created, err := m.createClaim(ctx, path, items, sameNonce(items))
 	m.mu.Lock()
 	delete(m.inv.reserved, in.allocID)
 	switch {
@@ -268,44 +249,6 @@ func (m *Manager) tryClaim(ctx context.Context, p *pool, in *instance, owner Own
 	return c, nil
 }
 
-// createClaim creates a claim record with cas=0. A retry that finds its own
-// earlier attempt's record (same nonce) counts as success.
-func (m *Manager) createClaim(ctx context.Context, path string, items api.VariableItems) (*api.Variable, error) {
-	var created *api.Variable
-	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		v := &api.Variable{Namespace: m.namespace, Path: path, Items: items}
-		var err error
-		created, _, err = m.client.Variables().CheckedCreate(v, m.writeOpts(ctx, m.namespace))
-		return err
-	})
-	var conflict api.ErrCASConflict
-	if !errors.As(err, &conflict) {
-		if err != nil {
-			return nil, fmt.Errorf("create claim record %s: %w", path, denied(err, fmt.Sprintf("variables write on %s/* in namespace %q", strings.TrimSuffix(claimRoot, "/"), m.namespace)))
-		}
-		return created, nil
-	}
-	existing := conflict.Conflict
-	if existing == nil || existing.Items == nil {
-		// The conflict answer may carry metadata only; read the record.
-		err := call(ctx, retryAttempts, func(ctx context.Context) error {
-			var err error
-			existing, _, err = m.client.Variables().Read(path, m.queryOpts(ctx, m.namespace))
-			return err
-		})
-		if isNotFound(err) {
-			return nil, fmt.Errorf("%w: claim record %s conflicted, then vanished", errLost, path)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read conflicting claim record %s: %w", path, err)
-		}
-	}
-	if existing.Items[itemNonce] == items[itemNonce] {
-		return existing, nil
-	}
-	return nil, fmt.Errorf("%w: already claimed (%s)", errLost, path)
-}
-
 // allocRunningLocked reports whether the inventory still has in's
 // allocation running its warm task.
 func (m *Manager) allocRunningLocked(in *instance) bool {
@@ -350,50 +293,4 @@ func (m *Manager) confirmAlloc(ctx context.Context, in *instance) error {
 		return fmt.Errorf("%w: task %q of allocation %s is not running", errGone, in.task, in.allocID)
 	}
 	return nil
-}
-
-func (c *Claim) items(nonce, reason string) api.VariableItems {
-	it := api.VariableItems{}
-	set := func(k, v string) {
-		if v != "" { // empty values carry nothing; leave them out
-			it[k] = v
-		}
-	}
-	set(itemPool, c.Pool)
-	set(itemAlloc, c.AllocID)
-	set(itemJob, c.JobID)
-	set(itemTask, c.TaskName)
-	set(itemNode, c.NodeID)
-	set(itemOwnerAlloc, c.Owner.AllocID)
-	set(itemOwnerTask, c.Owner.TaskName)
-	set(itemOwnerTID, c.Owner.TaskID)
-	set(itemOwnerJob, c.Owner.JobID)
-	set(itemOwnerNS, c.Owner.Namespace)
-	set(itemClaimedAt, c.ClaimedAt.Format(time.RFC3339Nano))
-	set(itemNonce, nonce)
-	set(itemReason, reason)
-	return it
-}
-
-func claimFromItems(it api.VariableItems) *Claim {
-	c := &Claim{
-		Pool: it[itemPool], AllocID: it[itemAlloc], JobID: it[itemJob], TaskName: it[itemTask], NodeID: it[itemNode],
-		Owner: Owner{
-			AllocID: it[itemOwnerAlloc], TaskName: it[itemOwnerTask], TaskID: it[itemOwnerTID],
-			JobID: it[itemOwnerJob], Namespace: it[itemOwnerNS],
-		},
-	}
-	c.ClaimedAt, _ = time.Parse(time.RFC3339Nano, it[itemClaimedAt])
-	return c
-}
-
-// readVariable reads one variable of the pool's namespace, retrying where safe.
-func (m *Manager) readVariable(ctx context.Context, path string) (*api.Variable, error) {
-	var v *api.Variable
-	err := call(ctx, retryAttempts, func(ctx context.Context) error {
-		var err error
-		v, _, err = m.client.Variables().Read(path, m.queryOpts(ctx, m.namespace))
-		return err
-	})
-	return v, err
 }

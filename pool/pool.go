@@ -69,6 +69,10 @@ type Options struct {
 	// allocation and counts as a failure of its pool's template.
 	Prepare  func(ctx context.Context, w WarmAlloc) error
 	Observer Observer // told of warm-ups, dispatches and purges; may be nil
+	// WriteBehind hands out a claim before its record is written (see
+	// record.go): the caller must mark the allocation as used before it
+	// trusts the claim across a crash, and Adopt it when it recovers it.
+	WriteBehind bool
 }
 
 // Stats are one pool's counts, from the Manager's inventory.
@@ -102,9 +106,11 @@ type Manager struct {
 	onChange  func()
 	prepare   func(context.Context, WarmAlloc) error
 	observer  Observer
-	instance  string // this Manager's id, recorded on what it dispatches
-	pools     map[string]*pool
-	names     []string // sorted pool names
+	// writeBehind: Options.WriteBehind
+	writeBehind bool
+	instance    string // this Manager's id, recorded on what it dispatches
+	pools       map[string]*pool
+	names       []string // sorted pool names
 
 	mu       sync.Mutex
 	inv      inventory
@@ -121,6 +127,7 @@ type Manager struct {
 	freeing map[string]bool
 
 	startTimeout   time.Duration
+	inUseGrace     time.Duration
 	reconcileEvery time.Duration
 	now            func() time.Time // the clock of the demand targets (demand.go)
 	failureWatch   time.Duration    // see failureWatchLoop
@@ -194,28 +201,30 @@ func New(opts Options) (*Manager, error) {
 	id := make([]byte, 4)
 	_, _ = rand.Read(id)
 	m := &Manager{
-		client:     opts.Client,
-		token:      opts.Token,
-		nodeID:     opts.NodeID,
-		node8:      opts.NodeID[:8],
-		namespace:  opts.Namespace,
-		log:        opts.Logger,
-		onChange:   opts.OnChange,
-		prepare:    opts.Prepare,
-		observer:   opts.Observer,
-		instance:   hex.EncodeToString(id),
-		pools:      map[string]*pool{},
-		changed:    make(chan struct{}),
-		lastSent:   map[string]Stats{},
-		watchErr:   map[string]error{},
-		kick:       make(chan struct{}, 1),
-		notify:     make(chan struct{}, 1),
-		dispatchSL: make(chan struct{}, 8),
-		claimCache: map[string]*claimRecord{},
-		freeing:    map[string]bool{},
+		client:      opts.Client,
+		token:       opts.Token,
+		nodeID:      opts.NodeID,
+		node8:       opts.NodeID[:8],
+		namespace:   opts.Namespace,
+		log:         opts.Logger,
+		onChange:    opts.OnChange,
+		prepare:     opts.Prepare,
+		observer:    opts.Observer,
+		writeBehind: opts.WriteBehind,
+		instance:    hex.EncodeToString(id),
+		pools:       map[string]*pool{},
+		changed:     make(chan struct{}),
+		lastSent:    map[string]Stats{},
+		watchErr:    map[string]error{},
+		kick:        make(chan struct{}, 1),
+		notify:      make(chan struct{}, 1),
+		dispatchSL:  make(chan struct{}, 8),
+		claimCache:  map[string]*claimRecord{},
+		freeing:     map[string]bool{},
 
 		now:            time.Now,
 		startTimeout:   defaultStartTimeout,
+		inUseGrace:     inUseGrace,
 		reconcileEvery: defaultReconcileEvery,
 		failureWatch:   failureWatchEvery,
 	}

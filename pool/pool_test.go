@@ -213,11 +213,11 @@ func TestClaimRetryRecognizesOwnRecord(t *testing.T) {
 	path := ClaimPath("py", "a1")
 	items := api.VariableItems{itemNonce: "n1", itemAlloc: "a1"}
 	srv.PutVar(path, items)
-	if got, err := m.createClaim(ctx(t, time.Second), path, items); err != nil || got.Items[itemNonce] != "n1" {
+	if got, err := m.createClaim(ctx(t, time.Second), path, items, sameNonce(items)); err != nil || got.Items[itemNonce] != "n1" {
 		t.Fatalf("own record not recognized: %v", err)
 	}
 	items[itemNonce] = "n2"
-	if _, err := m.createClaim(ctx(t, time.Second), path, items); !errors.Is(err, errLost) {
+	if _, err := m.createClaim(ctx(t, time.Second), path, items, sameNonce(items)); !errors.Is(err, errLost) {
 		t.Fatalf("foreign record: %v, want errLost", err)
 	}
 }

@@ -22,6 +22,17 @@ import (
 // ErrUnpreparable marks a Prepare error as the allocation's own fault.
 var ErrUnpreparable = errors.New("allocation cannot be prepared")
 
+// ErrInUse marks a Prepare error for an allocation its caller already uses
+// (the caller's own mark is in it, such as a started run) while no claim
+// record shows: a claim handed out by an earlier process that ended before
+// the record was written behind it (record.go). Such an allocation is never
+// handed out; its claimer's Adopt brings the record, and one no claimer
+// adopts within inUseGrace is retired (not a failure of the template).
+var ErrInUse = errors.New("allocation already in use")
+
+// inUseGrace is how long an allocation in use waits for its claimer's record.
+const inUseGrace = 5 * time.Minute
+
 const (
 	// prepareTimeout bounds one Prepare call.
 	prepareTimeout = 30 * time.Second
@@ -37,6 +48,7 @@ const (
 type prepRetry struct {
 	fails int
 	at    time.Time
+	inUse time.Time // when Prepare first found it in use (ErrInUse)
 }
 
 // prepareLoop prepares every allocation that is ready but not prepared, as
@@ -103,8 +115,23 @@ func (m *Manager) prepareOne(in *instance) {
 	m.mu.Lock()
 	delete(m.inv.preparing, in.allocID)
 	p := m.pools[in.pool]
-	retire := false
+	retire, why := false, "preparing it failed"
 	switch {
+	case errors.Is(err, ErrInUse):
+		r := m.inv.prepRetry[in.allocID]
+		now := time.Now()
+		if r.inUse.IsZero() {
+			r.inUse = now
+		}
+		if now.Sub(r.inUse) >= m.inUseGrace {
+			m.inv.busy[in.jobID] = true
+			delete(m.inv.prepRetry, in.allocID)
+			retire, why = true, fmt.Sprintf("in use without a claim record for %s", m.inUseGrace)
+			break
+		}
+		r.at = now.Add(backoff(r.fails, prepareRetryBase, prepareRetryMax))
+		r.fails++
+		m.inv.prepRetry[in.allocID] = r
 	case err == nil:
 		m.inv.prepared[in.allocID] = true
 		delete(m.inv.prepRetry, in.allocID)
@@ -135,9 +162,14 @@ func (m *Manager) prepareOne(in *instance) {
 	m.rebuildLocked()
 	m.mu.Unlock()
 	switch {
+	case retire && errors.Is(err, ErrInUse):
+		m.log.Warn("allocation in use and no claimer adopted it; retiring it", "pool", in.pool, "alloc_id", in.allocID, "error", err)
+		m.goFn(func() { m.runRemoval(in, why, p) })
 	case retire:
 		m.log.Error("preparing a warm allocation failed; replacing it", "pool", in.pool, "alloc_id", in.allocID, "error", err)
-		m.goFn(func() { m.runRemoval(in, "preparing it failed", p) })
+		m.goFn(func() { m.runRemoval(in, why, p) })
+	case errors.Is(err, ErrInUse):
+		m.log.Warn("allocation in use without a claim record; waiting for its claimer to adopt it", "pool", in.pool, "alloc_id", in.allocID, "error", err)
 	case err != nil:
 		m.log.Warn("preparing a warm allocation failed; will try again", "pool", in.pool, "alloc_id", in.allocID, "error", err)
 	default:

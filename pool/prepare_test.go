@@ -158,3 +158,94 @@ func TestPrepareDeniedNamesTheRightTheDriverNeeds(t *testing.T) {
 		return s.Warm == 1 && s.Error == ""
 	})
 }
+
+// An allocation Prepare finds in use (a claim handed out before a crash,
+// whose record was never written) is never handed out. Adopted by its
+// claimer it is claimed; not adopted within the grace it is retired, and
+// neither counts against the template.
+func TestInUseWaitsForAdoptOrRetires(t *testing.T) {
+	var mu sync.Mutex
+	inUse := map[string]bool{} // the first two allocations prepared
+	m, srv := fakeManager(t, func(m *Manager) {
+		m.inUseGrace = 500 * time.Millisecond
+		m.prepare = func(_ context.Context, w WarmAlloc) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, seen := inUse[w.AllocID]; !seen {
+				inUse[w.AllocID] = len(inUse) < 2
+			}
+			if inUse[w.AllocID] {
+				return fmt.Errorf("%w: run dir there", ErrInUse)
+			}
+			return nil
+		}
+	}, Config{Name: "py", Size: 2, Max: 6})
+	waitFor(t, 5*time.Second, "2 in use", func() bool { mu.Lock(); defer mu.Unlock(); return len(inUse) >= 2 })
+	var used []string
+	mu.Lock()
+	for id, u := range inUse {
+		if u {
+			used = append(used, id)
+		}
+	}
+	mu.Unlock()
+	live := srv.LiveAllocs()
+	adopted := &Claim{Pool: "py", AllocID: used[0], JobID: live[used[0]], Owner: Owner{AllocID: "o1", TaskName: "t", TaskID: "o1/t"}}
+	if err := m.Adopt(ctx(t, 5*time.Second), adopted); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		c, err := m.Claim(ctx(t, 5*time.Second), "py", Owner{AllocID: "x", TaskName: "t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.AllocID == used[0] || c.AllocID == used[1] {
+			t.Fatalf("handed out allocation %s, which is in use", c.AllocID)
+		}
+	}
+	waitFor(t, 10*time.Second, "the unadopted allocation retired", func() bool {
+		_, ok := srv.LiveAllocs()[used[1]]
+		return !ok
+	})
+	if _, ok := srv.LiveAllocs()[used[0]]; !ok {
+		t.Errorf("the adopted allocation %s was removed", used[0])
+	}
+	s := m.Stats()["py"]
+	if s.PrepareFailures != 0 || s.Error != "" {
+		t.Errorf("allocations in use counted against the template: %+v", s)
+	}
+}
+
+// A warm allocation that goes back to starting to be prepared again (a
+// restarted plugin, a lost launch path) is not retired for having been
+// submitted longer ago than the start timeout.
+func TestUnpreparedOldInstanceNotTimedOut(t *testing.T) {
+	var mu sync.Mutex
+	block := false
+	m, srv := fakeManager(t, func(m *Manager) {
+		m.startTimeout = 300 * time.Millisecond
+		m.prepare = func(ctx context.Context, _ WarmAlloc) error {
+			mu.Lock()
+			b := block
+			mu.Unlock()
+			if b {
+				return errors.New("nomad api not answering")
+			}
+			return nil
+		}
+	}, Config{Name: "py", Size: 1, Max: 2})
+	waitFor(t, 5*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
+	w := m.Warm()[0]
+	time.Sleep(2 * m.startTimeout) // older than the start timeout
+	mu.Lock()
+	block = true
+	mu.Unlock()
+	m.Unprepare(w.AllocID)
+	time.Sleep(4 * m.startTimeout)
+	if _, ok := srv.LiveAllocs()[w.AllocID]; !ok {
+		t.Fatalf("allocation %s retired while it was being prepared again", w.AllocID)
+	}
+	if s := m.Stats()["py"]; s.Error != "" {
+		t.Errorf("counted as a failure: %+v", s)
+	}
+}

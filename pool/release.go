@@ -15,10 +15,18 @@ const cleanupTimeout = time.Minute
 
 // Release purges the claimed allocation's dispatched job and deletes its
 // claim record. A sandbox is never returned to the pool. Release is
-// idempotent: releasing a released claim succeeds.
+// idempotent: releasing a released claim succeeds. A claim whose record is
+// being written behind it is released once the write ended; one that lost
+// its allocation to another claimer's record leaves it alone.
 func (m *Manager) Release(ctx context.Context, c *Claim) error {
 	if c == nil || c.JobID == "" || c.AllocID == "" || c.Pool == "" {
 		return errors.New("release warm allocation: claim without pool, job or allocation")
+	}
+	if err := c.Wait(ctx); errors.Is(err, ErrClaimLost) {
+		m.log.Warn("not releasing an allocation another claimer holds", "pool", c.Pool, "alloc_id", c.AllocID, "error", err)
+		return nil
+	} else if ctx.Err() != nil {
+		return fmt.Errorf("release allocation %s of pool %q: %w", c.AllocID, c.Pool, err)
 	}
 	if err := m.remove(ctx, c.Pool, c.JobID, c.AllocID, true); err != nil {
 		err = fmt.Errorf("release allocation %s of pool %q: %w", c.AllocID, c.Pool, err)
@@ -134,7 +142,8 @@ func (m *Manager) retire(ctx context.Context, in *instance, why string) error {
 		c := &Claim{Pool: in.pool, AllocID: in.allocID, JobID: in.jobID, TaskName: in.task, NodeID: m.nodeID, ClaimedAt: time.Now().UTC()}
 		nonce := fmt.Sprintf("retire-%s-%d", m.instance, time.Now().UnixNano())
 		path := ClaimPath(in.pool, in.allocID)
-		v, err := m.createClaim(ctx, path, c.items(nonce, reasonRetire))
+		items := c.items(nonce, reasonRetire)
+		v, err := m.createClaim(ctx, path, items, sameNonce(items))
 		if errors.Is(err, errLost) {
 			m.log.Debug("instance claimed before it could be retired; leaving it", "pool", in.pool, "alloc_id", in.allocID)
 			return nil

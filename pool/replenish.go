@@ -142,7 +142,10 @@ func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
 		case in.state == stateWarm && in.hash != hash:
 			pl.retire = append(pl.retire, in)
 			warm--
-		case in.state == stateStarting && (in.hash != hash || now.Sub(in.submitted) > m.startTimeout):
+		// An unprepared instance runs: Prepare has its own failure rules,
+		// and its submit time may be long past (a restarted plugin
+		// prepares the warm instances of the one before).
+		case in.state == stateStarting && (in.hash != hash || now.Sub(in.submitted) > m.startTimeout && !in.unprepared):
 			pl.retire = append(pl.retire, in)
 			starting--
 			if in.hash == hash {

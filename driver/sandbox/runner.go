@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -73,6 +74,26 @@ func (r Ref) RunExists(runID string) (bool, error) {
 		return false, err
 	}
 	return r.files().Exists(runRel(runID))
+}
+
+// Used reports whether a run was ever started in the sandbox: a run dir is
+// the mark a claim leaves in it, and a sandbox is claimed at most once. The
+// run dirs are made from the host before any command of the claim runs
+// (launch.go), so what the sandbox does cannot hide the first one.
+func (r Ref) Used() (bool, error) {
+	entries, err := r.files().ReadDir(path.Join("alloc", runDirName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (r Ref) short() string {

@@ -1,0 +1,94 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
+
+// A warm start does not wait for its claim's record (pool write-behind,
+// pool/record.go): StartTask launches the command once the pool reserved the
+// sandbox, and the record is written meanwhile. The run dir the launch makes
+// in the sandbox is the mark a restarted plugin finds (Prepare reports the
+// sandbox in use, so it is never handed out again) until the task, recovered,
+// adopts its claim.
+
+// Bounds of the backoff between two attempts to put a claim on record.
+const (
+	keepClaimBase = time.Second
+	keepClaimMax  = 30 * time.Second
+)
+
+// keepClaim makes sure the task's claim is on record while the task runs: it
+// waits for a record written behind the claim, and adopts a recovered task's
+// claim (the plugin before may have ended between hand-out and record). A
+// record that cannot be written is tried again, backing off, as long as the
+// task runs; the command runs on meanwhile, since this process holds the
+// claim. A sandbox another claimer's record holds is not the task's: its
+// command is stopped and the task fails, recoverably.
+func (d *Driver) keepClaim(ctx context.Context, h *taskHandle, b Backend) {
+	var err error
+	if h.claim != nil {
+		if err = h.claim.Wait(ctx); err == nil || ctx.Err() != nil {
+			return
+		}
+	}
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if errors.Is(err, pool.ErrClaimLost) {
+			d.claimLost(ctx, h, b, err)
+			return
+		}
+		if err != nil {
+			d.logger.Warn("claim of a running task not on record; trying again", "task_id", h.cfg.ID,
+				"sandbox_alloc_id", h.state.Claim.AllocID, "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(keepClaimBase<<min(attempt, 5), keepClaimMax)):
+			}
+		}
+		if err = d.adopt(ctx, h); err == nil {
+			return
+		}
+	}
+}
+
+// adopt puts a task's claim on record through the current pool manager.
+func (d *Driver) adopt(ctx context.Context, h *taskHandle) error {
+	_, p, err := d.currentPool()
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, apiCallTimeout)
+	defer cancel()
+	return p.Adopt(actx, h.poolClaim())
+}
+
+// claimLost ends a task whose sandbox another claimer holds.
+func (d *Driver) claimLost(ctx context.Context, h *taskHandle, b Backend, err error) {
+	ref := h.state.ref()
+	d.logger.Error("sandbox claimed by someone else; stopping the task's command", "task_id", h.cfg.ID, "sandbox_alloc_id", ref.AllocID, "error", err)
+	if h.state.Command {
+		sctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
+		if serr := b.Signal(sctx, ref, h.state.RunID, "SIGKILL"); serr != nil {
+			d.logger.Error("stop the command in a sandbox claimed by someone else", "task_id", h.cfg.ID, "error", serr)
+		}
+		cancel()
+	}
+	msg := fmt.Sprintf("Sandbox %s is claimed by another task: the command was stopped (%v)", short(ref.AllocID), err)
+	d.emit(h.cfg, msg, map[string]string{"sandbox_alloc_id": ref.AllocID})
+	h.setExit(plugin.ExitResult{ExitCode: 1, Err: msg})
+}
+
+// poolClaim is the task's claim for the pool: the one StartTask got, or, for
+// a recovered task, the one its handle kept.
+func (h *taskHandle) poolClaim() *pool.Claim {
+	if h.claim != nil {
+		return h.claim
+	}
+	return h.state.Claim.claim()
+}
