@@ -8,23 +8,8 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/taskfiles"
-	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
-
-// taskSpec is the task config schema: a task names a pool, never an allocation.
-var taskSpec = hclspec.NewObject(map[string]*hclspec.Spec{
-	"pool":    hclspec.NewAttr("pool", "string", true),
-	"command": hclspec.NewAttr("command", "string", false),
-	"args":    hclspec.NewAttr("args", "list(string)", false),
-})
-
-// TaskConfig is a task's config block.
-type TaskConfig struct {
-	Pool    string   `codec:"pool"`
-	Command string   `codec:"command"`
-	Args    []string `codec:"args"`
-}
 
 func (h *taskHandle) shipJob() shipJob {
 	return shipJob{Ref: h.state.ref(), RunID: h.state.RunID, Stdout: h.cfg.StdoutPath, Stderr: h.cfg.StderrPath, Offsets: h.state.OffsetsPath}
