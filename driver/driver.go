@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -38,7 +39,7 @@ type Backend interface {
 	Usage(ctx context.Context, namespace, allocID, task string) (*plugin.TaskResourceUsage, error)
 	// Ship copies a run's output into the task's logs until the run has exited
 	// and its output is drained. Ending ctx leaves the shipping to go on.
-	Ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error)
+	Ship(ctx context.Context, job shipper.Job) (sandbox.ExitStatus, error)
 	// Check probes the Nomad API for the fingerprint; nil error means it answers.
 	Check(ctx context.Context) error
 	// StartPool connects to the Nomad API and starts the pools; it blocks until the

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/driver/taskfiles"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
@@ -53,6 +54,6 @@ func (h *taskHandle) handle() (*plugin.TaskHandle, error) {
 	return &plugin.TaskHandle{Version: stateVersion, Config: h.cfg, State: plugin.TaskStateRunning, DriverState: b}, nil
 }
 
-func (h *taskHandle) shipJob() shipJob {
-	return shipJob{Ref: h.state.ref(), RunID: h.state.RunID, Stdout: h.cfg.StdoutPath, Stderr: h.cfg.StderrPath, Offsets: h.state.OffsetsPath}
+func (h *taskHandle) shipJob() shipper.Job {
+	return shipper.Job{Ref: h.state.ref(), RunID: h.state.RunID, Stdout: h.cfg.StdoutPath, Stderr: h.cfg.StderrPath, Offsets: h.state.OffsetsPath}
 }
