@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -39,10 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
-	case driver.ShipCommand:
-		return driver.ShipMain(args[1:], stderr)
-	case driver.HoldCommand:
-		return driver.HoldMain(args[1:], stderr)
+	case shipper.ShipCommand, shipper.HoldCommand:
+		return shipper.Main(args, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "%s %s\n", driver.Name, driver.Version)
 		return 0

@@ -3,7 +3,13 @@
 // Nomad API. It talks to the pool only through the small Pool interface.
 package driver
 
-import "time"
+import (
+	"time"
+
+	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/plugin"
+	"github.com/agentkernel/agentkernel-pool/pool"
+)
 
 // The single source of truth for the plugin's identity and defaults.
 const (
@@ -26,3 +32,102 @@ const (
 	// attrPrefix prefixes every node attribute the driver publishes.
 	attrPrefix = "driver." + Name
 )
+
+// PluginInfo implements plugin.Driver.
+func (d *Driver) PluginInfo() plugin.Info { return plugin.Info{Name: Name, Version: Version} }
+
+// ConfigSchema implements plugin.Driver.
+func (d *Driver) ConfigSchema() *hclspec.Spec { return configSpec }
+
+// TaskConfigSchema implements plugin.Driver.
+func (d *Driver) TaskConfigSchema() *hclspec.Spec { return taskSpec }
+
+// Capabilities implements plugin.Driver. IMAGE isolation: the sandbox brings its
+// own filesystem, so the client must not build a chroot (the slow path we avoid).
+func (d *Driver) Capabilities() plugin.Capabilities {
+	return plugin.Capabilities{
+		SendSignals:  true,
+		Exec:         true,
+		FSIsolation:  plugin.FSIsolationImage,
+		NetworkModes: []plugin.NetworkMode{plugin.NetworkModeHost},
+		NoMounts:     true,
+	}
+}
+
+// configSpec is the plugin block's schema. Numbers and durations are strings (HCL
+// converts a number to a string) so that a wrong value such as size = "three" reaches
+// our validation (driver unhealthy, field named) instead of failing Nomad's schema
+// check, which would stop the whole agent. They cannot be `any`: Nomad's HCL decoder
+// panics on `any` inside a block map, killing the agent.
+var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
+	"address":         hclspec.NewAttr("address", "string", false),
+	"token_file":      hclspec.NewAttr("token_file", "string", false),
+	"ca_file":         hclspec.NewAttr("ca_file", "string", false),
+	"cert_file":       hclspec.NewAttr("cert_file", "string", false),
+	"key_file":        hclspec.NewAttr("key_file", "string", false),
+	"tls_server_name": hclspec.NewAttr("tls_server_name", "string", false),
+	"namespace":       hclspec.NewAttr("namespace", "string", false),
+	"metrics_address": hclspec.NewAttr("metrics_address", "string", false),
+	"pool": hclspec.NewBlockMap("pool", []string{"name"}, hclspec.NewObject(map[string]*hclspec.Spec{
+		"jobspec":          hclspec.NewAttr("jobspec", "string", false),
+		"size":             hclspec.NewAttr("size", "string", false),
+		"max":              hclspec.NewAttr("max", "string", false),
+		"claim_timeout":    hclspec.NewAttr("claim_timeout", "string", false),
+		"namespaces":       hclspec.NewAttr("namespaces", "list(string)", false),
+		"max_warm":         hclspec.NewAttr("max_warm", "string", false),
+		"scale_down_after": hclspec.NewAttr("scale_down_after", "string", false),
+	})),
+})
+
+// rawConfig is the plugin block as Nomad encodes it.
+type rawConfig struct {
+	Address       string             `codec:"address"`
+	TokenFile     string             `codec:"token_file"`
+	CAFile        string             `codec:"ca_file"`
+	CertFile      string             `codec:"cert_file"`
+	KeyFile       string             `codec:"key_file"`
+	TLSServerName string             `codec:"tls_server_name"`
+	Namespace     string             `codec:"namespace"`
+	MetricsAddr   string             `codec:"metrics_address"`
+	Pools         map[string]rawPool `codec:"pool"`
+}
+
+type rawPool struct {
+	Jobspec      string   `codec:"jobspec"`
+	Size         string   `codec:"size"`
+	Max          string   `codec:"max"`
+	ClaimTimeout string   `codec:"claim_timeout"`
+	Namespaces   []string `codec:"namespaces"`
+	MaxWarm      string   `codec:"max_warm"`
+	ScaleDown    string   `codec:"scale_down_after"`
+}
+
+// Config is the validated plugin configuration.
+type Config struct {
+	API       pool.APIConfig
+	TokenFile string
+	Namespace string
+	Pools     []pool.Config // sorted by name
+	// Namespaces lists, per pool, the Nomad namespaces whose tasks may use
+	// it; a pool without an entry serves every namespace.
+	Namespaces map[string][]string
+	// MetricsAddress is where /metrics is served (host:port); "" is off.
+	MetricsAddress string
+	// observer is told of the pools' warm-ups, dispatches and purges
+	// (/metrics); set by the driver, not by the plugin block.
+	observer pool.Observer
+}
+
+// taskSpec is the task config schema: a task names a pool, never an allocation.
+var taskSpec = hclspec.NewObject(map[string]*hclspec.Spec{
+	"pool":    hclspec.NewAttr("pool", "string", true),
+	"command": hclspec.NewAttr("command", "string", false),
+	"args":    hclspec.NewAttr("args", "list(string)", false),
+})
+
+// TaskConfig is a task's config block.
+type TaskConfig struct {
+	Pool    string   `codec:"pool"`
+	Command string   `codec:"command"`
+	Args    []string `codec:"args"`
+}

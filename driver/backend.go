@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -65,8 +66,8 @@ func (b *nomadBackend) unprepare(allocID string) {
 }
 
 // Ship runs the output shipper as a process that outlives the plugin.
-func (b *nomadBackend) Ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error) {
-	return processShipper{runner: b.Runner}.ship(ctx, job)
+func (b *nomadBackend) Ship(ctx context.Context, job shipper.Job) (sandbox.ExitStatus, error) {
+	return shipper.Run(ctx, job)
 }
 
 // AllocDone reads the pool's inventory, not a query per task (see

@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
-	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -41,7 +41,7 @@ type Backend interface {
 	Usage(ctx context.Context, namespace, allocID, task string) (*plugin.TaskResourceUsage, error)
 	// Ship copies a run's output into the task's logs until the run has exited
 	// and its output is drained. Ending ctx leaves the shipping to go on.
-	Ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error)
+	Ship(ctx context.Context, job shipper.Job) (sandbox.ExitStatus, error)
 	// Check probes the Nomad API for the fingerprint; nil error means it answers.
 	Check(ctx context.Context) error
 	// StartPool connects to the Nomad API and starts the pools; it blocks until the
@@ -132,27 +132,6 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 }
 
 var _ plugin.Driver = (*Driver)(nil)
-
-// PluginInfo implements plugin.Driver.
-func (d *Driver) PluginInfo() plugin.Info { return plugin.Info{Name: Name, Version: Version} }
-
-// ConfigSchema implements plugin.Driver.
-func (d *Driver) ConfigSchema() *hclspec.Spec { return configSpec }
-
-// TaskConfigSchema implements plugin.Driver.
-func (d *Driver) TaskConfigSchema() *hclspec.Spec { return taskSpec }
-
-// Capabilities implements plugin.Driver. IMAGE isolation: the sandbox brings its
-// own filesystem, so the client must not build a chroot (the slow path we avoid).
-func (d *Driver) Capabilities() plugin.Capabilities {
-	return plugin.Capabilities{
-		SendSignals:  true,
-		Exec:         true,
-		FSIsolation:  plugin.FSIsolationImage,
-		NetworkModes: []plugin.NetworkMode{plugin.NetworkModeHost},
-		NoMounts:     true,
-	}
-}
 
 // SetConfig implements plugin.Driver. It never fails on a semantically bad plugin
 // block: that would stop the Nomad agent. Problems turn the driver unhealthy.

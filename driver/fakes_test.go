@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -253,8 +254,8 @@ func (n *fakeNomad) Check(ctx context.Context) error {
 	return n.check(ctx)
 }
 
-func (n *fakeNomad) Ship(ctx context.Context, job shipJob) (sandbox.ExitStatus, error) {
-	return shipOutput(ctx, n.Follow, job)
+func (n *fakeNomad) Ship(ctx context.Context, job shipper.Job) (sandbox.ExitStatus, error) {
+	return shipper.Copy(ctx, n.Follow, job)
 }
 
 func (n *fakeNomad) Usage(context.Context, string, string, string) (*plugin.TaskResourceUsage, error) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
@@ -105,7 +106,7 @@ func (d *Driver) DestroyTask(ctx context.Context, taskID string, force bool) err
 	if !h.state.Command {
 		d.copyOut(h) // an idle task destroyed without a stop
 	}
-	stopShipper(h.shipJob())
+	shipper.Stop(h.shipJob())
 	if n := sandbox.Reap(h.state.ref(), h.state.RunID); n > 0 {
 		d.logger.Info("killed what was left of the task's command", "task_id", taskID, "processes", n)
 	}

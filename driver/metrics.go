@@ -107,13 +107,6 @@ func result(err error) string {
 	return "ok"
 }
 
-// count is how many tasks the store holds.
-func (s *taskStore) count() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.tasks)
-}
-
 // observeClaim records one claim of a task start.
 func (m *metrics) observeClaim(poolName string, c *pool.Claim, err error, took time.Duration) {
 	outcome := outcomeError

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -47,7 +48,7 @@ func BenchmarkIdleTasks(b *testing.B) {
 	}
 	time.Sleep(3 * time.Second) // starts and refills settle
 
-	plugin, ships, holds := a.Processes(driver.Name), helpers(a, driver.ShipCommand), helpers(a, driver.HoldCommand)
+	plugin, ships, holds := a.Processes(driver.Name), helpers(a, shipper.ShipCommand), helpers(a, shipper.HoldCommand)
 	if len(ships) != tasks || len(holds) != tasks {
 		b.Fatalf("%d shipper and %d log holder processes, want %d of each", len(ships), len(holds), tasks)
 	}

@@ -340,7 +340,7 @@ func pluginRSS(tb testing.TB, a *nomadtest.Agent) float64 {
 }
 
 // helpers lists the plugin's detached helpers running command (the output
-// shippers, driver.ShipCommand, or the log holders, driver.HoldCommand) for this
+// shippers, shipper.ShipCommand, or the log holders, shipper.HoldCommand) for this
 // agent: processes of the plugin binary outside the agent's group naming the
 // command and the agent's data dir.
 func helpers(a *nomadtest.Agent, command string) []int {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
-	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -55,7 +55,7 @@ func BenchmarkStorm(b *testing.B) {
 	samples, errs := storm(a, specs, func() {
 		// Every job that will has printed and sleeps: peak claims, one shipper each.
 		rssStorm = pluginRSS(b, a)
-		ships = helpers(a, driver.ShipCommand)
+		ships = helpers(a, shipper.ShipCommand)
 		for _, p := range ships {
 			shipKiB += rssKiB(p)
 			shipPssKiB += pssKiB(p)

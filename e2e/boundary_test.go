@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -108,11 +109,11 @@ func hclString(s string) string {
 
 // shipperPIDs finds the output shippers of an allocation's tasks: the plugin
 // binary running its hidden ship command for a task dir of that allocation.
-func shipperPIDs(allocID string) []int { return helperPIDs(driver.ShipCommand, allocID) }
+func shipperPIDs(allocID string) []int { return helperPIDs(shipper.ShipCommand, allocID) }
 
 // holderPIDs finds the log holders of an allocation's tasks (hidden command
 // __hold).
-func holderPIDs(allocID string) []int { return helperPIDs(driver.HoldCommand, allocID) }
+func holderPIDs(allocID string) []int { return helperPIDs(shipper.HoldCommand, allocID) }
 
 // helperPIDs finds the plugin binary's processes running a hidden command for
 // a task dir of the allocation.

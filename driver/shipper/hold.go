@@ -1,4 +1,4 @@
-package driver
+package shipper
 
 import (
 	"context"
@@ -34,11 +34,11 @@ const HoldCommand = "__hold"
 // FIFO's reader goes away.
 const holdCheckEvery = 5 * time.Second
 
-// HoldMain is the log holder process: it keeps the task's log FIFOs, which it
+// holdMain is the log holder process: it keeps the task's log FIFOs, which it
 // inherits as fds 3 (stdout) and 4 (stderr), open for writing until it is told
 // to stop or its run is gone. When logmon goes away it opens the FIFOs again for
 // the next logmon, as a shipper does.
-func HoldMain(args []string, stderr io.Writer) int {
+func holdMain(args []string, stderr io.Writer) int {
 	job, ok := parseJob(HoldCommand, args, stderr, false)
 	if !ok {
 		return 2
@@ -127,7 +127,7 @@ func holdFIFOs(ctx context.Context, held []*heldFIFO, gone func() bool) error {
 // hasFIFO reports whether path names a log FIFO to write to (logs can be off).
 func hasFIFO(path string) bool { return path != "" && path != os.DevNull }
 
-func holderPIDPath(job shipJob) string { return job.Offsets + ".holder.pid" }
+func holderPIDPath(job Job) string { return job.Offsets + ".holder.pid" }
 
 // holderOpenWait bounds how long a start waits for logmon's reader before it
 // starts a shipper without a holder (the reader is there from the task's
@@ -137,7 +137,7 @@ const holderOpenWait = 10 * time.Second
 // ensureHolder starts the task's log holder unless one runs, waiting at most
 // wait for the FIFOs' reader. The plugin opens the FIFOs itself and hands them
 // to the holder, so they are held from the moment it exists.
-func ensureHolder(ctx context.Context, job shipJob, wait time.Duration) error {
+func ensureHolder(ctx context.Context, job Job, wait time.Duration) error {
 	if !hasFIFO(job.Stdout) && !hasFIFO(job.Stderr) {
 		return nil
 	}
@@ -193,7 +193,7 @@ func ensureHolder(ctx context.Context, job shipJob, wait time.Duration) error {
 // waitShipper waits until the shipper pid exits, and starts the log holder
 // again whenever it dies meanwhile (the shipper holds the FIFOs in between), so
 // that a holder killed first and a shipper killed later lose nothing either.
-func waitShipper(ctx context.Context, job shipJob, pid int) error {
+func waitShipper(ctx context.Context, job Job, pid int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the waits below
 	shipper := make(chan error, 1)
@@ -224,13 +224,13 @@ func waitShipper(ctx context.Context, job shipJob, pid int) error {
 }
 
 // holderPID is the pid of the task's running log holder, or 0.
-func holderPID(job shipJob) int {
+func holderPID(job Job) int {
 	return recordedPID(holderPIDPath(job), HoldCommand, job.RunID)
 }
 
 // stopHolder ends the task's log holder and waits a little for its exit, so
 // logmon reads the end of the logs before the task's exit is reported.
-func stopHolder(job shipJob) {
+func stopHolder(job Job) {
 	pid := holderPID(job)
 	if pid != 0 && syscall.Kill(pid, syscall.SIGTERM) == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

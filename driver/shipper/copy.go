@@ -1,4 +1,4 @@
-package driver
+package shipper
 
 import (
 	"context"
@@ -12,28 +12,16 @@ import (
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 )
 
-// Output shipping. Nomad's logmon copies a task's log FIFO until every writer has
-// closed it. If the plugin process held the only writer, a plugin crash or
-// restart would end the task's logs for good. So the copying from the sandbox's
-// run files into the FIFOs runs in a small process of its own (this binary with
-// the hidden `ship` command), which outlives the plugin like the command does.
-// A restarted plugin adopts the running shipper, or starts a new one that resumes
-// from the saved offsets.
+// FollowFunc follows a run's output from the offsets from, writing it to stdout
+// and stderr and reporting progress, until the run has exited and its output is
+// drained (sandbox.Runner.Follow).
+type FollowFunc func(ctx context.Context, ref sandbox.Ref, runID string, from sandbox.Offsets, stdout, stderr io.Writer, progress func(sandbox.Offsets)) (sandbox.ExitStatus, error)
 
-// shipJob names a run and where its output goes.
-type shipJob struct {
-	Ref     sandbox.Ref
-	RunID   string
-	Stdout  string // the task's stdout FIFO
-	Stderr  string
-	Offsets string // where shipped offsets are saved
-}
-
-type followFunc func(ctx context.Context, ref sandbox.Ref, runID string, from sandbox.Offsets, stdout, stderr io.Writer, progress func(sandbox.Offsets)) (sandbox.ExitStatus, error)
-
-// shipOutput copies a run's output into the task's FIFOs, from the saved offsets,
-// until the run has exited and its output is drained.
-func shipOutput(ctx context.Context, follow followFunc, job shipJob) (sandbox.ExitStatus, error) {
+// Copy copies a run's output into the task's FIFOs in this process, from the
+// saved offsets, until the run has exited and its output is drained. It is what
+// the shipper process runs, and what a backend without shipper processes (the
+// driver's test fake) calls.
+func Copy(ctx context.Context, follow FollowFunc, job Job) (sandbox.ExitStatus, error) {
 	stdout, stderr := newFIFOWriter(ctx, job.Stdout), newFIFOWriter(ctx, job.Stderr)
 	// One wait for a reader for both: when logmon is gone, it is gone for both
 	// FIFOs, and the run's end must not wait for each in turn.

@@ -1,4 +1,4 @@
-package driver
+package shipper
 
 import (
 	"context"
@@ -15,21 +15,16 @@ import (
 // the plugin's binary is in production: startShipper and ensureHolder run
 // os.Executable() with the hidden commands.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case ShipCommand:
-			os.Exit(ShipMain(os.Args[2:], os.Stderr))
-		case HoldCommand:
-			os.Exit(HoldMain(os.Args[2:], os.Stderr))
-		}
+	if len(os.Args) > 1 && (os.Args[1] == ShipCommand || os.Args[1] == HoldCommand) {
+		os.Exit(Main(os.Args[1:], os.Stderr))
 	}
 	os.Exit(m.Run())
 }
 
-// The production backend ships a run's output through a shipper process and a
-// log holder: what the command wrote before and while it is followed reaches
-// the task's log in order, the log ends once the run has exited, and the exit
-// code is the command's.
+// Run ships a run's output through a shipper process and a log holder, as the
+// production backend does: what the command wrote before and while it is
+// followed reaches the task's log in order, the log ends once the run has
+// exited, and the exit code is the command's.
 func TestShipperProcessShipsRunOutput(t *testing.T) {
 	dir := t.TempDir()
 	ref := sandbox.Ref{AllocID: "b1000000-0000-0000-0000-000000000000", Task: "sandbox", HostAllocDir: filepath.Join(dir, "sandbox-alloc")}
@@ -52,7 +47,7 @@ func TestShipperProcessShipsRunOutput(t *testing.T) {
 	write("pid", "999999998 999999999\n") // no such processes: nothing here reads them
 	write("stdout", "one\n")
 
-	job := shipJob{Ref: ref, RunID: runID, Stdout: filepath.Join(dir, "stdout.fifo"), Stderr: filepath.Join(dir, "stderr.fifo"),
+	job := Job{Ref: ref, RunID: runID, Stdout: filepath.Join(dir, "stdout.fifo"), Stderr: filepath.Join(dir, "stderr.fifo"),
 		Offsets: filepath.Join(dir, "offsets")}
 	for _, p := range []string{job.Stdout, job.Stderr} {
 		if err := syscall.Mkfifo(p, 0o600); err != nil {
@@ -68,9 +63,8 @@ func TestShipperProcessShipsRunOutput(t *testing.T) {
 		err error
 	}
 	done := make(chan result, 1)
-	b := &nomadBackend{Runner: &sandbox.Runner{}}
 	go func() {
-		st, err := b.Ship(ctx, job)
+		st, err := Run(ctx, job)
 		done <- result{st, err}
 	}()
 	expectLine(t, stdout, "one")
