@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,6 +88,10 @@ func TestMetrics(t *testing.T) {
 	if !strings.Contains(string(body), `agentkernel_pool_nomad_api_request_duration_seconds_count{operation="jobs.dispatch",result="ok"}`) {
 		t.Errorf("no latency of the dispatches:\n%s", grepLines(string(body), "agentkernel_pool_nomad_api_request_duration_seconds_count"))
 	}
+	// The pool works: status lists it with no error.
+	if out := pluginStatus(t, a); !strings.Contains(out, " dev ") || strings.Contains(out, "Pool errors") {
+		t.Errorf("status of a working pool:\n%s", out)
+	}
 	if !strings.Contains(string(body), `agentkernel_pool_warm{pool="dev"} 1`) || !strings.Contains(string(body), `agentkernel_pool_size{pool="dev"} 1`) {
 		t.Errorf("pool gauges missing or wrong:\n%s", grepLines(string(body), "agentkernel_pool_"))
 	}
@@ -102,4 +108,14 @@ func grepLines(s string, prefixes ...string) string {
 		}
 	}
 	return b.String()
+}
+
+// pluginStatus runs `agentkernel-pool status` against the agent.
+func pluginStatus(t *testing.T, a *nomadtest.Agent) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(nomadtest.BuildPlugin(t), "agentkernel-pool"), "status", "-address", a.Addr).CombinedOutput()
+	if err != nil {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+	return string(out)
 }

@@ -103,8 +103,8 @@ func Status(ctx context.Context, c *api.Client, namespace string) ([]NodePoolSta
 	return st, nil
 }
 
-// addNodeAttrs fills in each row's target and error from its node's driver
-// attributes, and adds the pools a node publishes that have no template job
+// addNodeAttrs fills in each row's node name, and its target and error from
+// its node's driver attributes, and adds the pools a node publishes that have no template job
 // (one that never registered: its error says why).
 func addNodeAttrs(st []NodePoolStatus, nodes []*api.NodeListStub) []NodePoolStatus {
 	byID := make(map[string]*api.NodeListStub, len(nodes))
@@ -116,10 +116,15 @@ func addNodeAttrs(st []NodePoolStatus, nodes []*api.NodeListStub) []NodePoolStat
 	for i := range st {
 		seen[key{st[i].NodeID, st[i].Pool}] = true
 		n := byID[st[i].NodeID]
-		if n == nil || n.Drivers[driverName] == nil {
+		if n == nil {
 			continue
 		}
-		fillFromDriver(&st[i], n.Drivers[driverName])
+		if st[i].NodeName == "" {
+			st[i].NodeName = n.Name
+		}
+		if d := n.Drivers[driverName]; d != nil {
+			fillFromDriver(&st[i], d)
+		}
 	}
 	for _, n := range nodes {
 		d := n.Drivers[driverName]

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/nomad/api"
+
 	"github.com/agentkernel/agentkernel-pool/pool/pooltest"
 )
 
@@ -79,5 +81,15 @@ fake-node py driver unhealthy: starting: connecting to the nomad api`) {
 	}
 	if got := printed(t, st); strings.Contains(got, "Pool errors") || strings.Count(got, "\n") != 2 {
 		t.Fatalf("status of working pools:\n%s", got)
+	}
+}
+
+// A template registered before its node did has no node name in its meta:
+// status takes it from the node list.
+func TestStatusNamesNodesFromTheNodeList(t *testing.T) {
+	st := addNodeAttrs([]NodePoolStatus{{NodeID: pooltest.NodeID, Pool: "py"}},
+		[]*api.NodeListStub{{ID: pooltest.NodeID, Name: "node-1"}})
+	if len(st) != 1 || st[0].NodeName != "node-1" || st[0].Error != "" || st[0].HasTarget {
+		t.Fatalf("rows %+v", st)
 	}
 }
