@@ -30,7 +30,7 @@ const usage = `Usage: agentkernel-pool <command>
 
 A Nomad task driver plugin: Nomad launches this binary from its plugin_dir.
 Commands for people:
-  status    print every node's warm pools (uses NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...)
+  status    print every node's warm pools, and why any fails (uses NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...)
   version   print the plugin version
 `
 

@@ -46,8 +46,19 @@ func newNomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChan
 	if err != nil {
 		return nil, fmt.Errorf("nomad api client: %w", err)
 	}
+	// The execs' websockets need the API client's own transport, not a
+	// metered one: the Runner tells of its execs itself.
+	calls := apiCfg.Calls
+	apiCfg.Calls = nil
+	execClient, err := pool.NewClient(apiCfg)
+	if err != nil {
+		return nil, fmt.Errorf("nomad api client: %w", err)
+	}
 	b := &nomadBackend{cfg: cfg, client: client, token: token, logger: logger, onChange: onChange, ready: make(chan struct{})}
-	b.Runner = &sandbox.Runner{Client: client, Token: token, Logger: logger.Named("sandbox"), OnSessionLost: b.unprepare}
+	b.Runner = &sandbox.Runner{Client: execClient, Token: token, Logger: logger.Named("sandbox"), OnSessionLost: b.unprepare}
+	if calls != nil {
+		b.Runner.OnCall = func(op string, took time.Duration, err error) { calls.APICall(op, pool.CallResult(err), took) }
+	}
 	return b, nil
 }
 

@@ -195,6 +195,7 @@ func (d *Driver) restartBackendLocked() {
 		d.logger.Error("cannot serve /metrics", "metrics_address", d.cfg.MetricsAddress, "error", err)
 	}
 	d.cfg.observer = d.metrics
+	d.cfg.API.Calls = d.metrics
 	b, err := d.newBackend(d.cfg, d.token, d.logger, d.health.poke)
 	if err != nil {
 		d.cfgErr = err

@@ -38,6 +38,8 @@ type metrics struct {
 	warmup       *prometheus.HistogramVec // pool.Observer
 	dispatches   *prometheus.CounterVec
 	purges       *prometheus.CounterVec
+	apiRequests  *prometheus.CounterVec   // pool.CallObserver
+	apiLatency   *prometheus.HistogramVec // pool.CallObserver
 
 	mu     sync.Mutex
 	pools  func() map[string]pool.Stats // nil while no pools run
@@ -70,12 +72,30 @@ func newMetrics() *metrics {
 			Namespace: metricsNamespace, Name: "purges_total",
 			Help: "Sandbox jobs purged (used, dead, surplus or stale), by pool and result (ok, error).",
 		}, []string{"pool", "result"}),
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "nomad_api_requests_total",
+			Help: "Requests this plugin sent to the Nomad API (each retry counts), by operation (jobs.dispatch, variables.create, allocations.watch, alloc.exec, ...) and result (ok, 4xx, 5xx, error: no answer).",
+		}, []string{"operation", "result"}),
+		apiLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "nomad_api_request_duration_seconds",
+			Help:    "Time a Nomad API request took to its answer, by operation and result. A *.watch is a blocking query (it waits for a change) and alloc.exec.session an exec held open: theirs is the wait or the session.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"operation", "result"}),
 	}
-	m.reg.MustRegister(m.claims, m.claimLatency, m.warmup, m.dispatches, m.purges, poolCollector{m})
+	m.reg.MustRegister(m.claims, m.claimLatency, m.warmup, m.dispatches, m.purges, m.apiRequests, m.apiLatency, poolCollector{m})
 	return m
 }
 
-var _ pool.Observer = (*metrics)(nil)
+var (
+	_ pool.Observer     = (*metrics)(nil)
+	_ pool.CallObserver = (*metrics)(nil)
+)
+
+// APICall implements pool.CallObserver.
+func (m *metrics) APICall(op, result string, took time.Duration) {
+	m.apiRequests.WithLabelValues(op, result).Inc()
+	m.apiLatency.WithLabelValues(op, result).Observe(took.Seconds())
+}
 
 // countTasks makes the running_tasks gauge read n at each scrape.
 func (m *metrics) countTasks(n func() int) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"strconv"
@@ -12,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
 	"github.com/agentkernel/agentkernel-pool/pool"
@@ -118,6 +122,7 @@ func TestExampleMonitoringUsesServedMetrics(t *testing.T) {
 	m.WarmedUp("dev", time.Second)
 	m.Dispatched("dev", nil)
 	m.Purged("dev", nil)
+	m.APICall("jobs.dispatch", pool.CallOK, time.Millisecond)
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +148,68 @@ func TestExampleMonitoringUsesServedMetrics(t *testing.T) {
 			if !served[n] {
 				t.Errorf("%s uses %s, which the plugin does not serve", file, n)
 			}
+		}
+	}
+}
+
+// The production backend meters every Nomad API request it makes: the pool
+// client's (here the health check and a task's stats) and the sandbox's execs,
+// by operation and result.
+func TestBackendMetersNomadAPIRequests(t *testing.T) {
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/agent/self" {
+			_, _ = w.Write([]byte(`{"stats":{"client":{"node_id":"5c1a"}}}`))
+			return
+		}
+		http.Error(w, "no such endpoint", http.StatusNotFound)
+	}))
+	defer agent.Close()
+	m := newMetrics()
+	cfg := &Config{API: pool.APIConfig{Address: agent.URL, Calls: m}}
+	b, err := newNomadBackend(cfg, pool.NewToken(""), hclog.NewNullLogger(), func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Check(ctx); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if _, err := b.Usage(ctx, "default", "0b6f", "agent"); err == nil {
+		t.Fatal("stats of an allocation the agent does not know")
+	}
+	runner := b.(*nomadBackend).Runner
+	if err := runner.Prime(ctx, sandbox.Ref{Namespace: "default", AllocID: "0b6f", Task: "sandbox"}); err == nil {
+		t.Fatal("a launch session into an allocation the agent does not know")
+	}
+	requests, observed := map[string]float64{}, map[string]uint64{}
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range s.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			key := l["operation"] + " " + l["result"]
+			switch f.GetName() {
+			case "agentkernel_pool_nomad_api_requests_total":
+				requests[key] = s.GetCounter().GetValue()
+			case "agentkernel_pool_nomad_api_request_duration_seconds":
+				observed[key] = s.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	want := []string{"agent.self " + pool.CallOK, "alloc.stats " + pool.Call4xx, sandbox.OpExecSession + " " + pool.Call4xx}
+	if len(requests) != len(want) || len(observed) != len(want) {
+		t.Errorf("requests %v, latencies observed %v; want one each of %q", requests, observed, want)
+	}
+	for _, k := range want {
+		if requests[k] != 1 || observed[k] != 1 {
+			t.Errorf("%s: %v requests, %v latencies, want 1", k, requests[k], observed[k])
 		}
 	}
 }

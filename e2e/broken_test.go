@@ -112,6 +112,12 @@ func TestBrokenTemplate(t *testing.T) {
 	if got := node.Attributes["driver."+driver.Name+".pool.good.error"]; got != "" {
 		t.Errorf("the working pool has an error attribute: %q", got)
 	}
+	out := pluginStatus(t, a)
+	if _, errs, found := strings.Cut(out, "Pool errors:"); !found || !strings.Contains(errs, " broken ") ||
+		!strings.Contains(errs, missing) || strings.Contains(errs, " good ") {
+		t.Errorf("status does not say why pool broken fails, or blames pool good:\n%s", out)
+	}
+	t.Logf("status:\n%s", out)
 
 	failed := runJob(t, a, commandJob(t, "on-broken", "broken", "echo never"))
 	ts := waitTask(t, a, failed.ID, "agent", "dead", 60*time.Second)

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,6 +66,32 @@ func TestMetrics(t *testing.T) {
 	if claims != jobs || observed != jobs {
 		t.Errorf("claims by outcome add up to %v (latency observations %v), want the %d jobs run", claims, observed, jobs)
 	}
+	// The Nomad API requests behind those jobs: a dispatch and a claim
+	// record each at least, the inventory's watches, the runs' execs.
+	requests := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, `agentkernel_pool_nomad_api_requests_total{operation="`)
+		if !ok {
+			continue
+		}
+		op, _, _ := strings.Cut(rest, `"`)
+		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		requests[op] += v
+	}
+	t.Logf("nomad api requests:\n%s", grepLines(string(body), "agentkernel_pool_nomad_api_requests_total"))
+	for op, least := range map[string]float64{"jobs.dispatch": jobs, "variables.create": jobs, "jobs.deregister": jobs,
+		"allocations.watch": 1, "jobs.watch": 1, "variables.watch": 1, "agent.self": 1, "alloc.exec.session": 1} {
+		if requests[op] < least {
+			t.Errorf("nomad api requests %s = %v, want at least %v", op, requests[op], least)
+		}
+	}
+	if !strings.Contains(string(body), `agentkernel_pool_nomad_api_request_duration_seconds_count{operation="jobs.dispatch",result="ok"}`) {
+		t.Errorf("no latency of the dispatches:\n%s", grepLines(string(body), "agentkernel_pool_nomad_api_request_duration_seconds_count"))
+	}
+	// The pool works: status lists it with no error.
+	if out := pluginStatus(t, a); !strings.Contains(out, " dev ") || strings.Contains(out, "Pool errors") {
+		t.Errorf("status of a working pool:\n%s", out)
+	}
 	if !strings.Contains(string(body), `agentkernel_pool_warm{pool="dev"} 1`) || !strings.Contains(string(body), `agentkernel_pool_size{pool="dev"} 1`) {
 		t.Errorf("pool gauges missing or wrong:\n%s", grepLines(string(body), "agentkernel_pool_"))
 	}
@@ -80,4 +108,14 @@ func grepLines(s string, prefixes ...string) string {
 		}
 	}
 	return b.String()
+}
+
+// pluginStatus runs `agentkernel-pool status` against the agent.
+func pluginStatus(t *testing.T, a *nomadtest.Agent) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(nomadtest.BuildPlugin(t), "agentkernel-pool"), "status", "-address", a.Addr).CombinedOutput()
+	if err != nil {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+	return string(out)
 }

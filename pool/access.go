@@ -22,8 +22,8 @@ const accessProbePath = claimRoot + "access-probe"
 // the expected answers (CAS conflict, rejected meta) mean the right is there.
 func (m *Manager) checkAccess(ctx context.Context) error {
 	var errs []error
-	probe := func(what, need string, fn func(context.Context) error) {
-		err := call(ctx, retryAttempts, fn)
+	probe := func(what, need string, attempts int, fn func(context.Context) error) {
+		err := call(ctx, attempts, fn)
 		if statusCode(err) == http.StatusForbidden {
 			errs = append(errs, fmt.Errorf("%s: %w", what, denied(err, need)))
 		}
@@ -31,14 +31,14 @@ func (m *Manager) checkAccess(ctx context.Context) error {
 	ns := strconv.Quote(m.namespace)
 	vars := fmt.Sprintf("on %s* in namespace %s", claimRoot, ns)
 	// cas=1 on a path that does not exist: a conflict, never a write.
-	probe("write claim record", "variables write "+vars, func(ctx context.Context) error {
+	probe("write claim record", "variables write "+vars, retryAttempts, func(ctx context.Context) error {
 		_, _, err := m.client.Variables().CheckedUpdate(&api.Variable{
 			Namespace: m.namespace, Path: accessProbePath, ModifyIndex: 1,
 			Items: api.VariableItems{"probe": "1"},
 		}, m.writeOpts(ctx, m.namespace))
 		return err
 	})
-	probe("delete claim record", "variables destroy "+vars, func(ctx context.Context) error {
+	probe("delete claim record", "variables destroy "+vars, retryAttempts, func(ctx context.Context) error {
 		_, err := m.client.Variables().CheckedDelete(accessProbePath, 1, m.writeOpts(ctx, m.namespace))
 		return err
 	})
@@ -51,8 +51,9 @@ func (m *Manager) checkAccess(ctx context.Context) error {
 			continue
 		}
 		// Meta the template does not declare: Nomad checks the token first,
-		// then rejects the request, so nothing is dispatched.
-		probe(fmt.Sprintf("dispatch warm instance of pool %q", name), "dispatch-job in namespace "+ns, func(ctx context.Context) error {
+		// then rejects the request, so nothing is dispatched. It rejects it
+		// with a 500, which is not worth retrying.
+		probe(fmt.Sprintf("dispatch warm instance of pool %q", name), "dispatch-job in namespace "+ns, 1, func(ctx context.Context) error {
 			_, _, err := m.client.Jobs().DispatchOpts(&api.DispatchOptions{
 				JobID: p.jobID, Meta: map[string]string{"agentkernel_pool_access_probe": "1"},
 			}, m.writeOpts(ctx, m.namespace))

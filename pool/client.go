@@ -25,6 +25,10 @@ type APIConfig struct {
 	CertFile      string
 	KeyFile       string
 	TLSServerName string
+	// Calls, when set, is told of every request the client sends, for
+	// metrics. Such a client cannot exec into allocations (the API client's
+	// websockets need its own transport): make those with one without.
+	Calls CallObserver
 }
 
 // NewClient returns a Nomad API client for c. Empty fields fall back to the
@@ -57,6 +61,13 @@ func NewClient(c APIConfig) (*api.Client, error) {
 	}
 	if (cfg.TLSConfig.ClientCert == "") != (cfg.TLSConfig.ClientKey == "") {
 		return nil, errors.New("create nomad api client: cert_file and key_file must be set together")
+	}
+	if c.Calls != nil {
+		hc, err := meteredHTTPClient(cfg, c.Calls)
+		if err != nil {
+			return nil, fmt.Errorf("create nomad api client for %q: %w", cfg.Address, err)
+		}
+		cfg.HttpClient = hc
 	}
 	client, err := api.NewClient(cfg)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/hashicorp/nomad/api"
@@ -18,6 +19,9 @@ type NodePoolStatus struct {
 	NodeID   string
 	NodeName string
 	Pool     string
+	// Stats.Target and Stats.Error are read from the node's driver
+	// attributes (TargetAttribute, ErrorAttribute); Error is the driver's
+	// health description while the driver on the node is unhealthy.
 	Stats
 	// HasTarget says Stats.Target was read from the node's attribute
 	// (TargetAttribute); false when the node does not publish it or the
@@ -28,8 +32,17 @@ type NodePoolStatus struct {
 // TargetAttribute is the node attribute in which the plugin on a node
 // publishes a pool's current warm target.
 func TargetAttribute(pool string) string {
-	return "driver." + driverName + ".pool." + pool + ".target"
+	return attrPrefix + pool + ".target"
 }
+
+// ErrorAttribute is the node attribute in which the plugin on a node
+// publishes why a pool fails (Stats.Error), empty while it works.
+func ErrorAttribute(pool string) string {
+	return attrPrefix + pool + ".error"
+}
+
+// attrPrefix starts the node attributes of the plugin's pools.
+const attrPrefix = "driver." + driverName + ".pool."
 
 // driverName is the task driver's name, which prefixes its node attributes.
 const driverName = "agentkernel-pool"
@@ -85,27 +98,73 @@ func Status(ctx context.Context, c *api.Client, namespace string) ([]NodePoolSta
 		return err
 	})
 	if err == nil {
-		addTargets(st, nodes)
+		st = addNodeAttrs(st, nodes)
 	}
 	return st, nil
 }
 
-// addTargets fills in each row's target from its node's driver attributes.
-func addTargets(st []NodePoolStatus, nodes []*api.NodeListStub) {
+// addNodeAttrs fills in each row's node name, and its target and error from
+// its node's driver attributes, and adds the pools a node publishes that have no template job
+// (one that never registered: its error says why).
+func addNodeAttrs(st []NodePoolStatus, nodes []*api.NodeListStub) []NodePoolStatus {
 	byID := make(map[string]*api.NodeListStub, len(nodes))
 	for _, n := range nodes {
 		byID[n.ID] = n
 	}
+	type key struct{ node, pool string }
+	seen := map[key]bool{}
 	for i := range st {
+		seen[key{st[i].NodeID, st[i].Pool}] = true
 		n := byID[st[i].NodeID]
-		if n == nil || n.Drivers[driverName] == nil {
+		if n == nil {
 			continue
 		}
-		v, ok := n.Drivers[driverName].Attributes[TargetAttribute(st[i].Pool)]
-		if t, err := strconv.Atoi(v); ok && err == nil {
-			st[i].Target, st[i].HasTarget = t, true
+		if st[i].NodeName == "" {
+			st[i].NodeName = n.Name
+		}
+		if d := n.Drivers[driverName]; d != nil {
+			fillFromDriver(&st[i], d)
 		}
 	}
+	for _, n := range nodes {
+		d := n.Drivers[driverName]
+		if d == nil {
+			continue
+		}
+		for attr := range d.Attributes {
+			rest, ours := strings.CutPrefix(attr, attrPrefix)
+			name, isSize := strings.CutSuffix(rest, ".size")
+			if !ours || !isSize || seen[key{n.ID, name}] {
+				continue
+			}
+			seen[key{n.ID, name}] = true
+			r := NodePoolStatus{NodeID: n.ID, NodeName: n.Name, Pool: name}
+			r.Size, _ = strconv.Atoi(d.Attributes[attr])
+			r.Max, _ = strconv.Atoi(d.Attributes[attrPrefix+name+".max"])
+			fillFromDriver(&r, d)
+			st = append(st, r)
+		}
+	}
+	sortStatus(st)
+	return st
+}
+
+// fillFromDriver sets a row's target and error from the driver on its node.
+// An unhealthy driver publishes no pool attributes (those there are from
+// before), so its health description is the row's error.
+func fillFromDriver(r *NodePoolStatus, d *api.DriverInfo) {
+	switch {
+	case !d.Detected:
+		r.Error = "driver not detected on this node"
+		return
+	case !d.Healthy:
+		r.Error = "driver unhealthy: " + cmp.Or(d.HealthDescription, "no description")
+		return
+	}
+	if t, err := strconv.Atoi(d.Attributes[TargetAttribute(r.Pool)]); err == nil {
+		r.Target, r.HasTarget = t, true
+	}
+	r.Error = d.Attributes[ErrorAttribute(r.Pool)]
 }
 
 func buildStatus(jobs []*api.JobListStub, allocs []*api.AllocationListStub, vars []*api.VariableMetadata) []NodePoolStatus {
@@ -165,14 +224,19 @@ func buildStatus(jobs []*api.JobListStub, allocs []*api.AllocationListStub, vars
 	for _, r := range rows {
 		out = append(out, *r)
 	}
-	slices.SortFunc(out, func(a, b NodePoolStatus) int {
-		return cmp.Or(cmp.Compare(a.NodeName, b.NodeName), cmp.Compare(a.NodeID, b.NodeID), cmp.Compare(a.Pool, b.Pool))
-	})
+	sortStatus(out)
 	return out
 }
 
+func sortStatus(st []NodePoolStatus) {
+	slices.SortFunc(st, func(a, b NodePoolStatus) int {
+		return cmp.Or(cmp.Compare(a.NodeName, b.NodeName), cmp.Compare(a.NodeID, b.NodeID), cmp.Compare(a.Pool, b.Pool))
+	})
+}
+
 // PrintStatus writes st as a table: node, pool, size, target ("-" when not
-// known), max, warm, starting, claimed, failed.
+// known), max, warm, starting, claimed, failed; then, under "Pool errors:",
+// why each failing pool fails.
 func PrintStatus(w io.Writer, st []NodePoolStatus) error {
 	if len(st) == 0 {
 		_, err := fmt.Fprintln(w, "No agentkernel-pool pools found.")
@@ -180,17 +244,37 @@ func PrintStatus(w io.Writer, st []NodePoolStatus) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	_, err := fmt.Fprintln(tw, "NODE\tPOOL\tSIZE\tTARGET\tMAX\tWARM\tSTARTING\tCLAIMED\tFAILED")
+	failing := false
 	for _, s := range st {
-		node := s.NodeName
-		if node == "" {
-			node = s.NodeID[:min(8, len(s.NodeID))]
-		}
 		target := "-"
 		if s.HasTarget {
 			target = strconv.Itoa(s.Target)
 		}
-		_, e := fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", node, s.Pool, s.Size, target, s.Max, s.Warm, s.Starting, s.Claimed, s.Failed)
+		_, e := fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", s.node(), s.Pool, s.Size, target, s.Max, s.Warm, s.Starting, s.Claimed, s.Failed)
 		err = errors.Join(err, e)
+		failing = failing || s.Error != ""
+	}
+	err = errors.Join(err, tw.Flush())
+	if !failing {
+		return err
+	}
+	_, e := fmt.Fprint(w, "\nPool errors:\n")
+	err = errors.Join(err, e)
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, s := range st {
+		if s.Error != "" {
+			// One line each: a joined error's newlines would break the list.
+			_, e := fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.node(), s.Pool, strings.Join(strings.Fields(s.Error), " "))
+			err = errors.Join(err, e)
+		}
 	}
 	return errors.Join(err, tw.Flush())
+}
+
+// node is how the table names the row's node: its name, else its ID's prefix.
+func (s NodePoolStatus) node() string {
+	if s.NodeName != "" {
+		return s.NodeName
+	}
+	return s.NodeID[:min(8, len(s.NodeID))]
 }

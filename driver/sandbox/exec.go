@@ -42,7 +42,7 @@ func (r *Runner) Exec(ctx context.Context, ref Ref, runID string, cmd []string, 
 	}()
 
 	full := append([]string{"/bin/sh", "-c", execScript, "akp-exec", runID, execID}, cmd...)
-	code, err := r.call(ctx, ref, tty, full, stdin, stdout, stderr, resize)
+	code, err := r.execAs(ctx, OpExecSession, ref, tty, full, stdin, stdout, stderr, resize)
 	if err != nil && ctx.Err() != nil {
 		r.hangup(ref, pidPath)
 		return -1, fmt.Errorf("exec %q in allocation %s: %w", cmd[0], ref.short(), ctx.Err())

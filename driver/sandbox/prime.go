@@ -158,7 +158,7 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 	go func() {
 		defer close(s.done)
 		defer outW.Close()
-		code, err = r.call(context.Background(), ref, false, []string{"/bin/sh", "-c", sessionScript, "akp-session"},
+		code, err = r.execAs(context.Background(), OpExecSession, ref, false, []string{"/bin/sh", "-c", sessionScript, "akp-session"},
 			stdinR, outW, &stderr, nil)
 		stdinR.Close()
 		r.sessionEnded(s)

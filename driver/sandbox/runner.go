@@ -114,6 +114,8 @@ type Spec struct {
 
 // Runner runs commands in sandboxes through the Nomad API.
 type Runner struct {
+	// Client runs the execs. Its transport must be the API client's own
+	// (not a metered one, see pool.APIConfig.Calls): its websockets need it.
 	Client *api.Client
 	// Token, when set, is read at each call for the ACL token to send, so a
 	// rotated token needs no new Runner; nil sends the client's own.
@@ -129,6 +131,11 @@ type Runner struct {
 	// OnSessionLost, when set, is told the allocation whose launch session
 	// ended before a Launch took it, so it can be primed again.
 	OnSessionLost func(allocID string)
+
+	// OnCall, when set, is told of every exec through the Nomad API as it
+	// ends: its operation (OpExec, OpExecSession), how long it took and the
+	// API client's error.
+	OnCall func(op string, took time.Duration, err error)
 
 	mu       sync.Mutex
 	sessions map[string]*session // open launch sessions, by allocation ID

@@ -7,14 +7,32 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/nomad/api"
 )
 
-// call executes cmd in the sandbox through the test transport or the Nomad API.
-// It returns when ctx ends even if the API call is stuck connecting, which the
-// API client does without a deadline.
+// Operations of the Nomad API calls a Runner makes (OnCall).
+const (
+	// OpExec is an exec round trip: a launch without a session, a
+	// signal, a cleanup.
+	OpExec = "alloc.exec"
+	// OpExecSession is an exec that stays open: a launch session, or a
+	// user's exec into the task. It lasts as long as the session.
+	OpExecSession = "alloc.exec.session"
+)
+
+// call executes cmd in the sandbox in one round trip (OpExec), through the
+// test transport or the Nomad API.
 func (r *Runner) call(ctx context.Context, ref Ref, tty bool, cmd []string,
+	stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error) {
+	return r.execAs(ctx, OpExec, ref, tty, cmd, stdin, stdout, stderr, resize)
+}
+
+// execAs executes cmd in the sandbox, as operation op for OnCall. It returns
+// when ctx ends even if the API call is stuck connecting, which the API client
+// does without a deadline.
+func (r *Runner) execAs(ctx context.Context, op string, ref Ref, tty bool, cmd []string,
 	stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error) {
 	if r.exec != nil {
 		return r.exec(ctx, ref, tty, cmd, stdin, stdout, stderr, resize)
@@ -33,7 +51,11 @@ func (r *Runner) call(ctx context.Context, ref Ref, tty bool, cmd []string,
 		// node's advertised address.
 		alloc := &api.Allocation{ID: ref.AllocID, Namespace: ref.Namespace}
 		q := r.query(ctx, ref.Namespace)
+		began := time.Now()
 		code, err := r.Client.Allocations().Exec(ctx, alloc, ref.Task, tty, cmd, stdin, stdout, stderr, resize, q)
+		if r.OnCall != nil {
+			r.OnCall(op, time.Since(began), err)
+		}
 		done <- result{code, err}
 	}()
 	select {

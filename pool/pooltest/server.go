@@ -210,6 +210,20 @@ func (s *Server) SetDriverAttr(nodeID, driver, key, value string) {
 	n.Drivers[driver].Attributes[key] = value
 }
 
+// SetDriverHealth sets a driver's health on a node, as its fingerprint would.
+func (s *Server) SetDriverHealth(nodeID, driver string, healthy bool, description string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodes[nodeID]
+	if n.Drivers == nil {
+		n.Drivers = map[string]*api.DriverInfo{}
+	}
+	if n.Drivers[driver] == nil {
+		n.Drivers[driver] = &api.DriverInfo{Attributes: map[string]string{}, Detected: true}
+	}
+	n.Drivers[driver].Healthy, n.Drivers[driver].HealthDescription = healthy, description
+}
+
 // RemoveNode forgets a node: reading it answers 404, as for a node that has
 // not registered yet.
 func (s *Server) RemoveNode(id string) {

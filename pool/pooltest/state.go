@@ -145,7 +145,8 @@ func (s *Server) dispatch(r *http.Request, parentID string) (int, any) {
 	allowed := append(slices.Clone(parent.ParameterizedJob.MetaOptional), parent.ParameterizedJob.MetaRequired...)
 	for k := range req.Meta {
 		if !slices.Contains(allowed, k) {
-			return http.StatusBadRequest, fmt.Sprintf("Dispatch does not allow meta key %q", k)
+			// Nomad rejects it as an internal error, not a bad request.
+			return http.StatusInternalServerError, fmt.Sprintf("Dispatch does not allow meta key %q", k)
 		}
 	}
 	token := r.URL.Query().Get("idempotency_token")

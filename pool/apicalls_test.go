@@ -1,0 +1,229 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/pool/pooltest"
+)
+
+// callRecorder is a CallObserver that counts requests by operation and result.
+type callRecorder struct {
+	mu    sync.Mutex
+	n     map[string]int // "op result"
+	total int
+}
+
+func (r *callRecorder) APICall(op, result string, took time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = map[string]int{}
+	}
+	r.n[op+" "+result]++
+	r.total++
+	if took < 0 {
+		panic("negative latency")
+	}
+}
+
+func (r *callRecorder) count(op, result string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[op+" "+result]
+}
+
+func (r *callRecorder) sum(op string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, result := range []string{CallOK, Call4xx, Call5xx, CallError} {
+		n += r.n[op+" "+result]
+	}
+	return n
+}
+
+// A metered client tells its observer of every request the Nomad API sees,
+// each under its operation and result: a pool's whole life (template, watches,
+// dispatches, a claim and its release), a retried 5xx, a 404, a request that
+// timed out and one to an agent that is down.
+func TestMeteredClientCountsEveryRequest(t *testing.T) {
+	srv := pooltest.New()
+	t.Cleanup(srv.Close)
+	rec := &callRecorder{}
+	client, err := NewClient(APIConfig{Address: srv.URL, Calls: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newManager(t, srv, func(m *Manager) { m.client = client }, Config{Name: "py", Size: 1, Max: 3})
+	if err := m.Start(ctx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
+
+	// The replacement a claim dispatches meets a 500 once and is retried.
+	srv.Inject(pooltest.Fault{Method: http.MethodPut, Path: "/v1/job/", Status: http.StatusInternalServerError, Times: 1})
+	c := claim(t, m, Owner{})
+	waitFor(t, 5*time.Second, "refilled", func() bool { s := m.Stats()["py"]; return s.Warm == 1 && s.Claimed == 1 })
+	if err := m.Release(ctx(t, 5*time.Second), c); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "released", func() bool { return m.Stats()["py"].Claimed == 0 })
+	m.Stop() // ends the watches: every request has its answer, or its error
+
+	// A claim record that is not there: 404.
+	if _, _, err := client.Variables().Read("nope", nil); !errors.Is(err, api.ErrVariablePathNotFound) {
+		t.Fatalf("read a missing variable: %v", err)
+	}
+	// A request that outlives its deadline has no answer.
+	srv.Inject(pooltest.Fault{Path: "/v1/nodes", Delay: 5 * time.Second, Times: 1})
+	if _, _, err := client.Nodes().List(queryOpts(ctx(t, 100*time.Millisecond), "")); err == nil {
+		t.Fatal("a node list past its deadline answered")
+	}
+
+	rec.mu.Lock()
+	total, byOp := rec.total, fmt.Sprint(rec.n)
+	rec.mu.Unlock()
+	t.Logf("requests by operation and result: %s", byOp)
+	if want := srv.Calls("", "/"); total != want {
+		t.Errorf("observer counted %d requests, the server saw %d", total, want)
+	}
+	for _, c := range []struct {
+		ops          []string
+		method, path string
+	}{
+		{[]string{"jobs.parse"}, http.MethodPut, "/v1/jobs/parse"},
+		{[]string{"jobs.dispatch"}, http.MethodPut, "/v1/job/"}, // the pool's only PUT under /v1/job/
+		{[]string{"jobs.deregister"}, http.MethodDelete, "/v1/job/"},
+		{[]string{"variables.create", "variables.update"}, http.MethodPut, "/v1/var/"},
+		{[]string{"variables.delete"}, http.MethodDelete, "/v1/var/"},
+		{[]string{"variables.read"}, http.MethodGet, "/v1/var/"},
+		{[]string{"nodes.list"}, http.MethodGet, "/v1/nodes"},
+	} {
+		got := 0
+		for _, op := range c.ops {
+			got += rec.sum(op)
+		}
+		if want := srv.Calls(c.method, c.path); got != want || got == 0 {
+			t.Errorf("%v: observer counted %d, the server saw %d %s %s", c.ops, got, want, c.method, c.path)
+		}
+	}
+	for _, c := range []struct {
+		op, result string
+		want       int
+	}{
+		{"jobs.dispatch", CallOK, 2}, // the first warm one and the replacement
+		// The injected fault, and the access check's probe, which Nomad
+		// refuses (by design) with a 500: asked once, not retried.
+		{"jobs.dispatch", Call5xx, 2},
+		{"variables.create", CallOK, 1},
+		{"variables.read", Call4xx, 1},
+		{"nodes.list", CallError, 1},
+	} {
+		if got := rec.count(c.op, c.result); got != c.want {
+			t.Errorf("%s %s = %d, want %d", c.op, c.result, got, c.want)
+		}
+	}
+	if rec.sum("allocations.watch") == 0 || rec.sum("jobs.watch") == 0 || rec.sum("variables.watch") == 0 {
+		t.Errorf("the inventory's blocking queries are not counted as watches: %s", byOp)
+	}
+
+	// An agent that is not there: no answer at all.
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	gone, err := NewClient(APIConfig{Address: down.URL, Calls: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := gone.Jobs().List(queryOpts(ctx(t, 5*time.Second), "")); err == nil {
+		t.Fatal("a closed server answered")
+	}
+	if got := rec.count("jobs.list", CallError); got != 1 {
+		t.Errorf("jobs.list error = %d, want 1", got)
+	}
+}
+
+func TestAPIOperation(t *testing.T) {
+	for _, c := range []struct{ method, url, want string }{
+		{"GET", "/v1/jobs?prefix=agentkernel-pool-", "jobs.list"},
+		{"GET", "/v1/jobs?prefix=agentkernel-pool-&index=42&wait=300000ms", "jobs.watch"},
+		{"PUT", "/v1/jobs", "jobs.register"},
+		{"POST", "/v1/jobs/parse", "jobs.parse"},
+		{"GET", "/v1/job/agentkernel-pool-py-5c1a1e2b", "jobs.info"},
+		{"DELETE", "/v1/job/agentkernel-pool-py-5c1a1e2b%2Fdispatch-1-abc?purge=true", "jobs.deregister"},
+		{"POST", "/v1/job/agentkernel-pool-py-5c1a1e2b/dispatch", "jobs.dispatch"},
+		{"GET", "/v1/job/agentkernel-pool-py-5c1a1e2b%2Fdispatch-1-abc/allocations?all=true", "jobs.allocations"},
+		{"GET", "/v1/job/x/evaluations", "jobs.evaluations"},
+		{"POST", "/v1/job/x/evaluate", "jobs.evaluate"},
+		{"GET", "/v1/job/x/versions", "other"},
+		{"GET", "/v1/allocations?filter=x", "allocations.list"},
+		{"GET", "/v1/allocations?index=1", "allocations.watch"},
+		{"GET", "/v1/allocations?index=0", "allocations.list"},
+		{"GET", "/v1/allocation/0b6f", "allocations.info"},
+		{"GET", "/v1/allocation/0b6f?index=9", "allocations.info.watch"},
+		{"GET", "/v1/client/allocation/0b6f/stats", "alloc.stats"},
+		{"GET", "/v1/client/allocation/0b6f/exec?task=sandbox", "alloc.exec"},
+		{"GET", "/v1/vars?prefix=agentkernel-pool/claims/", "variables.list"},
+		{"GET", "/v1/vars?prefix=agentkernel-pool/claims/&index=7", "variables.watch"},
+		{"GET", "/v1/var/agentkernel-pool/claims/py/0b6f", "variables.read"},
+		{"PUT", "/v1/var/agentkernel-pool/claims/py/0b6f?cas=0", "variables.create"},
+		{"PUT", "/v1/var/agentkernel-pool/access?cas=12", "variables.update"},
+		{"DELETE", "/v1/var/agentkernel-pool/claims/py/0b6f?cas=12", "variables.delete"},
+		{"GET", "/v1/nodes", "nodes.list"},
+		{"GET", "/v1/node/5c1a", "nodes.info"},
+		{"GET", "/v1/agent/self", "agent.self"},
+		{"GET", "/v1/agent/members", "other"},
+		{"GET", "/v1/acl/token/self", "other"},
+		{"GET", "/ui/", "other"},
+	} {
+		u, err := url.Parse(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := APIOperation(c.method, u); got != c.want {
+			t.Errorf("%s %s = %q, want %q", c.method, c.url, got, c.want)
+		}
+	}
+}
+
+// answerErr is the API client's error for an answer with status code.
+func answerErr(t *testing.T, code int) error {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no", code) }))
+	defer srv.Close()
+	c, err := NewClient(APIConfig{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.Nodes().List(queryOpts(ctx(t, 5*time.Second), ""))
+	if statusCode(err) != code {
+		t.Fatalf("answer %d: got %v", code, err)
+	}
+	return err
+}
+
+func TestCallResult(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{nil, CallOK},
+		{fmt.Errorf("exec: %w", answerErr(t, http.StatusForbidden)), Call4xx},
+		{answerErr(t, http.StatusBadGateway), Call5xx},
+		{api.ErrVariablePathNotFound, Call4xx},
+		{api.ErrCASConflict{CheckIndex: 0, Conflict: &api.Variable{}}, Call4xx},
+		{errors.New("websocket: close 1006 (abnormal closure): unexpected EOF"), CallError},
+	} {
+		if got := CallResult(c.err); got != c.want {
+			t.Errorf("CallResult(%v) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}
