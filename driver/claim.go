@@ -33,6 +33,7 @@ const (
 func (d *Driver) keepClaim(ctx context.Context, h *taskHandle, b Backend) {
 	var err error
 	if h.claim != nil {
+		crashBeforeRecord()
 		if err = h.claim.Wait(ctx); err == nil || ctx.Err() != nil {
 			return
 		}

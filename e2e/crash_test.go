@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
+	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // TestPluginKilledBetweenClaimAndLaunch: the plugin dies right after a start
@@ -141,4 +142,68 @@ func describeProcesses(pids []int) string {
 		fmt.Fprintf(&b, "\n  pid %d (parent %s): %s", pid, ppid, strings.ReplaceAll(string(cmd), "\x00", " "))
 	}
 	return b.String()
+}
+
+// TestPluginKilledBeforeClaimRecorded: a warm start does not wait for its
+// claim's record (write-behind). The plugin dies while a task runs and its
+// record is still unwritten (fault points in the pool and the driver, armed
+// by one file). The new plugin never hands that sandbox to another task (its
+// run dir says it is in use), the recovered task adopts its claim, and the
+// command finishes once, with all its output and its exit code.
+func TestPluginKilledBeforeClaimRecorded(t *testing.T) {
+	if _, err := nomadtest.Binary(); err != nil {
+		t.Skipf("skipping e2e: %v", err)
+	}
+	armed := filepath.Join(t.TempDir(), "hold-record")
+	if err := os.WriteFile(armed, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(pool.HoldRecordEnv, armed) // the agent passes its env to the plugin
+	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t),
+		PluginConfig: poolBlock("dev", rawExecTemplate(t), 1, 4)})
+	waitWarm(t, a, "dev", 1)
+	pids := pluginPIDs(t, a)
+
+	runs := filepath.Join(t.TempDir(), "runs")
+	first := runJob(t, a, faultJob(t, "e2e-crash-record", 0, "echo run >> "+runs+"; echo one; sleep 8; echo two; exit 3"))
+	waitFor(t, 60*time.Second, "the plugin to crash before the claim's record", func() bool {
+		_, err := os.Stat(armed)
+		return os.IsNotExist(err)
+	})
+	if n := len(claimVars(t, a, "dev")); n != 0 {
+		t.Fatalf("%d claim records right after the crash, want 0 (the record was held back)", n)
+	}
+	// Another task on the same pool at once: it must not get the first
+	// task's sandbox, which has no record yet.
+	second := runJob(t, a, faultJob(t, "e2e-crash-record-2", 0, "echo second; sleep 2"))
+	ts1 := waitTask(t, a, first.ID, "agent", "dead", 120*time.Second)
+	ts2 := waitTask(t, a, second.ID, "agent", "dead", 120*time.Second)
+	sb1, sb2 := sandboxOf(ts1), sandboxOf(ts2)
+	t.Logf("first task in %s, second in %s; first's events:\n%s", sb1, sb2, events(ts1))
+	if sb1 == "" || sb2 == "" || sb1 == sb2 {
+		t.Fatalf("sandboxes %q and %q: want two different ones", sb1, sb2)
+	}
+	if now := pluginPIDs(t, a); len(now) == 0 || slices.Equal(now, pids) {
+		t.Errorf("plugin processes %v before, %v after: want a new one", pids, now)
+	}
+	if code, ok := exitCode(ts1); !ok || code != 3 {
+		t.Errorf("first task's exit code %d (reported %v), want 3; events:\n%s", code, ok, events(ts1))
+	}
+	if out := logs(t, a, first.ID, "agent"); out != "one\ntwo\n" {
+		t.Errorf("first task's output %q, want one and two once", out)
+	}
+	if b, _ := os.ReadFile(runs); strings.Count(string(b), "run") != 1 {
+		t.Errorf("the command ran %d times, want once", strings.Count(string(b), "run"))
+	}
+	if !strings.Contains(a.Log(), "waiting for its claimer to adopt it") {
+		t.Log("note: the new plugin adopted the claim before it primed the sandbox (the in-use path was not needed)")
+	}
+	for _, id := range []string{"e2e-crash-record", "e2e-crash-record-2"} {
+		if _, _, err := a.Client.Jobs().Deregister(id, true, nil); err != nil {
+			t.Fatalf("purge job %s: %v", id, err)
+		}
+	}
+	waitFor(t, 60*time.Second, "no claim and one warm job after the purge", func() bool {
+		return len(claimVars(t, a, "dev")) == 0 && len(warmJobs(t, a)) == 1
+	})
 }

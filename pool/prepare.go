@@ -31,7 +31,7 @@ var ErrUnpreparable = errors.New("allocation cannot be prepared")
 var ErrInUse = errors.New("allocation already in use")
 
 // inUseGrace is how long an allocation in use waits for its claimer's record.
-const inUseGrace = 5 * time.Minute
+const inUseGrace = time.Minute
 
 const (
 	// prepareTimeout bounds one Prepare call.
