@@ -554,3 +554,31 @@ func waitFile(t *testing.T, path, want string) {
 func runIDOf(tc *drivers.TaskConfig) string {
 	return runID(&plugin.TaskConfig{ID: tc.Id, AllocID: tc.AllocId})
 }
+
+// A task `user` cannot change who runs the command (the sandbox's user,
+// from the warm template, does): the start says so in a task event rather
+// than ignoring it silently.
+func TestTaskUserNotUsedIsSaid(t *testing.T) {
+	e := newEnv(t)
+	e.configure(e.devPool())
+	evctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, err := e.drv.TaskEvents(evctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
+	tc.User = "nobody"
+	e.start(tc)
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if strings.Contains(ev.Message, `Task user "nobody" not used`) && strings.Contains(ev.Message, "warm template") {
+				return
+			}
+		case <-timeout:
+			t.Fatal("no task event saying the task user is not used")
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
@@ -38,7 +37,7 @@ func (d *Driver) RecoverTask(_ context.Context, th *plugin.TaskHandle) error {
 		return fmt.Errorf("recover task %q: sandbox %s is gone: %w", th.Config.ID, short(st.Claim.AllocID), err)
 	}
 	h := &taskHandle{cfg: th.Config, state: st, done: make(chan struct{})}
-	d.track(h, sandbox.Offsets{}, nil)
+	d.track(h, nil)
 	d.logger.Info("recovered task", "task_id", th.Config.ID, "sandbox_alloc_id", st.Claim.AllocID)
 	return nil
 }

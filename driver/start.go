@@ -21,6 +21,7 @@ const backendWait = 15 * time.Second
 // StartTask implements plugin.Driver: claim a warm allocation of the task's pool and
 // start the task's command inside it.
 func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plugin.TaskHandle, _ *plugin.NetworkOverride, err error) {
+	entered := time.Now()
 	if _, ok := d.tasks.get(cfg.ID); ok {
 		return nil, nil, fmt.Errorf("task %q already started", cfg.ID)
 	}
@@ -115,13 +116,14 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if err != nil {
 		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in allocation %s of pool %q: %w", short(claim.AllocID), tc.Pool, err))
 	}
-	d.logger.Debug("started task", "task_id", cfg.ID, "sandbox_alloc_id", claim.AllocID, "claim", latency,
-		"files", launchBegin.Sub(filesBegin), "launch", time.Since(launchBegin), "total", time.Since(begin))
+	launched := time.Now()
 	th, err := h.handle()
 	if err != nil {
 		return nil, nil, err
 	}
-	d.track(h, sandbox.Offsets{}, started)
+	d.track(h, started)
+	d.logger.Debug("started task", "task_id", cfg.ID, "sandbox_alloc_id", claim.AllocID, "setup", begin.Sub(entered), "claim", latency,
+		"events", filesBegin.Sub(begin)-latency, "files", launchBegin.Sub(filesBegin), "launch", launched.Sub(launchBegin), "track", time.Since(launched), "total", time.Since(entered))
 	return th, nil, nil
 }
 
@@ -140,7 +142,7 @@ func (d *Driver) emitClaim(cfg *plugin.TaskConfig, c *pool.Claim, latency time.D
 // track registers a task and follows it until it exits or the plugin stops.
 // started, when not nil, delivers the outcome of the command's start (the
 // launch session's answer, which StartTask does not wait for).
-func (d *Driver) track(h *taskHandle, from sandbox.Offsets, started <-chan error) {
+func (d *Driver) track(h *taskHandle, started <-chan error) {
 	ctx, cancel := context.WithCancel(d.ctx)
 	h.cancel = cancel
 	d.tasks.set(h.cfg.ID, h)
@@ -151,14 +153,14 @@ func (d *Driver) track(h *taskHandle, from sandbox.Offsets, started <-chan error
 	go func() {
 		defer d.wg.Done()
 		defer d.files.remove(h.cfg.ID)
-		d.watch(ctx, h, from, started)
+		d.watch(ctx, h, started)
 	}()
 }
 
 // watch sets the task's exit result from its command, or from the death of its
 // sandbox allocation, whichever comes first. A recovered task waits here for a
 // backend while there is none (plugin config unusable); its command runs on.
-func (d *Driver) watch(ctx context.Context, h *taskHandle, from sandbox.Offsets, started <-chan error) {
+func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ref := h.state.ref()

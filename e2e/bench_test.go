@@ -152,7 +152,7 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 	waitWarmAttr(b, d, pool, size)
 	taskCfg := mustMsgpack(b, map[string]any{"pool": pool, "command": "/bin/true", "args": nil})
 	root := filepath.Join(a.DataDir, "alloc")
-	var lat, claimLat []time.Duration
+	var lat, claimLat, rpcLat []time.Duration
 	misses := 0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -181,6 +181,14 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 		}
 		tc := &drivers.TaskConfig{Id: allocID + "/agent/0000000" + fmt.Sprint(i%10), Name: "agent", AllocId: allocID, JobId: "bench",
 			Namespace: "default", MsgpackDriverConfig: taskCfg, AllocDir: allocDir}
+		// The floor under any StartTask: a call that does nothing, through
+		// the same gRPC connection, from the same idle state.
+		rpcBegin := time.Now()
+		if _, err := c.Driver.Capabilities(ctx, &drivers.CapabilitiesRequest{}); err != nil {
+			b.Fatal(err)
+		}
+		rpcLat = append(rpcLat, time.Since(rpcBegin))
+		waitIdleCPU(30 * time.Second)
 		b.StartTimer()
 		begin := time.Now()
 		if _, err := c.Driver.StartTask(ctx, &drivers.StartTaskRequest{Task: tc}); err != nil {
@@ -215,6 +223,7 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 	b.StopTimer()
 	reportPercentiles(b, "start", lat)
 	reportPercentiles(b, "claim", claimLat)
+	reportPercentiles(b, "noop-rpc", rpcLat)
 	b.ReportMetric(float64(misses), "misses")
 }
 
