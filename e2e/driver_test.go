@@ -57,10 +57,15 @@ func TestCommandOutputAndExitCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out []byte
+	defer func() {
+		if t.Failed() {
+			t.Logf("last status output (err %v):\n%s", err, out)
+		}
+	}()
 	waitFor(t, 30*time.Second, "agentkernel-pool status to show pool dev with 2 warm", func() bool {
 		out, err = exec.Command(filepath.Join(nomadtest.BuildPlugin(t), "agentkernel-pool"), "status", "-address", a.Addr).CombinedOutput()
-		f := strings.Fields(lastLine(string(out)))
-		return err == nil && len(f) >= 5 && (f[0] == node.Name || f[0] == node.ID[:8]) && f[1] == "dev" && f[4] == "2"
+		f := strings.Fields(lastLine(string(out))) // NODE POOL SIZE TARGET MAX WARM ...
+		return err == nil && len(f) >= 6 && (f[0] == node.Name || f[0] == node.ID[:8]) && f[1] == "dev" && f[5] == "2"
 	})
 }
 

@@ -345,7 +345,10 @@ var about = map[string]string{
 		"through the plugin's gRPC surface against a real agent, one pool per runtime on one agent: the " +
 		"`raw_exec`, `exec` and docker templates of example/pools/ (docker with runc and with gVisor's runsc). " +
 		"The launch is one line on the sandbox's launch session, opened when it turned warm; StartTask returns once it is written " +
-		"(the session's answer is awaited by the task's watcher). Goal: p50 at most 15 ms on every runtime. " +
+		"(the session's answer is awaited by the task's watcher). The claim hands out a sandbox the pool reserved in memory; " +
+		"its record (a Nomad Variable write) follows in the background. `noop-rpc` is the floor under any StartTask: " +
+		"a call that does nothing (Capabilities) over the same gRPC connection from the same idle state (at least 250 ms idle), " +
+		"timed just before each start. Goal: p50 at most 15 ms on every runtime. " +
 		"The `-10-files` rows start a task with 10 small files in local/ (copied in; goal: at most 3 ms above the same runtime without); " +
 		"the `-10k-files-200MiB-data` rows add a 10,000-file, 200 MiB alloc/data, which exec and runc sandboxes get by a mount " +
 		"in their own mount namespace (goal: p50 at most 100 ms, flat in the tree's size). raw_exec sandboxes use the task's own " +
