@@ -368,6 +368,16 @@ func TestSandboxKilledFromOutsideFailsTask(t *testing.T) {
 	}
 }
 
+// newProcess is a new plugin process beside e's (same Nomad fakes and
+// sandboxes), configured with the dev pool.
+func (e *env) newProcess() *env {
+	d2 := New(hclog.NewNullLogger(), fakeBackend(e.pool, e.runner, nil))
+	e.t.Cleanup(func() { _ = d2.Shutdown(context.Background()) })
+	e2 := &env{t: e.t, pool: e.pool, runner: e.runner, drv: d2, c: plugintest.Serve(e.t, d2), dir: e.dir}
+	e2.configure(e.devPool())
+	return e2
+}
+
 func TestRecoverInNewProcess(t *testing.T) {
 	e := newEnv(t)
 	e.configure(e.devPool())
@@ -378,10 +388,7 @@ func TestRecoverInNewProcess(t *testing.T) {
 
 	// A new plugin process: new driver, same Nomad (fakes), handle from the client's
 	// state DB, which has lost the driver config bytes.
-	d2 := New(hclog.NewNullLogger(), fakeBackend(e.pool, e.runner, nil))
-	t.Cleanup(func() { _ = d2.Shutdown(context.Background()) })
-	e2 := &env{t: t, pool: e.pool, runner: e.runner, drv: d2, c: plugintest.Serve(t, d2), dir: e.dir}
-	e2.configure(e.devPool())
+	e2 := e.newProcess()
 	h.Config.MsgpackDriverConfig = nil
 	if _, err := e2.c.Driver.RecoverTask(context.Background(), &drivers.RecoverTaskRequest{Handle: h}); err != nil {
 		t.Fatalf("RecoverTask: %v", err)
@@ -422,10 +429,7 @@ func TestRecoveredClaimLostStopsCommand(t *testing.T) {
 	e.pool.mu.Lock()
 	e.pool.adoptErr = fmt.Errorf("adopt claim: %w", pool.ErrClaimLost)
 	e.pool.mu.Unlock()
-	d2 := New(hclog.NewNullLogger(), fakeBackend(e.pool, e.runner, nil))
-	t.Cleanup(func() { _ = d2.Shutdown(context.Background()) })
-	e2 := &env{t: t, pool: e.pool, runner: e.runner, drv: d2, c: plugintest.Serve(t, d2), dir: e.dir}
-	e2.configure(e.devPool())
+	e2 := e.newProcess()
 	h.Config.MsgpackDriverConfig = nil
 	if _, err := e2.c.Driver.RecoverTask(context.Background(), &drivers.RecoverTaskRequest{Handle: h}); err != nil {
 		t.Fatalf("RecoverTask: %v", err)
@@ -513,10 +517,7 @@ func TestRecoverWithSandboxGoneFails(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d2 := New(hclog.NewNullLogger(), fakeBackend(e.pool, e.runner, nil))
-	t.Cleanup(func() { _ = d2.Shutdown(context.Background()) })
-	e2 := &env{t: t, pool: e.pool, runner: e.runner, drv: d2, c: plugintest.Serve(t, d2), dir: e.dir}
-	e2.configure(e.devPool())
+	e2 := e.newProcess()
 	_, err := e2.c.Driver.RecoverTask(context.Background(), &drivers.RecoverTaskRequest{Handle: h})
 	if err == nil || !strings.Contains(err.Error(), "is gone") {
 		t.Fatalf("want an error saying the sandbox is gone, got %v", err)
