@@ -129,7 +129,10 @@ func (m *Manager) writeRecord(c *Claim, path string, items api.VariableItems, ho
 	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 	defer cancel()
 	began := time.Now()
-	created, err := m.createClaim(ctx, path, items, sameNonce(items))
+	// A record of the same owner task is an earlier attempt's (a start that
+	// crashed after its write left): this claim supersedes it, so it is ours.
+	ours := func(ex api.VariableItems) bool { return sameNonce(items)(ex) || sameOwnerTask(c)(ex) }
+	created, err := m.createClaim(ctx, path, items, ours)
 	m.mu.Lock()
 	switch {
 	case err == nil:
@@ -196,6 +199,15 @@ func sameOwner(c *Claim) func(api.VariableItems) bool {
 	return func(existing api.VariableItems) bool {
 		return existing[itemReason] == reasonClaim && existing[itemOwnerAlloc] == c.Owner.AllocID &&
 			existing[itemOwnerTID] == c.Owner.TaskID && existing[itemOwnerTask] == c.Owner.TaskName
+	}
+}
+
+// sameOwnerTask accepts an existing claim record of c's owner task (same
+// owner allocation and task name), whichever attempt of it wrote it.
+func sameOwnerTask(c *Claim) func(api.VariableItems) bool {
+	return func(existing api.VariableItems) bool {
+		return c.Owner.AllocID != "" && c.Owner.TaskName != "" && existing[itemReason] == reasonClaim &&
+			existing[itemOwnerAlloc] == c.Owner.AllocID && existing[itemOwnerTask] == c.Owner.TaskName
 	}
 }
 

@@ -147,3 +147,24 @@ func TestAdopt(t *testing.T) {
 		t.Fatalf("adopt another owner's claim: %v, want ErrClaimLost", err)
 	}
 }
+
+// A record written behind its claim that finds a record of the same owner
+// task (an earlier attempt that crashed after its write left) takes it as
+// its own: the restarted task keeps the sandbox.
+func TestWriteBehindAcceptsSameOwnerTask(t *testing.T) {
+	m, srv := fakeManager(t, func(m *Manager) { m.writeBehind = true }, Config{Name: "py", Size: 1, Max: 2})
+	waitFor(t, 5*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
+	earlier := api.VariableItems{itemNonce: "crashed", itemReason: reasonClaim, itemOwnerAlloc: "o1", itemOwnerTask: "t", itemOwnerTID: "o1/t/1"}
+	srv.BeforeVarWrite(func(path, cas string) {
+		if strings.HasPrefix(path, claimRoot) && cas == "0" {
+			srv.PutVar(path, earlier)
+		}
+	})
+	c, err := m.Claim(ctx(t, 5*time.Second), "py", Owner{AllocID: "o1", TaskName: "t", TaskID: "o1/t/2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(ctx(t, 5*time.Second)); err != nil {
+		t.Fatalf("Wait: %v, want the same owner task's record accepted", err)
+	}
+}
