@@ -22,16 +22,30 @@ import (
 // which claims a sandbox: another one while the first claim, if its record
 // was written, is freed (its sandbox purged) while the task runs; or the
 // first one again, unused, if its record was not. The pool refills, the
-// command ran once, and nothing is left after the job is purged.
+// command ran once, and nothing is left after the job is purged. Whether the
+// record's request leaves before the crash is a race; the "unwritten" run
+// makes sure it does not (the pool's fault point holds it back).
 func TestPluginKilledBetweenClaimAndLaunch(t *testing.T) {
 	if _, err := nomadtest.Binary(); err != nil {
 		t.Skipf("skipping e2e: %v", err)
 	}
+	t.Run("race", func(t *testing.T) { pluginKilledBetweenClaimAndLaunch(t, false) })
+	t.Run("unwritten", func(t *testing.T) { pluginKilledBetweenClaimAndLaunch(t, true) })
+}
+
+func pluginKilledBetweenClaimAndLaunch(t *testing.T, unwritten bool) {
 	armed := filepath.Join(t.TempDir(), "crash-after-claim")
 	if err := os.WriteFile(armed, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv(driver.CrashAfterClaimEnv, armed) // the agent passes its env to the plugin
+	hold := filepath.Join(t.TempDir(), "hold-record")
+	if unwritten {
+		if err := os.WriteFile(hold, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(pool.HoldRecordEnv, hold)
+	}
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t),
 		PluginConfig: poolBlock("dev", rawExecTemplate(t), 1, 4)})
 	waitWarm(t, a, "dev", 1)
@@ -48,6 +62,7 @@ func TestPluginKilledBetweenClaimAndLaunch(t *testing.T) {
 		_, err := os.Stat(armed)
 		return os.IsNotExist(err)
 	})
+	_ = os.Remove(hold) // the new plugin (the task restarts after 3 s) writes its records
 	begin := time.Now()
 	ts := waitTask(t, a, alloc.ID, "agent", "running", 90*time.Second)
 	waitFor(t, 30*time.Second, "the command's output", func() bool { return strings.Contains(logs(t, a, alloc.ID, "agent"), "started") })
@@ -70,6 +85,9 @@ func TestPluginKilledBetweenClaimAndLaunch(t *testing.T) {
 		t.Fatalf("read sandbox allocation %s: %v", sb, err)
 	}
 	var claims []string
+	if unwritten && al.JobID != first {
+		t.Errorf("the first claim's record was held back, yet the restarted task got sandbox %s of job %s, not the first one (%s)", sb, al.JobID, first)
+	}
 	if al.JobID == first {
 		waitFor(t, 30*time.Second, "the reused sandbox's claim on record", func() bool {
 			claims = claimVars(t, a, "dev")
