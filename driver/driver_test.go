@@ -524,6 +524,57 @@ func TestRecoverWithSandboxGoneFails(t *testing.T) {
 	}
 }
 
+// A command that replaced its run's files while no plugin watched (the plugin
+// was down) is found out at recovery: the task is recovered only to end with
+// an event naming the tampering, and Destroy purges the sandbox.
+func TestRecoverTamperedEndsWithReason(t *testing.T) {
+	e := newEnv(t)
+	e.configure(e.devPool())
+	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
+	h := e.start(tc)
+	_ = e.drv.Shutdown(context.Background())
+	var st driverState
+	if err := json.Unmarshal(h.DriverState, &st); err != nil {
+		t.Fatal(err)
+	}
+	runs := filepath.Join(st.HostAllocDir, "alloc", ".agentkernel")
+	if err := os.Rename(runs, runs+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/zero", runs); err != nil {
+		t.Fatal(err)
+	}
+
+	e2 := e.newProcess()
+	evctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, err := e2.drv.TaskEvents(evctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2.c.Driver.RecoverTask(context.Background(), &drivers.RecoverTaskRequest{Handle: h}); err != nil {
+		t.Fatalf("RecoverTask: %v", err)
+	}
+	r := e2.wait(tc.Id)
+	if r.Result.GetExitCode() == 0 || !strings.Contains(r.Err, "tampered with") {
+		t.Errorf("want a failure naming the tampering, got %+v", r)
+	}
+	select {
+	case ev := <-events:
+		if !strings.Contains(ev.Message, "tampered with") {
+			t.Errorf("event %q does not name the tampering", ev.Message)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no event naming the tampering")
+	}
+	if _, err := e2.c.Driver.DestroyTask(context.Background(), &drivers.DestroyTaskRequest{TaskId: tc.Id, Force: true}); err != nil {
+		t.Fatalf("DestroyTask: %v", err)
+	}
+	if !slices.Contains(e.pool.released, st.Claim.AllocID) {
+		t.Errorf("sandbox %s not released; released %v", st.Claim.AllocID, e.pool.released)
+	}
+}
+
 func TestUnknownTaskIDs(t *testing.T) {
 	e := newEnv(t)
 	e.configure(e.devPool())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
@@ -14,7 +15,8 @@ import (
 // It needs nothing else: no remote call (at agent start Nomad recovers tasks
 // before its HTTP API listens), no valid plugin config, no token, no backend.
 // It fails only when the task's run dir is gone from its sandbox, so Nomad
-// restarts the task. The task's watcher waits for a backend (the config fixed,
+// restarts the task; a run dir the command replaced (tampering, found while
+// no plugin watched) ends the task with the reason instead. The task's watcher waits for a backend (the config fixed,
 // the API back) to report the exit and notice a sandbox that died.
 func (d *Driver) RecoverTask(_ context.Context, th *plugin.TaskHandle) error {
 	if th == nil || th.Config == nil {
@@ -30,13 +32,21 @@ func (d *Driver) RecoverTask(_ context.Context, th *plugin.TaskHandle) error {
 	if err := json.Unmarshal(th.DriverState, &st); err != nil {
 		return fmt.Errorf("recover task %q: decode driver state: %w", th.Config.ID, err)
 	}
-	if ok, err := st.ref().RunExists(st.RunID); err != nil || !ok {
+	h := &taskHandle{cfg: th.Config, state: st, done: make(chan struct{})}
+	if ok, err := st.ref().RunExists(st.RunID); errors.Is(err, allocfs.ErrTampered) {
+		// The command rewrote the plugin's files while no plugin watched:
+		// the task is recovered only to end it with the reason, as a
+		// watching plugin would have (Destroy purges the sandbox).
+		d.tampered(h, err)
+		h.cancel = func() {}
+		d.tasks.set(th.Config.ID, h)
+		return nil
+	} else if err != nil || !ok {
 		if err == nil {
 			err = errors.New("its run dir is not there")
 		}
 		return fmt.Errorf("recover task %q: sandbox %s is gone: %w", th.Config.ID, short(st.Claim.AllocID), err)
 	}
-	h := &taskHandle{cfg: th.Config, state: st, done: make(chan struct{})}
 	d.track(h, nil)
 	d.logger.Info("recovered task", "task_id", th.Config.ID, "sandbox_alloc_id", st.Claim.AllocID)
 	return nil

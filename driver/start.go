@@ -217,11 +217,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 		return // plugin shutting down or task destroyed: the command lives on
 	}
 	if errors.Is(err, allocfs.ErrTampered) {
-		// The command rewrote the plugin's files to reach the host: nothing it
-		// planted was read; the task ends, and Destroy purges the sandbox.
-		d.logger.Warn("sandbox tampered with its run files; ending the task", "task_id", h.cfg.ID, "sandbox_alloc_id", ref.AllocID, "error", err)
-		d.emit(h.cfg, upperFirst(err.Error()), map[string]string{"sandbox_alloc_id": ref.AllocID})
-		h.setExit(plugin.ExitResult{ExitCode: 1, Err: err.Error()})
+		d.tampered(h, err)
 		return
 	}
 	if err != nil {
@@ -230,6 +226,16 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 	}
 	d.copyOut(h) // before the exit is reported: poststop tasks read the results
 	h.setExit(plugin.ExitResult{ExitCode: st.Code, Signal: st.Signal})
+}
+
+// tampered ends a task whose command rewrote the plugin's files to reach the
+// host: nothing it planted was read; the task fails saying so, and Destroy
+// purges the sandbox.
+func (d *Driver) tampered(h *taskHandle, err error) {
+	ref := h.state.ref()
+	d.logger.Warn("sandbox tampered with its run files; ending the task", "task_id", h.cfg.ID, "sandbox_alloc_id", ref.AllocID, "error", err)
+	d.emit(h.cfg, upperFirst(err.Error()), map[string]string{"sandbox_alloc_id": ref.AllocID})
+	h.setExit(plugin.ExitResult{ExitCode: 1, Err: err.Error()})
 }
 
 // allocDone waits until the task's sandbox allocation stops and says why. A
