@@ -75,25 +75,6 @@ type Options struct {
 	WriteBehind bool
 }
 
-// Stats are one pool's counts, from the Manager's inventory.
-type Stats struct {
-	Size     int
-	Max      int
-	Target   int // warm + starting kept now: between Size and MaxWarm, following demand
-	Warm     int // running, task running, unclaimed
-	Starting int // dispatched (or being dispatched), not yet warm
-	Claimed  int // has a claim record
-	Failed   int // died unclaimed; being purged and replaced
-	// PrepareFailures counts the allocations Options.Prepare failed for (and
-	// that were replaced) since the Manager started.
-	PrepareFailures int `json:",omitempty"`
-	// Error says why the pool cannot work as configured (bad config or
-	// template) or why its template fails (Nomad's reason: the failed
-	// task's event, or why the scheduler cannot place it; see failure.go),
-	// empty when it is fine.
-	Error string `json:",omitempty"`
-}
-
 // Manager keeps the pools of one node. Create it with New, then Start it;
 // Stop it when done.
 type Manager struct {
@@ -333,17 +314,6 @@ func (m *Manager) Stop() {
 	m.wg.Wait()
 }
 
-// Stats returns every pool's counts. It reads memory only.
-func (m *Manager) Stats() map[string]Stats {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make(map[string]Stats, len(m.pools))
-	for name, p := range m.pools {
-		out[name] = p.stats()
-	}
-	return out
-}
-
 // Health returns nil while the inventory is current, else an error saying
 // which watch of the Nomad API is failing.
 func (m *Manager) Health() error {
@@ -356,20 +326,6 @@ func (m *Manager) Health() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func (p *pool) stats() Stats {
-	s := p.view.counts
-	s.Size, s.Max, s.Target, s.PrepareFailures = p.cfg.Size, p.cfg.Max, p.target, p.prepFail
-	var errs []string
-	if p.err != nil {
-		errs = append(errs, p.err.Error())
-	}
-	if why := p.failing(); why != "" {
-		errs = append(errs, fmt.Sprintf("pool %q is failing: %s", p.cfg.Name, why))
-	}
-	s.Error = strings.Join(errs, "; ")
-	return s
 }
 
 // lookup returns the named pool or an ErrUnknownPool error listing the pools.

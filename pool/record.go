@@ -194,11 +194,11 @@ func sameNonce(items api.VariableItems) func(api.VariableItems) bool {
 	return func(existing api.VariableItems) bool { return existing[itemNonce] == items[itemNonce] }
 }
 
-// sameOwner accepts an existing record of c's owner.
+// sameOwner accepts an existing record of c's owner: its owner task, and
+// the same attempt of it.
 func sameOwner(c *Claim) func(api.VariableItems) bool {
 	return func(existing api.VariableItems) bool {
-		return existing[itemReason] == reasonClaim && existing[itemOwnerAlloc] == c.Owner.AllocID &&
-			existing[itemOwnerTID] == c.Owner.TaskID && existing[itemOwnerTask] == c.Owner.TaskName
+		return sameOwnerTask(c)(existing) && existing[itemOwnerTID] == c.Owner.TaskID
 	}
 }
 

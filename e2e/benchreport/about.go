@@ -1,0 +1,29 @@
+package main
+
+// about describes the other benchmarks make bench runs.
+var about = map[string]string{
+	"BenchmarkClaim": "Claim latency (pool package, `go test ./pool -bench Claim`): the Manager's claim " +
+		"(a warm candidate from the watched inventory, one check-and-set write) beside a naive one " +
+		"(list the dispatched jobs, read each one's allocations, then the same write), at pool sizes 5, 50 and 200.",
+	"BenchmarkTree": "The copy mechanism of task files alone (package driver/taskfiles, no Nomad), on this machine's disk: " +
+		"the copy in of an alloc/data of 10,000 files and 200 MiB into a sandbox, and the write-back after the command " +
+		"changed 100 of them and added 100 (2 MiB); medians of 3.",
+	"BenchmarkMetricsOverhead": "What `metrics_address` costs: the plugin's CPU while sandbox jobs arrive at 2/s for 60 s on a raw_exec pool " +
+		"(size 4, max_warm 8), without metrics and then with /metrics scraped every 5 s, each on a fresh agent; CPU from /proc over the " +
+		"arrivals and 10 s after, in ms of CPU per second, and the ratio of the two from the same run.",
+	"BenchmarkIdleTasks": "What running tasks cost while their commands are quiet: 10 sandbox tasks sleep, and the " +
+		"CPU time of the plugin and of each task's helpers (its output shipper and its log holder) is read from /proc over 20 s; per task, in ms of CPU " +
+		"per second (1 ms/s is 0.1% of a core), and the helpers' PSS per task. The plugin's share includes answering Nomad's TaskStats stream.",
+	"BenchmarkStartTaskWarm": "StartTask on the warm path (claim plus launch of the command in the sandbox) " +
+		"through the plugin's gRPC surface against a real agent, one pool per runtime on one agent: the " +
+		"`raw_exec`, `exec` and docker templates of example/pools/ (docker with runc and with gVisor's runsc). " +
+		"The launch is one line on the sandbox's launch session, opened when it turned warm; StartTask returns once it is written " +
+		"(the session's answer is awaited by the task's watcher). The claim hands out a sandbox the pool reserved in memory; " +
+		"its record (a Nomad Variable write) follows in the background. `noop-rpc` is the floor under any StartTask: " +
+		"a call that does nothing (Capabilities) over the same gRPC connection from the same idle state (at least 250 ms idle), " +
+		"timed just before each start. Goal: p50 at most 15 ms on every runtime. " +
+		"The `-10-files` rows start a task with 10 small files in local/ (copied in; goal: at most 3 ms above the same runtime without); " +
+		"the `-10k-files-200MiB-data` rows add a 10,000-file, 200 MiB alloc/data, which exec and runc sandboxes get by a mount " +
+		"in their own mount namespace (goal: p50 at most 100 ms, flat in the tree's size). raw_exec sandboxes use the task's own " +
+		"dirs (nothing copied), and gVisor ones copy (BenchmarkTree is that copy's cost).",
+}
