@@ -19,8 +19,19 @@ var (
 // PluginName is the binary name Nomad must see in plugin_dir.
 const PluginName = "agentkernel-pool"
 
+// Main runs a test binary's tests and then removes the plugin BuildPlugin
+// built: every package calling BuildPlugin has
+// func TestMain(m *testing.M) { os.Exit(nomadtest.Main(m)) }.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	return code
+}
+
 // BuildPlugin builds the plugin binary once per test process into a temporary
-// plugin dir and returns that dir.
+// plugin dir and returns that dir; Main removes it when the tests are done.
 func BuildPlugin(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
