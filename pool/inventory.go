@@ -52,6 +52,7 @@ type inventory struct {
 	warmBefore    map[string]bool      // job IDs that were warm at the last rebuild
 	orphans       []*instance          // children of pools not configured here
 	prepared      map[string]bool      // allocation IDs Prepare succeeded for
+	readySince    map[string]time.Time // allocation IDs whose task runs: first seen so
 	preparing     map[string]bool      // allocation IDs a Prepare call is working on
 	prepRetry     map[string]prepRetry // allocation IDs whose Prepare backs off
 }
@@ -68,6 +69,7 @@ func newInventory() inventory {
 		busy:          map[string]bool{},
 		warmBefore:    map[string]bool{},
 		prepared:      map[string]bool{},
+		readySince:    map[string]time.Time{},
 		preparing:     map[string]bool{},
 		prepRetry:     map[string]prepRetry{},
 	}
@@ -280,6 +282,7 @@ func (m *Manager) rebuildLocked() {
 	warmNow := map[string]bool{}
 	seen := map[string]bool{} // jobs whose live allocations are accounted for
 	ready := map[string]bool{}
+	running := map[string]bool{} // allocation IDs whose task runs, prepared or not
 	for id, j := range inv.jobs {
 		if j.ParentID == "" {
 			continue
@@ -289,6 +292,12 @@ func (m *Manager) rebuildLocked() {
 		}
 		seen[id] = true
 		in := classify(j, inv.allocs[id], claims)
+		if in.state == stateWarm {
+			running[in.allocID] = true
+			if _, ok := inv.readySince[in.allocID]; !ok {
+				inv.readySince[in.allocID] = time.Now()
+			}
+		}
 		if in.state == stateWarm && m.prepare != nil {
 			ready[in.allocID] = true
 			if !inv.prepared[in.allocID] {
@@ -327,6 +336,11 @@ func (m *Manager) rebuildLocked() {
 		}
 	}
 	inv.warmBefore = warmNow
+	for id := range inv.readySince {
+		if !running[id] {
+			delete(inv.readySince, id)
+		}
+	}
 	for id := range inv.prepared {
 		if !ready[id] { // claimed or gone: its preparation is used up
 			delete(inv.prepared, id)

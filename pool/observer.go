@@ -1,6 +1,10 @@
 package pool
 
-import "time"
+import (
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
 
 // Observer is told of what the Manager does, as it happens, for metrics
 // (Options.Observer). Calls come from the Manager's goroutines, some while
@@ -28,7 +32,40 @@ func (m *Manager) warmedUpLocked(p *pool, in *instance) {
 		return
 	}
 	p.demand.warmedUp(took)
+	m.logWarmupLocked(in, took)
 	if m.observer != nil {
 		m.observer.WarmedUp(p.cfg.Name, took)
 	}
+}
+
+// logWarmupLocked says at debug level where an instance's warm-up went, each
+// step counted from its dispatch: placed (the allocation made), started (the
+// client's Started event of the pool's task), seen (this Manager's lists show
+// the task running) and warm (prepared: the launch path is open).
+func (m *Manager) logWarmupLocked(in *instance, took time.Duration) {
+	if !m.log.IsDebug() {
+		return
+	}
+	since := func(t time.Time) time.Duration {
+		if t.IsZero() {
+			return -1
+		}
+		return t.Sub(in.submitted).Round(time.Millisecond)
+	}
+	var placed, started time.Time
+	for _, a := range m.inv.allocs[in.jobID] {
+		if a.ID != in.allocID {
+			continue
+		}
+		placed = time.Unix(0, a.CreateTime)
+		if ts := a.TaskStates[in.task]; ts != nil {
+			for _, e := range ts.Events {
+				if e.Type == api.TaskStarted {
+					started = time.Unix(0, e.Time)
+				}
+			}
+		}
+	}
+	m.log.Debug("warm instance warmed up", "pool", in.pool, "job_id", in.jobID, "alloc_id", in.allocID,
+		"placed", since(placed), "started", since(started), "seen", since(m.inv.readySince[in.allocID]), "warm", took.Round(time.Millisecond))
 }
