@@ -46,11 +46,11 @@ func (m *Manager) logWarmupLocked(in *instance, took time.Duration) {
 	if !m.log.IsDebug() {
 		return
 	}
-	since := func(t time.Time) time.Duration {
+	since := func(t time.Time) string {
 		if t.IsZero() {
-			return -1
+			return "unknown"
 		}
-		return t.Sub(in.submitted).Round(time.Millisecond)
+		return t.Sub(in.submitted).Round(time.Millisecond).String()
 	}
 	var placed, started time.Time
 	for _, a := range m.inv.allocs[in.jobID] {
@@ -67,5 +67,5 @@ func (m *Manager) logWarmupLocked(in *instance, took time.Duration) {
 		}
 	}
 	m.log.Debug("warm instance warmed up", "pool", in.pool, "job_id", in.jobID, "alloc_id", in.allocID,
-		"placed", since(placed), "started", since(started), "seen", since(m.inv.readySince[in.allocID]), "warm", took.Round(time.Millisecond))
+		"placed", since(placed), "started", since(started), "seen", since(m.inv.readySince[in.allocID]), "warm", took.Round(time.Millisecond).String())
 }
