@@ -37,26 +37,23 @@ import (
 // session that ends before its launch (agent restart, plugin restart: the new
 // plugin primes again) is reported through OnSessionLost.
 
-// sessionScript runs as sh -c <it> akp-session. Everything a start needs is
-// forked before the start (a fork costs milliseconds under gVisor, and so does
-// every file the sandbox opens there): a supervisor R whose pipeline is a
-// reader X and the command-to-be B. Then it answers "ready <uid> <gid>
-// <alloc dir>" (the task user, who must own the files the host writes for it,
-// and where the sandbox sees its shared alloc dir: a host path means it shares
-// the host's filesystem) and waits. Given a
-// run id on the session's stdin (fd 3), X hands it to B over their pipe, and B
-// answers "started <id>" (on fd 4, the session's stdout, which no one else
-// keeps: a running task holds no exec session) and ends the waiting shell, so
-// the exec session ends: nothing on the start path touches a file. Only then does B take the run's
-// O_EXCL marker (when it is taken, an exec launcher that ran because the
-// answer was lost started the run: B ends), read the command line the host
-// wrote, record its own pid and R's, and exec the command in the sandbox's
-// task dir (shCommand's rules) with its stdio on the run's files; a command
-// line it cannot read is exit status 127 with the reason on the run's stderr.
-// R lives on and records the exit status. Given EOF, all end.
+// sessionScript runs as sh -c <it> akp-session <runScript>. Everything a
+// start needs is done before the start (a fork or exec costs milliseconds
+// under gVisor, and so does every file the sandbox opens there): a supervisor
+// R whose pipeline is a reader X and the command-to-be B, which is already a
+// shell of its own running runScript in a session of its own (through setsid
+// when there is one: so the start itself needs no exec but the command's).
+// Then it answers "ready <uid> <gid> <alloc dir>" (the task user, who must own
+// the files the host writes for it, and where the sandbox sees its shared
+// alloc dir: a host path means it shares the host's filesystem) and waits.
+// Given a run id on the session's stdin (fd 3), X hands it to B over their
+// pipe, and B answers "started <id>" (on fd 4, the session's stdout, which no
+// one else keeps: a running task holds no exec session) and ends the waiting
+// shell, so the exec session ends: nothing on the start path touches a file.
+// Given EOF, all end.
 var sessionScript = `a=${NOMAD_ALLOC_DIR:-/alloc}/` + runDirName + `
 [ -d "$a" ] || mkdir -p "$a" || exit ` + strconv.Itoa(codeMkdir) + `
-` + shSetsid + `m=$$
+` + shSetsid + `m=$$ b=$1
 exec 3<&0 4>&1
 (
 	read -r r _ </proc/self/stat 2>/dev/null || r=
@@ -67,31 +64,7 @@ exec 3<&0 4>&1
 		echo "$id"
 		case $id in ''|.*|*[!A-Za-z0-9._-]*) exit 0 ;; esac
 		echo "$id" >"$a/.session-$m"
-	} | {
-		exec 3<&-
-		IFS= read -r id || exit 0
-		case $id in ''|.*|*[!A-Za-z0-9._-]*) echo "failed $id" >&4; kill -TERM $m; exit 1 ;; esac
-		echo "started $id" >&4
-		exec 4>&-
-		kill -TERM $m
-		d=$a/$id e=` + strings.ReplaceAll(shEnvFile, "$1", "$id") + `
-		set -C
-		{ echo "$m" >"$d/` + fileLaunched + `"; } 2>/dev/null || exit 0
-		set +C
-		read -r me _ _ pp _ </proc/self/stat 2>/dev/null || { me=$m; pp=$m; }
-		echo "$me $pp" >"$d/` + filePid + `"
-		exec </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `"
-		if ! { [ -r "$d/` + fileArgv + `" ] && . "$d/` + fileArgv + `"; }; then
-			echo "agentkernel-pool: cannot read the command line of run $id" >&2
-			exit 127
-		fi
-		z=$NOMAD_ALLOC_DIR
-		. "$e" || exit
-		export ` + envSandboxAllocDir + `=$z
-		t=${NOMAD_TASK_DIR%/*}
-		cd "${t:-/}" 2>/dev/null || cd /
-		exec $s "$@"
-	} &
+	} | exec $s /bin/sh -c "$b" akp-session-run "$a" "$m" 3<&- 4>&4 &
 	exec 3<&- 4>&-
 	wait $!
 	st=$?
@@ -104,6 +77,39 @@ exec 3<&- 4>&-
 trap 'exit 0' TERM
 echo "ready $(id -u 2>/dev/null || echo -1) $(id -g 2>/dev/null || echo -1) ${NOMAD_ALLOC_DIR:-/alloc}"
 wait
+`
+
+// runScript is the command-to-be B, run as sh -c <it> akp-session-run <runs
+// dir> <session shell pid> with the run id coming on its stdin and fd 4 the
+// session's stdout. Once it has answered, it takes the run's O_EXCL marker
+// (when it is taken, an exec launcher that ran because the answer was lost
+// started the run: B ends), records its own pid and its parent's (R, the
+// supervisor), reads the command line the host wrote and the env file, and
+// execs the command in the sandbox's task dir (shCommand's rules) with its
+// stdio on the run's files; a command line it cannot read is exit status 127
+// with the reason on the run's stderr. R lives on and records the exit status.
+var runScript = `a=$1 m=$2
+IFS= read -r id || exit 0
+case $id in ''|.*|*[!A-Za-z0-9._-]*) echo "failed $id" >&4; kill -TERM $m; exit 1 ;; esac
+echo "started $id" >&4
+exec 4>&-
+kill -TERM $m
+d=$a/$id e=` + strings.ReplaceAll(shEnvFile, "$1", "$id") + `
+set -C
+{ echo "$m" >"$d/` + fileLaunched + `"; } 2>/dev/null || exit 0
+set +C
+echo "$$ $PPID" >"$d/` + filePid + `"
+exec </dev/null >"$d/` + fileStdout + `" 2>"$d/` + fileStderr + `"
+if ! { [ -r "$d/` + fileArgv + `" ] && . "$d/` + fileArgv + `"; }; then
+	echo "agentkernel-pool: cannot read the command line of run $id" >&2
+	exit 127
+fi
+z=$NOMAD_ALLOC_DIR
+. "$e" || exit
+export ` + envSandboxAllocDir + `=$z
+t=${NOMAD_TASK_DIR%/*}
+cd "${t:-/}" 2>/dev/null || cd /
+exec "$@"
 `
 
 const (
@@ -158,7 +164,7 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 	go func() {
 		defer close(s.done)
 		defer outW.Close()
-		code, err = r.execAs(context.Background(), OpExecSession, ref, false, []string{"/bin/sh", "-c", sessionScript, "akp-session"},
+		code, err = r.execAs(context.Background(), OpExecSession, ref, false, []string{"/bin/sh", "-c", sessionScript, "akp-session", runScript},
 			stdinR, outW, &stderr, nil)
 		stdinR.Close()
 		r.sessionEnded(s)

@@ -1,17 +1,19 @@
 package sandbox
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestScriptsUnderOtherShells runs the launcher, the launch daemon and the exec
-// wrapper under the shells a sandbox image may have as /bin/sh: dash (Debian,
-// the other tests), bash (RHEL and friends) and busybox (Alpine).
+// TestScriptsUnderOtherShells runs the launcher, the launch session and the
+// exec wrapper under the shells a sandbox image may have as /bin/sh: dash
+// (Debian), bash (RHEL and friends) and busybox (Alpine).
 func TestScriptsUnderOtherShells(t *testing.T) {
-	for _, shell := range [][]string{{"bash"}, {"busybox", "sh"}} {
+	for _, shell := range [][]string{{"dash"}, {"bash"}, {"busybox", "sh"}} {
 		t.Run(shell[0], func(t *testing.T) {
 			if _, err := exec.LookPath(shell[0]); err != nil {
 				t.Skipf("no %s here", shell[0])
@@ -19,6 +21,22 @@ func TestScriptsUnderOtherShells(t *testing.T) {
 			for _, primed := range []bool{false, true} {
 				r, ref := localSandboxShell(t, shell)
 				ctx := ctxT(t, 20*time.Second)
+				if primed {
+					if err := r.Prime(ctx, ref); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// The command leads a session of its own, as a Nomad task
+				// does, and the pid recorded is its own (the session's one
+				// launch when primed, then one by exec).
+				if err := r.Launch(ctx, ref, Spec{ID: "sid", Command: "/bin/sh", Args: []string{"-c", `read -r p _ _ _ g s _ </proc/self/stat; echo "$p $g $s"`}}); err != nil {
+					t.Fatal(err)
+				}
+				out, _, _ := follow(t, r, ref, "sid")
+				rec, err := os.ReadFile(filepath.Join(ref.HostAllocDir, "alloc", runDirName, "sid", filePid))
+				if f := strings.Fields(out); len(f) != 3 || f[0] != f[1] || f[0] != f[2] || !strings.HasPrefix(string(rec), f[0]+" ") {
+					t.Errorf("primed=%v: pid, group and session %q, pid record %q (%v); want one pid, recorded", primed, out, rec, err)
+				}
 				if primed {
 					if err := r.Prime(ctx, ref); err != nil {
 						t.Fatal(err)
