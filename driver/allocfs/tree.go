@@ -87,9 +87,6 @@ func (d Dir) ReadDir(rel string) ([]Entry, error) {
 	return out, nil
 }
 
-// maxLinkTarget bounds what a symlink may hold.
-const maxLinkTarget = 4096
-
 // Readlink reads the symlink rel.
 func (d Dir) Readlink(rel string) (string, error) {
 	parent, base := path.Split(rel)
