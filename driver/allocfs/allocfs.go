@@ -1,5 +1,7 @@
 // Package allocfs is the sandbox boundary on the host: every access the plugin
-// makes to a file inside a sandbox allocation's directory goes through a Dir.
+// makes to a file inside a sandbox allocation's directory goes through a Dir,
+// or a Handle (a directory a Dir opened, held for working on many names in
+// it).
 //
 // The plugin runs as root on the host, and everything beneath a sandbox's
 // allocation directory can be rewritten at any moment by the untrusted command

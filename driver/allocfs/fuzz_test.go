@@ -89,6 +89,8 @@ func FuzzBoundary(f *testing.F) {
 					f.Close()
 				}
 				leak(t, nil, err)
+			case 16, 17, 18, 19, 20:
+				fuzzHandle(t, d, rel, op)
 			}
 		}
 		if after := h.snapshot(t); after != before {
@@ -105,6 +107,50 @@ func FuzzBoundary(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// fuzzHandle runs a Handle operation on rel's last name in its parent,
+// opened as a handle.
+func fuzzHandle(t *testing.T, d Dir, rel string, op byte) {
+	h, err := d.OpenHandle(filepath.Dir(rel))
+	if err != nil {
+		leak(t, nil, err)
+		return
+	}
+	defer h.Close()
+	name := filepath.Base(rel)
+	switch op {
+	case 16:
+		f, err := within(t, func() (*os.File, error) { return h.Open(name) })
+		if err == nil {
+			b := make([]byte, 64)
+			n, _ := f.Read(b)
+			f.Close()
+			leak(t, b[:n], nil)
+		}
+		leak(t, nil, err)
+	case 17:
+		f, err := h.Create(name, 0o644, -1, -1)
+		if err == nil {
+			_, _ = f.Write([]byte("plugin"))
+			f.Close()
+		}
+		leak(t, nil, err)
+	case 18:
+		leak(t, nil, h.Mkdir(name, 0o755, -1, -1))
+	case 19:
+		_, err := within(t, func() (int64, error) {
+			return CopyFile(h, name, h, name+".copy", 1<<20, Attrs{Perm: 0o644, UID: -1, GID: -1})
+		})
+		leak(t, nil, err)
+	case 20:
+		sub, err := h.Sub(name)
+		if err == nil {
+			_, err = sub.ReadDir()
+			sub.Close()
+		}
+		leak(t, nil, err)
+	}
 }
 
 // plantable reports whether rel does not exist and each of its parents under

@@ -4,17 +4,16 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"os"
 	"path"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// Tree operations, for copying whole directories across the boundary: every
-// name is looked at with fstatat(AT_SYMLINK_NOFOLLOW) in a parent opened
-// beneath the root, a symlink is read and made as a symlink, never followed.
+// Tree operations, for listing and removing whole directories: every name is
+// looked at with fstatat(AT_SYMLINK_NOFOLLOW) in a parent opened beneath the
+// root, a symlink is never followed. Copies work through Handles (handle.go,
+// copy.go).
 
 // Entry is one name in a directory, as lstat sees it.
 type Entry struct {
@@ -87,69 +86,6 @@ func (d Dir) ReadDir(rel string) ([]Entry, error) {
 	return out, nil
 }
 
-// maxLinkTarget bounds what a symlink may hold.
-const maxLinkTarget = 4096
-
-// Readlink reads the symlink rel.
-func (d Dir) Readlink(rel string) (string, error) {
-	parent, base := path.Split(rel)
-	pfd, err := d.parent(rel, parent)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(pfd)
-	buf := make([]byte, maxLinkTarget+1)
-	n, err := unix.Readlinkat(pfd, base, buf)
-	if err != nil {
-		return "", d.classify(rel, "readlink", err)
-	}
-	if n > maxLinkTarget {
-		return "", d.tampered(rel, "is a symlink longer than 4096 bytes")
-	}
-	return string(buf[:n]), nil
-}
-
-// Symlink makes rel, which must not exist, a symlink holding target, owned by
-// uid:gid (-1 keeps the plugin's). The target is never looked at.
-func (d Dir) Symlink(target, rel string, uid, gid int) error {
-	parent, base := path.Split(rel)
-	pfd, err := d.parent(rel, parent)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(pfd)
-	if err := unix.Symlinkat(target, pfd, base); err != nil {
-		return d.classify(rel, "symlink", err)
-	}
-	if uid >= 0 || gid >= 0 {
-		if err := unix.Fchownat(pfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return d.classify(rel, "chown", err)
-		}
-	}
-	return nil
-}
-
-// Rename moves the name from to to, both beneath the root, replacing what to
-// names unless it is a non-empty directory.
-func (d Dir) Rename(from, to string) error {
-	fp, fb := path.Split(from)
-	ffd, err := d.parent(from, fp)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(ffd)
-	tp, tb := path.Split(to)
-	tfd, err := d.parent(to, tp)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(tfd)
-	if err := unix.Renameat(ffd, fb, tfd, tb); err != nil {
-		return d.classify(to, "rename", err)
-	}
-	return nil
-}
-
 // RemoveAll removes rel and, when it is a directory, everything beneath it,
 // without following any symlink; a missing name is no error.
 func (d Dir) RemoveAll(rel string) error {
@@ -196,15 +132,6 @@ func (d Dir) removeAll(rel string, depth int) error {
 	}
 	return nil
 }
-
-// SetTimes sets an open file's modification (and access) time.
-func SetTimes(f *os.File, mtime int64) error {
-	ts := []unix.Timespec{unix.NsecToTimespec(mtime), unix.NsecToTimespec(mtime)}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), ts, 0)
-}
-
-// Chown sets the owner of a file or directory the boundary opened.
-func Chown(f *os.File, uid, gid int) error { return unix.Fchown(int(f.Fd()), uid, gid) }
 
 // IsTemp reports whether a name is one of the plugin's temporary names.
 func IsTemp(name string) bool { return strings.HasPrefix(name, TempPrefix) }

@@ -5,34 +5,45 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path"
+	"strconv"
+	"syscall"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
 // Copying a tree across two boundaries: every name is listed and described
-// through allocfs (no symlink followed), and every file lands under a
-// temporary name renamed into place.
+// through allocfs (no symlink followed), each directory on either side is
+// opened once (an allocfs.Handle) and the names in it are reached relative
+// to it, one component at a time. A file replacing one the other side may
+// be reading lands under a temporary name renamed into place; the first copy
+// into a sandbox, before its command starts, creates the final names
+// directly.
 
 // maxDepth bounds how deep a tree is walked.
 const maxDepth = 128
 
 // walk calls fn for every entry beneath root (rel relative to root), parents
-// before children; it does not descend into symlinks.
-func walk(d allocfs.Dir, root, rel string, depth int, fn func(string, allocfs.Entry) error) error {
-	if depth > maxDepth {
-		return fmt.Errorf("%s: nests deeper than %d directories", path.Join(root, rel), maxDepth)
-	}
-	dir := root
-	if rel != "" {
-		dir = path.Join(root, rel)
-	}
-	entries, err := d.ReadDir(dir)
+// before children; it does not descend into symlinks. A missing root is an
+// empty tree.
+func walk(d allocfs.Dir, root string, fn func(string, allocfs.Entry) error) error {
+	h, err := d.OpenHandle(root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return walkIn(h, root, "", 0, fn)
+}
+
+func walkIn(h *allocfs.Handle, root, rel string, depth int, fn func(string, allocfs.Entry) error) error {
+	if depth > maxDepth {
+		return fmt.Errorf("%s: nests deeper than %d directories", path.Join(root, rel), maxDepth)
+	}
+	entries, err := h.ReadDir()
 	if err != nil {
 		return err
 	}
@@ -42,15 +53,25 @@ func walk(d allocfs.Dir, root, rel string, depth int, fn func(string, allocfs.En
 		}
 		r := e.Name
 		if rel != "" {
-			r = path.Join(rel, e.Name)
+			r = rel + "/" + e.Name
 		}
 		if err := fn(r, e); err != nil {
 			return err
 		}
-		if e.IsDir() {
-			if err := walk(d, root, r, depth+1, fn); err != nil {
-				return err
-			}
+		if !e.IsDir() {
+			continue
+		}
+		sub, err := h.Sub(e.Name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // gone since the listing
+		}
+		if err != nil {
+			return err
+		}
+		err = walkIn(sub, root, r, depth+1, fn)
+		sub.Close()
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -65,7 +86,7 @@ type item struct {
 // list lists every entry beneath root, parents before children.
 func list(d allocfs.Dir, root string) ([]item, error) {
 	var items []item
-	err := walk(d, root, "", 0, func(rel string, e allocfs.Entry) error {
+	err := walk(d, root, func(rel string, e allocfs.Entry) error {
 		items = append(items, item{rel, e})
 		return nil
 	})
@@ -73,13 +94,13 @@ func list(d allocfs.Dir, root string) ([]item, error) {
 }
 
 // copyTree copies the entries of fromRoot that want accepts to toRoot, owned
-// by uid:gid.
+// by uid:gid, each file replacing what was there at once.
 func (s *Sync) copyTree(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot string, uid, gid int, want func(string, allocfs.Entry) bool) (Stats, error) {
 	items, err := list(from, fromRoot)
 	if err != nil {
 		return Stats{}, err
 	}
-	return copyItems(from, fromRoot, to, toRoot, filter(items, want), uid, gid)
+	return copyItems(from, fromRoot, to, toRoot, filter(items, want), uid, gid, false)
 }
 
 // filter keeps the items want accepts.
@@ -93,31 +114,43 @@ func filter(items []item, want func(string, allocfs.Entry) bool) []item {
 	return out
 }
 
-// copyItems copies listed entries of fromRoot to toRoot, owned by uid:gid.
-func copyItems(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot string, items []item, uid, gid int) (Stats, error) {
+// copier copies the entries of one tree to another, owned by uid:gid.
+type copier struct {
+	from, to *cursor
+	uid, gid int
+	// first: nothing in the destination reads it yet (the copy in, before
+	// the command starts), so a file is created under its final name; a
+	// name already there is replaced as in any other copy.
+	first bool
+	tmp   tempNames
+}
+
+// copyItems copies listed entries of fromRoot (parents before children) to
+// toRoot, owned by uid:gid; first says no one reads toRoot yet.
+func copyItems(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot string, items []item, uid, gid int, first bool) (Stats, error) {
+	c := copier{from: &cursor{d: from, root: fromRoot}, to: &cursor{d: to, root: toRoot}, uid: uid, gid: gid, first: first}
+	defer c.from.close()
+	defer c.to.close()
 	var st Stats
 	for _, it := range items {
-		rel, e := it.rel, it.e
-		src, dst := path.Join(fromRoot, rel), path.Join(toRoot, rel)
+		e := it.e
+		dir, name := splitRel(it.rel)
 		var err error
 		switch {
 		case e.IsDir():
-			err = copyDir(to, dst, e.Perm(), uid, gid)
+			err = c.dir(dir, name, e.Perm())
 		case e.IsRegular() && e.Links > 1 && !from.HardLinksOK():
 			// A second name may be a file outside the sandbox's trees
 			// (hard-linked under raw_exec): its content is not read.
 			st.Skipped++
 		case e.IsRegular():
 			var n int64
-			n, err = copyFile(from, src, to, dst, e, uid, gid)
+			n, err = c.file(dir, name, e)
 			st.Files++
 			st.Bytes += n
 		case e.IsSymlink():
-			var target string
-			if target, err = from.Readlink(src); err == nil {
-				st.Files++
-				err = place(to, dst, func(tmp string) error { return to.Symlink(target, tmp, uid, gid) })
-			}
+			err = c.symlink(dir, name)
+			st.Files++
 		default:
 			st.Skipped++
 		}
@@ -128,75 +161,110 @@ func copyItems(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot string,
 	return st, nil
 }
 
-// copyDir makes dst a directory with perm, replacing anything else there.
-func copyDir(to allocfs.Dir, dst string, perm uint32, uid, gid int) error {
-	cur, err := to.Lstat(dst)
-	switch {
-	case err == nil && cur.IsDir():
-		return nil
-	case err == nil:
-		if err := to.RemoveAll(dst); err != nil {
-			return err
-		}
-	case !errors.Is(err, fs.ErrNotExist):
-		return err
+// splitRel splits a tree-relative path into its directory ("" for the
+// tree's root) and its last name.
+func splitRel(rel string) (string, string) {
+	dir, name := path.Split(rel)
+	if dir != "" {
+		dir = dir[:len(dir)-1]
 	}
-	if err := to.Mkdir(dst, perm); err != nil {
-		return err
-	}
-	if uid < 0 && gid < 0 {
-		return nil
-	}
-	f, err := to.OpenDir(dst)
+	return dir, name
+}
+
+// dir makes dir/name a directory with perm, replacing anything else there; a
+// directory there is kept as it is.
+func (c *copier) dir(dir, name string, perm uint32) error {
+	h, err := c.to.at(dir)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	return allocfs.Chown(f, uid, gid)
+	err = h.Mkdir(name, perm, c.uid, c.gid)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := c.to.d.RemoveAll(c.to.path(dir, name)); err != nil {
+		return err
+	}
+	return h.Mkdir(name, perm, c.uid, c.gid)
 }
 
-// copyFile copies a regular file's content, mode and mtime to dst, at most
+// file copies a regular file's content, mode and mtime to dir/name, at most
 // the size it had when listed (a file growing meanwhile is cut there).
-func copyFile(from allocfs.Dir, src string, to allocfs.Dir, dst string, e allocfs.Entry, uid, gid int) (int64, error) {
-	in, err := from.OpenFile(src)
+func (c *copier) file(dir, name string, e allocfs.Entry) (int64, error) {
+	src, err := c.from.at(dir)
 	if err != nil {
 		return 0, err
 	}
-	defer in.Close()
+	dst, err := c.to.at(dir)
+	if err != nil {
+		return 0, err
+	}
+	a := allocfs.Attrs{Perm: e.Perm(), UID: c.uid, GID: c.gid, MTime: e.MTime}
 	var n int64
-	err = place(to, dst, func(tmp string) error {
-		out, err := to.Create(tmp, e.Perm(), uid, gid)
-		if err != nil {
-			return err
-		}
-		n, err = io.Copy(out, io.LimitReader(in, e.Size))
-		if err == nil {
-			err = allocfs.SetTimes(out, e.MTime)
-		}
-		return errors.Join(err, out.Close())
+	err = c.place(dst, name, func(as string) error {
+		var cerr error
+		n, cerr = allocfs.CopyFile(src, name, dst, as, e.Size, a)
+		return cerr
 	})
 	return n, err
 }
 
-// place makes dst through a temporary name beside it, then renames it into
-// place, replacing what was there (a directory there is removed first).
-func place(to allocfs.Dir, dst string, make func(tmp string) error) error {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	tmp := path.Join(path.Dir(dst), allocfs.TempPrefix+hex.EncodeToString(b[:]))
-	if err := make(tmp); err != nil {
-		_ = to.Remove(tmp)
+// symlink makes dir/name a symlink holding what the source's holds.
+func (c *copier) symlink(dir, name string) error {
+	src, err := c.from.at(dir)
+	if err != nil {
 		return err
 	}
-	if cur, err := to.Lstat(dst); err == nil && cur.IsDir() {
-		if err := to.RemoveAll(dst); err != nil {
-			_ = to.Remove(tmp)
+	target, err := src.Readlink(name)
+	if err != nil {
+		return err
+	}
+	dst, err := c.to.at(dir)
+	if err != nil {
+		return err
+	}
+	return c.place(dst, name, func(as string) error { return dst.Symlink(target, as, c.uid, c.gid) })
+}
+
+// place makes name in h with write: on the first copy under name itself
+// when nothing is there, else under a temporary name renamed over what is
+// there (a directory there is removed first), so a reader sees the old file
+// or the new one, never a part. write removes what it made when it fails.
+func (c *copier) place(h *allocfs.Handle, name string, write func(as string) error) error {
+	if c.first {
+		if err := write(name); !errors.Is(err, fs.ErrExist) {
 			return err
 		}
 	}
-	if err := to.Rename(tmp, dst); err != nil {
-		_ = to.Remove(tmp)
+	tmp := c.tmp.next()
+	if err := write(tmp); err != nil {
 		return err
 	}
-	return nil
+	err := h.Rename(tmp, name)
+	if errors.Is(err, syscall.EISDIR) {
+		if err = c.to.d.RemoveAll(path.Join(h.Rel(), name)); err == nil {
+			err = h.Rename(tmp, name)
+		}
+	}
+	if err != nil {
+		_ = h.Remove(tmp)
+	}
+	return err
+}
+
+// tempNames are the temporary names of one copy: one random part, then a
+// count.
+type tempNames struct {
+	base string
+	n    int
+}
+
+func (t *tempNames) next() string {
+	if t.base == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		t.base = allocfs.TempPrefix + hex.EncodeToString(b[:]) + "-"
+	}
+	t.n++
+	return t.base + strconv.Itoa(t.n)
 }

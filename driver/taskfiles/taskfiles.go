@@ -12,9 +12,13 @@
 // command wrote. Both are reached only through allocfs boundaries, so no
 // symlink is ever followed on either side (a symlink is carried as a
 // symlink), no special file is copied, and nothing outside the two trees is
-// read or written. A file lands under a temporary name and is renamed into
-// place: a reader sees the old version or the new one, never a part. The
-// write-back is bounded in bytes and files, and when it would exceed a bound
+// read or written. Each directory is opened once on either side and the
+// names in it are reached relative to it (allocfs.Handle). The copy in,
+// before the command starts, creates each file under its own name (nothing
+// reads the sandbox's trees yet; a name already there is replaced as below).
+// A refresh or a write-back writes a file under a temporary name and renames
+// it into place: a reader sees the old version or the new one, never a part.
+// The write-back is bounded in bytes and files, and when it would exceed a bound
 // it writes nothing.
 package taskfiles
 
@@ -137,7 +141,7 @@ func (s *Sync) In() (Stats, error) {
 		if err := s.ensureRoot(t); err != nil {
 			return total, err
 		}
-		st, err := copyItems(s.Task, t.Task, s.Sandbox, t.Sandbox, lists[i], s.UID, s.GID)
+		st, err := copyItems(s.Task, t.Task, s.Sandbox, t.Sandbox, lists[i], s.UID, s.GID, true)
 		total.add(st)
 		if err != nil {
 			return total, fmt.Errorf("copy %s into the sandbox: %w", t.Name, err)
@@ -236,7 +240,7 @@ func (s *Sync) Out() (Stats, error) {
 		if !t.Back {
 			continue
 		}
-		st, err := copyItems(s.Sandbox, t.Sandbox, s.Task, t.Task, lists[i], -1, -1)
+		st, err := copyItems(s.Sandbox, t.Sandbox, s.Task, t.Task, lists[i], -1, -1, false)
 		total.add(st)
 		if err != nil {
 			return total, fmt.Errorf("copy %s back from the sandbox: %w", t.Name, err)
@@ -293,7 +297,7 @@ func (s *Sync) record(t Tree) error {
 			delete(s.state, k)
 		}
 	}
-	return walk(s.Sandbox, t.Sandbox, "", 0, func(rel string, e allocfs.Entry) error {
+	return walk(s.Sandbox, t.Sandbox, func(rel string, e allocfs.Entry) error {
 		s.state[t.Name+"/"+rel] = stateOf(e)
 		return nil
 	})

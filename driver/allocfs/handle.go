@@ -1,0 +1,305 @@
+package allocfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// A Handle is a directory beneath a Dir's root held open, for working on
+// many names in it without resolving its path again for each: a tree copy
+// opens each directory once and reaches the names in it relative to the
+// handle. Every method takes a single name (no "/", not "." or ".."), looked
+// up in the held directory without following a symlink there, so a Handle
+// reaches only its own directory's entries and, through Sub, the
+// directories beneath it. The directory itself was opened beneath the root
+// with no symlink in its path (as Dir's methods resolve paths); a sandbox
+// renaming it afterwards moves it within what the sandbox can reach.
+type Handle struct {
+	d   Dir
+	rel string // relative to the root, for messages; "." for the root
+	fd  int    // O_PATH: for *at calls only
+}
+
+// OpenHandle opens the directory rel beneath the root ("." or "" for the
+// root itself).
+func (d Dir) OpenHandle(rel string) (*Handle, error) {
+	var fd int
+	var err error
+	if rel == "" || rel == "." {
+		rel = "."
+		fd, err = unix.Open(d.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: d.root, Err: err}
+		}
+	} else if fd, err = d.open(rel, unix.O_PATH|unix.O_DIRECTORY, 0); err != nil {
+		return nil, err
+	}
+	return &Handle{d: d, rel: rel, fd: fd}, nil
+}
+
+// Close closes the handle; it may be called more than once.
+func (h *Handle) Close() error {
+	if h == nil || h.fd < 0 {
+		return nil
+	}
+	err := unix.Close(h.fd)
+	h.fd = -1
+	return err
+}
+
+// Rel is the directory's path relative to the root ("." for the root).
+func (h *Handle) Rel() string { return h.rel }
+
+// relOf names an entry of h relative to the root, for messages.
+func (h *Handle) relOf(name string) string {
+	if h.rel == "." {
+		return name
+	}
+	return h.rel + "/" + name
+}
+
+// checkName accepts a single path component.
+func (h *Handle) checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("allocfs: %q in %s is not a single name", name, h.rel)
+	}
+	return nil
+}
+
+// fail is classify for an entry of h.
+func (h *Handle) fail(name, op string, err error) error {
+	return h.d.classify(h.relOf(name), op, err)
+}
+
+// Sub opens the directory name in h. A symlink or anything but a directory
+// there is tampering; a missing name is fs.ErrNotExist.
+func (h *Handle) Sub(name string) (*Handle, error) {
+	if err := h.checkName(name); err != nil {
+		return nil, err
+	}
+	fd, err := openatRetry(h.fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, h.fail(name, "open", err)
+	}
+	return &Handle{d: h.d, rel: h.relOf(name), fd: fd}, nil
+}
+
+// openatRetry is openat, again after EINTR (a FIFO's open may see one).
+func openatRetry(dirfd int, name string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, flags, mode)
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
+}
+
+// Lstat describes the entry name (a symlink is not followed).
+func (h *Handle) Lstat(name string) (Entry, error) {
+	if err := h.checkName(name); err != nil {
+		return Entry{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(h.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return Entry{}, h.fail(name, "lstat", err)
+	}
+	return entryOf(name, &st), nil
+}
+
+// ReadDir lists the directory as Dir.ReadDir does, each name described by
+// fstatat in it, in no particular order.
+func (h *Handle) ReadDir() ([]Entry, error) {
+	// getdents needs a descriptor of its own: its offset is per open file.
+	fd, err := openatRetry(h.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path.Join(h.d.root, h.rel), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path.Join(h.d.root, h.rel))
+	defer f.Close()
+	names, err := f.Readdirnames(maxDirEntries + 1)
+	if err != nil && len(names) == 0 && !errors.Is(err, io.EOF) {
+		return nil, &fs.PathError{Op: "readdir", Path: f.Name(), Err: err}
+	}
+	if len(names) > maxDirEntries {
+		return nil, h.d.tampered(h.rel, "holds more than a million names")
+	}
+	out := make([]Entry, 0, len(names))
+	for _, n := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(h.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // gone since the listing
+			}
+			return nil, h.fail(n, "lstat", err)
+		}
+		out = append(out, entryOf(n, &st))
+	}
+	return out, nil
+}
+
+// Open opens the regular file name in h for reading, as Dir.OpenFile does:
+// O_NONBLOCK so a FIFO cannot hang the open, then fstat refuses anything
+// but a regular file, and one with a second name unless hard links are
+// accepted.
+func (h *Handle) Open(name string) (*os.File, error) {
+	fd, err := h.openRegular(name)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path.Join(h.d.root, h.relOf(name))), nil
+}
+
+func (h *Handle) openRegular(name string) (int, error) {
+	if err := h.checkName(name); err != nil {
+		return -1, err
+	}
+	fd, err := openatRetry(h.fd, name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, h.fail(name, "open", err)
+	}
+	if _, err := h.d.expect(fd, h.relOf(name), unix.S_IFREG); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// Create creates the file name in h, which must not exist, with mode perm
+// and owner uid:gid (-1 keeps the plugin's), both set through the new
+// file's descriptor, and returns it open for writing. A name already there
+// (a symlink included, never followed) is an error matching fs.ErrExist,
+// for the caller to judge.
+func (h *Handle) Create(name string, perm uint32, uid, gid int) (*os.File, error) {
+	fd, err := h.create(name, perm, uid, gid)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path.Join(h.d.root, h.relOf(name))), nil
+}
+
+func (h *Handle) create(name string, perm uint32, uid, gid int) (int, error) {
+	if err := h.checkName(name); err != nil {
+		return -1, err
+	}
+	fd, err := openatRetry(h.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return -1, h.fail(name, "create", err)
+	}
+	if err := h.setOwnerMode(fd, name, perm, uid, gid); err != nil {
+		unix.Close(fd)
+		_ = unix.Unlinkat(h.fd, name, 0)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// setOwnerMode sets what a new file or directory gets through its
+// descriptor: the owner first, since a chown clears setuid and setgid.
+func (h *Handle) setOwnerMode(fd int, name string, perm uint32, uid, gid int) error {
+	if uid >= 0 || gid >= 0 {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return &fs.PathError{Op: "chown", Path: path.Join(h.d.root, h.relOf(name)), Err: err}
+		}
+	}
+	if err := unix.Fchmod(fd, perm); err != nil {
+		return &fs.PathError{Op: "chmod", Path: path.Join(h.d.root, h.relOf(name)), Err: err}
+	}
+	return nil
+}
+
+// Mkdir makes the directory name in h with mode perm and owner uid:gid (-1
+// keeps the plugin's), set through its descriptor. A directory already there
+// is left as it is; anything else there is an error matching fs.ErrExist.
+func (h *Handle) Mkdir(name string, perm uint32, uid, gid int) error {
+	if err := h.checkName(name); err != nil {
+		return err
+	}
+	if err := unix.Mkdirat(h.fd, name, 0o700); err != nil {
+		if !errors.Is(err, unix.EEXIST) {
+			return h.fail(name, "mkdir", err)
+		}
+		if e, err := h.Lstat(name); err != nil || !e.IsDir() {
+			return h.fail(name, "mkdir", unix.EEXIST)
+		}
+		return nil
+	}
+	fd, err := openatRetry(h.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return h.fail(name, "open", err)
+	}
+	defer unix.Close(fd)
+	return h.setOwnerMode(fd, name, perm, uid, gid)
+}
+
+// Symlink makes name in h, which must not exist (else an error matching
+// fs.ErrExist), a symlink holding target, owned by uid:gid (-1 keeps the
+// plugin's). The target is never looked at.
+func (h *Handle) Symlink(target, name string, uid, gid int) error {
+	if err := h.checkName(name); err != nil {
+		return err
+	}
+	if err := unix.Symlinkat(target, h.fd, name); err != nil {
+		return h.fail(name, "symlink", err)
+	}
+	if uid >= 0 || gid >= 0 {
+		if err := unix.Fchownat(h.fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			_ = unix.Unlinkat(h.fd, name, 0)
+			return h.fail(name, "chown", err)
+		}
+	}
+	return nil
+}
+
+// maxLinkTarget bounds what a symlink may hold.
+const maxLinkTarget = 4096
+
+// Readlink reads the symlink name in h.
+func (h *Handle) Readlink(name string) (string, error) {
+	if err := h.checkName(name); err != nil {
+		return "", err
+	}
+	buf := make([]byte, maxLinkTarget+1)
+	n, err := unix.Readlinkat(h.fd, name, buf)
+	if err != nil {
+		return "", h.fail(name, "readlink", err)
+	}
+	if n > maxLinkTarget {
+		return "", h.d.tampered(h.relOf(name), "is a symlink longer than 4096 bytes")
+	}
+	return string(buf[:n]), nil
+}
+
+// Rename moves the name from to to, both in h, replacing what to names
+// unless it is a directory (an error matching unix.EISDIR when from is not
+// one) or a non-empty one.
+func (h *Handle) Rename(from, to string) error {
+	if err := h.checkName(from); err != nil {
+		return err
+	}
+	if err := h.checkName(to); err != nil {
+		return err
+	}
+	if err := unix.Renameat(h.fd, from, h.fd, to); err != nil {
+		return h.fail(to, "rename", err)
+	}
+	return nil
+}
+
+// Remove removes the name (never what a symlink there points to; not a
+// directory); a missing name is no error.
+func (h *Handle) Remove(name string) error {
+	if err := h.checkName(name); err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(h.fd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return h.fail(name, "remove", err)
+	}
+	return nil
+}
