@@ -183,7 +183,15 @@ func (a *Agent) launch() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A group of its own, so Stop can end the agent's plugins and executors too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.Addr)
+	// The agent's own temporary dir, removed with the agent's: the unix
+	// sockets of its plugins (logmon, executors, this driver) live there,
+	// and those of a plugin a test kills are never removed by their owner.
+	tmp := filepath.Join(a.dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		logf.Close()
+		return err
+	}
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.Addr, "TMPDIR="+tmp)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return err
