@@ -1,6 +1,7 @@
 package shipper
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -257,15 +258,31 @@ func recordedPID(path, command, runID string) int {
 // processAlive reports whether pid is a live helper (command) of runID: pids
 // get reused.
 func processAlive(pid int, command, runID string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	dir := "/proc/" + strconv.Itoa(pid)
+	cmdline, err := os.ReadFile(dir + "/cmdline")
 	if err != nil {
 		return false
 	}
-	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-		if i := strings.LastIndexByte(string(st), ')'); i > 0 && strings.HasPrefix(string(st[i+1:]), " Z") {
-			return false // a zombie is done
-		}
+	stat, _ := os.ReadFile(dir + "/stat")
+	exe, _ := os.Readlink(dir + "/exe")
+	self, _ := os.Executable()
+	return helperAlive(cmdline, stat, exe, self, command, runID)
+}
+
+// helperAlive is processAlive's rule, from what /proc says of the process:
+// not a zombie, and either the helper's command line, or none at all while
+// its executable is this plugin's. The latter is a helper in the middle of
+// its exec: os/exec's Start returns once the exec is past the point of no
+// return, before the kernel has set up the new command line, and a process
+// there reads as having none (a loaded machine keeps it there for a while;
+// taking it for gone started shippers over and over, then failed the task).
+func helperAlive(cmdline, stat []byte, exe, self, command, runID string) bool {
+	if i := bytes.LastIndexByte(stat, ')'); i > 0 && bytes.HasPrefix(stat[i+1:], []byte(" Z")) {
+		return false // a zombie is done
 	}
-	args := strings.Split(string(b), "\x00")
-	return len(args) > 1 && args[1] == command && strings.Contains(string(b), "\x00"+runID+"\x00")
+	if len(cmdline) == 0 {
+		return exe != "" && exe == self
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	return len(args) > 1 && args[1] == command && strings.Contains(string(cmdline), "\x00"+runID+"\x00")
 }

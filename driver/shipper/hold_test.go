@@ -180,3 +180,30 @@ func openedHere(path string) int {
 	}
 	return n
 }
+
+// A helper is told alive by its command line, and in the middle of its exec,
+// when the kernel shows no command line yet, by its executable: taking that
+// moment for its death made the driver start shippers over and over on a
+// loaded machine and fail the task.
+func TestHelperAlive(t *testing.T) {
+	const self, run = "/opt/nomad/plugins/agentkernel-pool", "abc-1"
+	shipper := []byte(self + "\x00" + ShipCommand + "\x00-run\x00" + run + "\x00")
+	running, zombie := []byte("42 (agentkernel-poo) S 1 42"), []byte("42 (agentkernel-poo) Z 1 42")
+	for _, c := range []struct {
+		name          string
+		cmdline, stat []byte
+		exe           string
+		want          bool
+	}{
+		{"the helper", shipper, running, self, true},
+		{"another run's helper", []byte(self + "\x00" + ShipCommand + "\x00-run\x00abc-2\x00"), running, self, false},
+		{"a zombie", shipper, zombie, self, false},
+		{"mid-exec: no command line yet, this plugin's executable", nil, running, self, true},
+		{"no command line, another executable", nil, running, "/usr/bin/other", false},
+		{"no command line, no executable (a kernel thread, an exiting process)", nil, running, "", false},
+	} {
+		if got := helperAlive(c.cmdline, c.stat, c.exe, self, ShipCommand, run); got != c.want {
+			t.Errorf("%s: alive %v, want %v", c.name, got, c.want)
+		}
+	}
+}
