@@ -312,6 +312,13 @@ func TestClaimConfirmsWhenWatchFails(t *testing.T) {
 		t.Fatalf("claim with a vanished first candidate: %+v, %v", c, err)
 	}
 
+	// The vanished candidate's record goes in the background; counted
+	// below, its removal would pass for the record given back.
+	waitFor(t, 5*time.Second, "the vanished candidate's record removed", func() bool {
+		_, ok := srv.Vars(claimRoot)[ClaimPath("py", gone)]
+		return !ok
+	})
+
 	// Now the read-back fails too (503).
 	srv.Inject(pooltest.Fault{Method: http.MethodGet, Path: "/v1/allocations", Status: 503})
 	before := len(srv.Vars(claimRoot))
