@@ -50,6 +50,7 @@ type inventory struct {
 	reserved      map[string]bool      // allocation IDs a local Claim is trying right now
 	busy          map[string]bool      // job IDs a removal is working on
 	warmBefore    map[string]bool      // job IDs that were warm at the last rebuild
+	measured      map[string]bool      // job IDs whose warm-up was learned (once: observer.go)
 	orphans       []*instance          // children of pools not configured here
 	prepared      map[string]bool      // allocation IDs Prepare succeeded for
 	readySince    map[string]time.Time // allocation IDs whose task runs: first seen so
@@ -68,6 +69,7 @@ func newInventory() inventory {
 		reserved:      map[string]bool{},
 		busy:          map[string]bool{},
 		warmBefore:    map[string]bool{},
+		measured:      map[string]bool{},
 		prepared:      map[string]bool{},
 		readySince:    map[string]time.Time{},
 		preparing:     map[string]bool{},
@@ -319,6 +321,11 @@ func (m *Manager) rebuildLocked() {
 			p := m.pools[in.pool]
 			if !inv.warmBefore[id] {
 				p.resetFailures() // a new warm instance: the template works
+			}
+			if !inv.measured[id] {
+				// Once per instance: one that turns warm again (prepared
+				// anew, a claim given back) has not warmed up again.
+				inv.measured[id] = true
 				m.warmedUpLocked(p, in)
 			}
 			if !inv.reserved[in.allocID] && !inv.busy[id] && (p.tmpl == nil || p.tmpl.hash == in.hash) {
@@ -336,6 +343,11 @@ func (m *Manager) rebuildLocked() {
 		}
 	}
 	inv.warmBefore = warmNow
+	for id := range inv.measured {
+		if !seen[id] {
+			delete(inv.measured, id)
+		}
+	}
 	for id := range inv.readySince {
 		if !running[id] {
 			delete(inv.readySince, id)

@@ -249,3 +249,36 @@ func TestUnpreparedOldInstanceNotTimedOut(t *testing.T) {
 		t.Errorf("counted as a failure: %+v", s)
 	}
 }
+
+// warmups counts the warm-ups an Observer is told of.
+type warmups struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (w *warmups) WarmedUp(string, time.Duration) { w.mu.Lock(); w.n++; w.mu.Unlock() }
+func (w *warmups) Dispatched(string, error)       {}
+func (w *warmups) Purged(string, error)           {}
+func (w *warmups) count() int                     { w.mu.Lock(); defer w.mu.Unlock(); return w.n }
+
+// An instance that turns warm again (prepared anew after its launch session
+// was lost) has not warmed up again: a second sample, its whole age since the
+// dispatch, would pass for a long warm-up and push a demand pool's target up.
+func TestWarmupLearnedOncePerInstance(t *testing.T) {
+	seen := &warmups{}
+	m, _ := fakeManager(t, func(m *Manager) {
+		m.prepare = func(context.Context, WarmAlloc) error { return nil }
+		m.observer = seen
+	}, Config{Name: "py", Size: 1, Max: 3})
+	waitFor(t, 10*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
+	if n := seen.count(); n != 1 {
+		t.Fatalf("%d warm-ups learned, want 1", n)
+	}
+	w := m.Warm()[0]
+	m.Unprepare(w.AllocID)
+	waitFor(t, 5*time.Second, "starting again", func() bool { return m.Stats()["py"].Warm == 0 })
+	waitFor(t, 5*time.Second, "warm again", func() bool { return m.Stats()["py"].Warm == 1 })
+	if n := seen.count(); n != 1 {
+		t.Errorf("%d warm-ups learned after the instance was prepared anew, want 1", n)
+	}
+}
