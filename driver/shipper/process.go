@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,7 +74,7 @@ func follow(ctx context.Context, job Job) (sandbox.ExitStatus, error) {
 				return st, nil
 			}
 			if starts >= maxShipperStarts {
-				return sandbox.ExitStatus{}, fmt.Errorf("output shipper of run %s exited %d times before the run ended (see %s.shipper.log)", job.RunID, starts, job.Offsets)
+				return sandbox.ExitStatus{}, fmt.Errorf("output shipper of run %s exited %d times before the run ended%s (see %s.shipper.log)", job.RunID, starts, lastWords(job.Offsets+".shipper.log"), job.Offsets)
 			}
 			// The holder first: from now on a shipper's death does not end the
 			// logs. Without one (no reader: logmon gone) the shipper still runs:
@@ -102,6 +103,29 @@ func follow(ctx context.Context, job Job) (sandbox.ExitStatus, error) {
 			return sandbox.ExitStatus{}, err
 		}
 	}
+}
+
+// lastWords is ": " and the last line of a helper's log (what it said before
+// it exited), or nothing. The log is the plugin's own file in the task's
+// private dir; it is read without following a symlink, its last 1 KiB only.
+func lastWords(path string) string {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	const tail = 1 << 10
+	b := make([]byte, tail)
+	n, _ := f.ReadAt(b, max(fi.Size()-tail, 0))
+	lines := strings.Split(strings.TrimSpace(string(b[:n])), "\n")
+	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
+		return ": " + last
+	}
+	return ""
 }
 
 // Stop ends a task's shipper and its log holder, if they run.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -89,5 +90,35 @@ func TestShipperProcessShipsRunOutput(t *testing.T) {
 	}
 	if pid := holderPID(job); pid != 0 {
 		t.Errorf("log holder %d still runs after its run was shipped", pid)
+	}
+}
+
+// A shipper that cannot do its work is started again a few times, then the
+// run is given up with what the shipper said last, so the task's event
+// names the cause.
+func TestShipperThatKeepsFailingSaysWhy(t *testing.T) {
+	dir := t.TempDir()
+	ref := sandbox.Ref{AllocID: "b2000000-0000-0000-0000-000000000000", Task: "sandbox", HostAllocDir: filepath.Join(dir, "sandbox-alloc")}
+	const runID = "ship2"
+	if err := os.MkdirAll(ref.RunDir(runID), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ref.RunDir(runID), "pid"), []byte("999999998 999999999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Directories where the task's log FIFOs should be: nothing a shipper
+	// can write to.
+	job := Job{Ref: ref, RunID: runID, Stdout: filepath.Join(dir, "stdout.fifo"), Stderr: filepath.Join(dir, "stderr.fifo"),
+		Offsets: filepath.Join(dir, "offsets")}
+	for _, p := range []string{job.Stdout, job.Stderr} {
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, err := Run(ctx, job)
+	if err == nil || !strings.Contains(err.Error(), "exited 5 times") || !strings.Contains(err.Error(), "stdout.fifo") {
+		t.Fatalf("Run = %v; want the shipper given up, saying what it could not open", err)
 	}
 }
