@@ -136,6 +136,16 @@ func (e *env) start(tc *drivers.TaskConfig) *drivers.TaskHandle {
 	return resp.Handle
 }
 
+// state is the driver state a task handle carries.
+func (e *env) state(h *drivers.TaskHandle) driverState {
+	e.t.Helper()
+	var st driverState
+	if err := json.Unmarshal(h.DriverState, &st); err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
 func (e *env) wait(id string) *drivers.WaitTaskResponse {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -356,11 +366,7 @@ func TestSandboxKilledFromOutsideFailsTask(t *testing.T) {
 	e := newEnv(t)
 	e.configure(e.devPool())
 	tc := e.taskConfig("idle", map[string]any{"pool": "dev"}, nil)
-	h := e.start(tc)
-	var st driverState
-	if err := json.Unmarshal(h.DriverState, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := e.state(e.start(tc))
 	e.runner.kill(st.Claim.AllocID)
 	r := e.wait(tc.Id)
 	if r.Result.GetExitCode() == 0 || !strings.Contains(r.Err, "stopped from outside") {
@@ -509,10 +515,7 @@ func TestRecoverWithSandboxGoneFails(t *testing.T) {
 	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
 	h := e.start(tc)
 	_ = e.drv.Shutdown(context.Background())
-	var st driverState
-	if err := json.Unmarshal(h.DriverState, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := e.state(h)
 	if err := os.RemoveAll(st.HostAllocDir); err != nil { // the sandbox was purged while the plugin was down
 		t.Fatal(err)
 	}
@@ -533,10 +536,7 @@ func TestRecoverTamperedEndsWithReason(t *testing.T) {
 	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
 	h := e.start(tc)
 	_ = e.drv.Shutdown(context.Background())
-	var st driverState
-	if err := json.Unmarshal(h.DriverState, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := e.state(h)
 	runs := filepath.Join(st.HostAllocDir, "alloc", ".agentkernel")
 	if err := os.Rename(runs, runs+".old"); err != nil {
 		t.Fatal(err)
