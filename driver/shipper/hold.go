@@ -264,8 +264,11 @@ func processAlive(pid int, command, runID string) bool {
 		return false
 	}
 	stat, _ := os.ReadFile(dir + "/stat")
-	exe, _ := os.Readlink(dir + "/exe")
-	self, _ := os.Executable()
+	var exe, self string
+	if len(cmdline) == 0 { // only then does the executable tell
+		exe, _ = os.Readlink(dir + "/exe")
+		self, _ = os.Executable()
+	}
 	return helperAlive(cmdline, stat, exe, self, command, runID)
 }
 
