@@ -49,11 +49,9 @@ type inventory struct {
 	removedJobs   map[string]uint64    // our purges, until the job list reaches them
 	reserved      map[string]bool      // allocation IDs a local Claim is trying right now
 	busy          map[string]bool      // job IDs a removal is working on
-	warmBefore    map[string]bool      // job IDs that were warm at the last rebuild
-	measured      map[string]bool      // job IDs whose warm-up was learned (once: observer.go)
+	warmSeen      map[string]bool      // job IDs seen warm (a new one: the template works; its warm-up learned)
 	orphans       []*instance          // children of pools not configured here
 	prepared      map[string]bool      // allocation IDs Prepare succeeded for
-	readySince    map[string]time.Time // allocation IDs whose task runs: first seen so
 	preparing     map[string]bool      // allocation IDs a Prepare call is working on
 	prepRetry     map[string]prepRetry // allocation IDs whose Prepare backs off
 }
@@ -68,10 +66,8 @@ func newInventory() inventory {
 		removedJobs:   map[string]uint64{},
 		reserved:      map[string]bool{},
 		busy:          map[string]bool{},
-		warmBefore:    map[string]bool{},
-		measured:      map[string]bool{},
+		warmSeen:      map[string]bool{},
 		prepared:      map[string]bool{},
-		readySince:    map[string]time.Time{},
 		preparing:     map[string]bool{},
 		prepRetry:     map[string]prepRetry{},
 	}
@@ -281,10 +277,8 @@ func (m *Manager) rebuildLocked() {
 		views[name] = &poolView{}
 	}
 	inv.orphans = inv.orphans[:0]
-	warmNow := map[string]bool{}
 	seen := map[string]bool{} // jobs whose live allocations are accounted for
 	ready := map[string]bool{}
-	running := map[string]bool{} // allocation IDs whose task runs, prepared or not
 	for id, j := range inv.jobs {
 		if j.ParentID == "" {
 			continue
@@ -294,12 +288,6 @@ func (m *Manager) rebuildLocked() {
 		}
 		seen[id] = true
 		in := classify(j, inv.allocs[id], claims)
-		if in.state == stateWarm {
-			running[in.allocID] = true
-			if _, ok := inv.readySince[in.allocID]; !ok {
-				inv.readySince[in.allocID] = time.Now()
-			}
-		}
 		if in.state == stateWarm && m.prepare != nil {
 			ready[in.allocID] = true
 			if !inv.prepared[in.allocID] {
@@ -317,15 +305,13 @@ func (m *Manager) rebuildLocked() {
 			v.counts.Starting++
 		case stateWarm:
 			v.counts.Warm++
-			warmNow[id] = true
 			p := m.pools[in.pool]
-			if !inv.warmBefore[id] {
-				p.resetFailures() // a new warm instance: the template works
-			}
-			if !inv.measured[id] {
+			if !inv.warmSeen[id] {
 				// Once per instance: one that turns warm again (prepared
-				// anew, a claim given back) has not warmed up again.
-				inv.measured[id] = true
+				// anew, a claim given back) proves nothing new of the
+				// template and has not warmed up again.
+				inv.warmSeen[id] = true
+				p.resetFailures() // a new warm instance: the template works
 				m.warmedUpLocked(p, in)
 			}
 			if !inv.reserved[in.allocID] && !inv.busy[id] && (p.tmpl == nil || p.tmpl.hash == in.hash) {
@@ -342,15 +328,9 @@ func (m *Manager) rebuildLocked() {
 			}
 		}
 	}
-	inv.warmBefore = warmNow
-	for id := range inv.measured {
+	for id := range inv.warmSeen {
 		if !seen[id] {
-			delete(inv.measured, id)
-		}
-	}
-	for id := range inv.readySince {
-		if !running[id] {
-			delete(inv.readySince, id)
+			delete(inv.warmSeen, id)
 		}
 	}
 	for id := range inv.prepared {

@@ -40,8 +40,8 @@ func (m *Manager) warmedUpLocked(p *pool, in *instance) {
 
 // logWarmupLocked says at debug level where an instance's warm-up went, each
 // step counted from its dispatch: placed (the allocation made), started (the
-// client's Started event of the pool's task), seen (this Manager's lists show
-// the task running) and warm (prepared: the launch path is open).
+// client's Started event of the pool's task) and warm (seen running and
+// prepared; the "prepared warm allocation" line says how long Prepare took).
 func (m *Manager) logWarmupLocked(in *instance, took time.Duration) {
 	if !m.log.IsDebug() {
 		return
@@ -67,5 +67,5 @@ func (m *Manager) logWarmupLocked(in *instance, took time.Duration) {
 		}
 	}
 	m.log.Debug("warm instance warmed up", "pool", in.pool, "job_id", in.jobID, "alloc_id", in.allocID,
-		"placed", since(placed), "started", since(started), "seen", since(m.inv.readySince[in.allocID]), "warm", took.Round(time.Millisecond).String())
+		"placed", since(placed), "started", since(started), "warm", took.Round(time.Millisecond).String())
 }
