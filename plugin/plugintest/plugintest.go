@@ -125,8 +125,15 @@ func HandshakeEnv() []string {
 func ReadHandshake(ctx context.Context, path string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
+	// The plugin is killed once it has answered, so its socket is never
+	// removed by its owner: it goes with a temporary dir of its own.
+	tmp, err := os.MkdirTemp("", "plugintest-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
 	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = append(os.Environ(), HandshakeEnv()...)
+	cmd.Env = append(os.Environ(), append(HandshakeEnv(), "TMPDIR="+tmp)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return "", err
