@@ -63,7 +63,9 @@ plugin "agentkernel-pool" {
 EOF
 
 echo "==> starting a Nomad dev agent on $NOMAD_ADDR (log: $work/agent.log)"
-setsid "$nomad_bin" agent -dev -config="$work/agent.hcl" >"$work/agent.log" 2>&1 &
+# TMPDIR inside $work: the unix sockets of the agent's plugins go with it.
+mkdir -p "$work/tmp"
+TMPDIR="$work/tmp" setsid "$nomad_bin" agent -dev -config="$work/agent.hcl" >"$work/agent.log" 2>&1 &
 agent_pid=$!
 
 attr() { "$nomad_bin" node status -self -verbose 2>/dev/null | awk -v k="$1" '$1 == k {print $3}'; }
