@@ -144,18 +144,10 @@ func (h *Handle) ReadDir() ([]Entry, error) {
 	return out, nil
 }
 
-// Open opens the regular file name in h for reading, as Dir.OpenFile does:
-// O_NONBLOCK so a FIFO cannot hang the open, then fstat refuses anything
-// but a regular file, and one with a second name unless hard links are
-// accepted.
-func (h *Handle) Open(name string) (*os.File, error) {
-	fd, err := h.openRegular(name)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), path.Join(h.d.root, h.relOf(name))), nil
-}
-
+// openRegular opens the regular file name in h for reading, as Dir.OpenFile
+// does: O_NONBLOCK so a FIFO cannot hang the open, then fstat refuses
+// anything but a regular file, and one with a second name unless hard links
+// are accepted.
 func (h *Handle) openRegular(name string) (int, error) {
 	if err := h.checkName(name); err != nil {
 		return -1, err
@@ -171,19 +163,11 @@ func (h *Handle) openRegular(name string) (int, error) {
 	return fd, nil
 }
 
-// Create creates the file name in h, which must not exist, with mode perm
+// create creates the file name in h, which must not exist, with mode perm
 // and owner uid:gid (-1 keeps the plugin's), both set through the new
 // file's descriptor, and returns it open for writing. A name already there
 // (a symlink included, never followed) is an error matching fs.ErrExist,
 // for the caller to judge.
-func (h *Handle) Create(name string, perm uint32, uid, gid int) (*os.File, error) {
-	fd, err := h.create(name, perm, uid, gid)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), path.Join(h.d.root, h.relOf(name))), nil
-}
-
 func (h *Handle) create(name string, perm uint32, uid, gid int) (int, error) {
 	if err := h.checkName(name); err != nil {
 		return -1, err
