@@ -509,13 +509,19 @@ func TestRecoverWhileConfigUnusable(t *testing.T) {
 	}
 }
 
-func TestRecoverWithSandboxGoneFails(t *testing.T) {
+// startedThenPluginGone starts a task with a command on a dev pool, then
+// shuts the plugin down: the handle and its state are what Nomad keeps.
+func startedThenPluginGone(t *testing.T) (*env, *drivers.TaskHandle, driverState) {
+	t.Helper()
 	e := newEnv(t)
 	e.configure(e.devPool())
-	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
-	h := e.start(tc)
+	h := e.start(e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil))
 	_ = e.drv.Shutdown(context.Background())
-	st := e.state(h)
+	return e, h, e.state(h)
+}
+
+func TestRecoverWithSandboxGoneFails(t *testing.T) {
+	e, h, st := startedThenPluginGone(t)
 	if err := os.RemoveAll(st.HostAllocDir); err != nil { // the sandbox was purged while the plugin was down
 		t.Fatal(err)
 	}
@@ -531,12 +537,7 @@ func TestRecoverWithSandboxGoneFails(t *testing.T) {
 // was down) is found out at recovery: the task is recovered only to end with
 // an event naming the tampering, and Destroy purges the sandbox.
 func TestRecoverTamperedEndsWithReason(t *testing.T) {
-	e := newEnv(t)
-	e.configure(e.devPool())
-	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
-	h := e.start(tc)
-	_ = e.drv.Shutdown(context.Background())
-	st := e.state(h)
+	e, h, st := startedThenPluginGone(t)
 	runs := filepath.Join(st.HostAllocDir, "alloc", ".agentkernel")
 	if err := os.Rename(runs, runs+".old"); err != nil {
 		t.Fatal(err)
@@ -555,7 +556,7 @@ func TestRecoverTamperedEndsWithReason(t *testing.T) {
 	if _, err := e2.c.Driver.RecoverTask(context.Background(), &drivers.RecoverTaskRequest{Handle: h}); err != nil {
 		t.Fatalf("RecoverTask: %v", err)
 	}
-	r := e2.wait(tc.Id)
+	r := e2.wait(h.Config.Id)
 	if r.Result.GetExitCode() == 0 || !strings.Contains(r.Err, "tampered with") {
 		t.Errorf("want a failure naming the tampering, got %+v", r)
 	}
@@ -567,7 +568,7 @@ func TestRecoverTamperedEndsWithReason(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("no event naming the tampering")
 	}
-	if _, err := e2.c.Driver.DestroyTask(context.Background(), &drivers.DestroyTaskRequest{TaskId: tc.Id, Force: true}); err != nil {
+	if _, err := e2.c.Driver.DestroyTask(context.Background(), &drivers.DestroyTaskRequest{TaskId: h.Config.Id, Force: true}); err != nil {
 		t.Fatalf("DestroyTask: %v", err)
 	}
 	if !slices.Contains(e.pool.released, st.Claim.AllocID) {
