@@ -21,9 +21,14 @@ test: ## unit tests only (-short: no real agent, whether or not nomad is on PATH
 
 e2e: ## every test, with those against a real Nomad dev agent (needs nomad)
 	@command -v $(NOMAD) >/dev/null || { echo "make e2e needs nomad: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
-	NOMAD_BIN=$$(command -v $(NOMAD)) go test -count=1 -timeout 60m ./...
+	@mkdir -p $(AGENT_TMP)
+	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) go test -count=1 -timeout 60m ./...
 
 BENCH_OUT   := $(BUILD_DIR)/bench
+# Real-agent tests and benchmarks keep their agents' dirs here rather than in
+# /tmp: on ext4 without a journal, creating files where many were just deleted
+# is slow for minutes (see e2e/benchreport/notes.md).
+AGENT_TMP   := $(CURDIR)/$(BUILD_DIR)/tmp
 
 # One benchmark at a time (they share the machine): claim latency, StartTask, then
 # job start and the storm (each once: they run their own repetitions). Every step
@@ -31,13 +36,13 @@ BENCH_OUT   := $(BUILD_DIR)/bench
 bench: ## benchmarks against a real Nomad dev agent: prints the table, writes BENCHMARKS.md (needs nomad)
 	@command -v $(NOMAD) >/dev/null || { echo "make bench needs nomad: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
 	@set -o pipefail; mkdir -p $(BENCH_OUT); rm -f $(BENCH_OUT)/*.txt; status=0; \
-	export NOMAD_BIN=$$(command -v $(NOMAD)); \
+	export NOMAD_BIN=$$(command -v $(NOMAD)); mkdir -p $(AGENT_TMP); export TMPDIR=$(AGENT_TMP); \
 	go test -run '^$$' -bench Claim -benchtime 100x -timeout 30m ./pool/ 2>&1 | tee $(BENCH_OUT)/1-claim.txt || status=1; \
 	go test -run '^$$' -bench StartTaskWarm -benchtime 20x -timeout 40m ./e2e/ 2>&1 | tee $(BENCH_OUT)/2-starttask.txt || status=1; \
 	go test -run '^$$' -bench Tree -benchtime 3x -timeout 20m ./driver/taskfiles/ 2>&1 | tee $(BENCH_OUT)/2-taskfiles.txt || status=1; \
 	go test -run '^$$' -bench InSmall -benchtime 300x -timeout 20m ./driver/taskfiles/ 2>&1 | tee -a $(BENCH_OUT)/2-taskfiles.txt || status=1; \
 	go test -run '^$$' -bench 'JobStart|Storm|StepLoad|IdleTasks|MetricsOverhead' -benchtime 1x -timeout 90m ./e2e/ 2>&1 | tee $(BENCH_OUT)/3-jobs.txt || status=1; \
-	go run ./e2e/benchreport -nomad "$$NOMAD_BIN" -o BENCHMARKS.md $(BENCH_OUT)/*.txt || status=1; \
+	go run ./e2e/benchreport -nomad "$$NOMAD_BIN" -notes e2e/benchreport/notes.md -o BENCHMARKS.md $(BENCH_OUT)/*.txt || status=1; \
 	exit $$status
 
 dev: build ## run a Nomad dev agent with the plugin, a warm pool and an example sandbox job

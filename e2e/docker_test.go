@@ -47,13 +47,13 @@ func dockerReady() string {
 		}}}
 	resp, err := c.Get("http://docker/info")
 	if err != nil {
-		return "no docker daemon answers on /var/run/docker.sock (start dockerd: ../shared/RUNTIMES.md)"
+		return "no docker daemon answers on /var/run/docker.sock (start dockerd; example/pools/docker-gvisor.nomad.hcl says how)"
 	}
 	defer resp.Body.Close()
 	var b bytes.Buffer
 	_, _ = b.ReadFrom(resp.Body)
 	if !strings.Contains(b.String(), `"runsc"`) {
-		return "dockerd has no runsc runtime (register /usr/bin/runsc in /etc/docker/daemon.json: ../shared/RUNTIMES.md)"
+		return "dockerd has no runsc runtime (register /usr/bin/runsc in /etc/docker/daemon.json; example/pools/docker-gvisor.nomad.hcl says how)"
 	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		return "no /bin/busybox to build the test image from (apt-get install busybox-static)"

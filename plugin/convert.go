@@ -14,7 +14,8 @@ import (
 
 // This file is the one place where wire messages and the plain types of
 // driver.go meet. Every message the client dereferences without a nil check
-// (spec §5.14) is always filled here.
+// (the client reads TaskHandle, its Config and their resources unchecked)
+// is always filled here.
 
 func agentConfigFromProto(c *base.NomadConfig) *AgentConfig {
 	if c == nil {

@@ -20,7 +20,8 @@ func mustHex(t *testing.T, s string) []byte {
 	return b
 }
 
-// Golden vectors from the protocol spec §5.13, produced by Nomad's encoder.
+// Golden vectors produced by Nomad's msgpack encoder (the client encodes a
+// task's config with its codec handle, which writes structs as maps).
 
 type healthConfig struct {
 	Enabled  bool   `codec:"enabled"`

@@ -1,13 +1,3 @@
-// Package pool keeps per-node pools of pre-warmed Nomad allocations and hands
-// them out atomically.
-//
-// For every configured pool the Manager registers one parameterized batch job
-// pinned to its node (the warm template), dispatches children of it until
-// `size` of them are warm, and claims a warm child by creating a Nomad
-// Variable with check-and-set index 0. Counts come from Nomad (jobs,
-// allocations and claim variables, watched with blocking queries), so they
-// are exact after a restart. The package only talks to the Nomad HTTP API
-// through github.com/hashicorp/nomad/api and can be used without the driver.
 package pool
 
 import (

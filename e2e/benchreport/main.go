@@ -26,7 +26,16 @@ import (
 func main() {
 	out := flag.String("o", "BENCHMARKS.md", "markdown file to write")
 	nomad := flag.String("nomad", envOr("NOMAD_BIN", "nomad"), "nomad binary, for its version")
+	notesFile := flag.String("notes", "", "markdown file whose text goes under the header (what to know about the machine)")
 	flag.Parse()
+	var notes []byte
+	if *notesFile != "" {
+		var err error
+		if notes, err = os.ReadFile(*notesFile); err != nil {
+			fmt.Fprintf(os.Stderr, "benchreport: -notes: %v\n", err)
+			os.Exit(1)
+		}
+	}
 	r := results{metrics: map[string]map[string]float64{}}
 	for _, f := range flag.Args() {
 		if err := r.parseFile(f); err != nil {
@@ -34,7 +43,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	md := render(&r, *nomad)
+	md := render(&r, *nomad, string(notes))
 	fmt.Print(md)
 	if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "benchreport: %v\n", err)
@@ -130,7 +139,7 @@ func (r *results) has(family string) bool {
 // (go test prints nothing for a skipped benchmark without -v).
 var expected = []string{"BenchmarkJobStart", "BenchmarkJobStartGVisor", "BenchmarkStorm", "BenchmarkStepLoad", "BenchmarkIdleTasks", "BenchmarkClaim", "BenchmarkStartTaskWarm", "BenchmarkMetricsOverhead"}
 
-func render(r *results, nomad string) string {
+func render(r *results, nomad, notes string) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("# Benchmarks\n\n")
@@ -142,6 +151,9 @@ func render(r *results, nomad string) string {
 	w("| Nomad | %s |\n", firstLine(run(nomad, "version")))
 	w("| Go | %s |\n", runtime.Version())
 	w("| commit | %s |\n\n", commit())
+	if notes = strings.TrimSpace(notes); notes != "" {
+		w("%s\n\n", notes)
+	}
 
 	var execRuns, gvisorRuns []string
 	for _, l := range r.perRun {
