@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ func newManager(t *testing.T, srv *pooltest.Server, tweak func(*Manager), cfgs .
 			cfgs[i].Jobspec = jobspecFile(t, "job \"x\" {}\n")
 		}
 	}
+	mark := markLeaks()
 	m, err := New(Options{
 		Client: srv.Client(), NodeID: pooltest.NodeID, Pools: cfgs,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "pool", Level: hclog.Debug, Output: tbWriter{t}}),
@@ -47,7 +49,7 @@ func newManager(t *testing.T, srv *pooltest.Server, tweak func(*Manager), cfgs .
 	}
 	t.Cleanup(func() {
 		m.Stop()
-		noLeaks(t)
+		noLeaks(t, mark)
 	})
 	return m
 }
@@ -62,18 +64,63 @@ func jobspecFile(t *testing.T, body string) string {
 	return p
 }
 
-// noLeaks fails when a goroutine of a Manager outlives Stop.
-func noLeaks(t testing.TB) {
+// leakMark is taken when a test creates its Manager: goroutines that
+// existed before it (a failed earlier test's, for instance) are not that
+// test's to answer for.
+type leakMark int64
+
+// markLeaks returns the mark for noLeaks: the highest goroutine id now (ids
+// only grow, so every goroutine started later has a higher one).
+func markLeaks() leakMark {
+	var top int64
+	for _, g := range goroutines() {
+		top = max(top, g.id)
+	}
+	return leakMark(top)
+}
+
+type goroutineStack struct {
+	id    int64
+	stack string
+}
+
+// goroutines lists every goroutine with its stack.
+func goroutines() []goroutineStack {
+	buf := make([]byte, 4<<20)
+	all := string(buf[:runtime.Stack(buf, true)])
+	var out []goroutineStack
+	for _, s := range strings.Split(all, "\n\n") {
+		rest, ok := strings.CutPrefix(s, "goroutine ")
+		if !ok {
+			continue
+		}
+		idText, _, _ := strings.Cut(rest, " ")
+		id, err := strconv.ParseInt(idText, 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, goroutineStack{id: id, stack: s})
+	}
+	return out
+}
+
+// noLeaks fails when a goroutine of a Manager started after mark outlives
+// Stop.
+func noLeaks(t testing.TB, mark leakMark) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		buf := make([]byte, 1<<20)
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		if !strings.Contains(stacks, "pool.(*Manager)") {
+		var left []string
+		for _, g := range goroutines() {
+			if g.id > int64(mark) && strings.Contains(g.stack, "pool.(*Manager)") {
+				left = append(left, g.stack)
+			}
+		}
+		if len(left) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("goroutines of the pool manager still running after Stop:\n%s", stacks)
+			t.Errorf("goroutines of this test's pool manager still running after Stop:\n%s", strings.Join(left, "\n\n"))
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

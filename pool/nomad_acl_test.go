@@ -11,8 +11,10 @@ import (
 )
 
 // TestNomadACL runs the pool on an ACL-enabled agent with a token that holds
-// only the project's least-privilege policy (example/acl.hcl): templates,
-// dispatch, inventory, claim, release, reconcile and status all work.
+// only the project's least-privilege policy (example/acl.hcl), its warm jobs
+// in the namespace the policy names (as README's install steps say):
+// templates, dispatch, inventory, claim, release, reconcile and status all
+// work.
 func TestNomadACL(t *testing.T) {
 	rules, err := os.ReadFile("../example/acl.hcl")
 	if err != nil {
@@ -20,6 +22,10 @@ func TestNomadACL(t *testing.T) {
 	}
 	a := nomadtest.Start(t, nomadtest.Options{ACL: true})
 	c := ctx(t, 30*time.Second)
+	const ns = "agentkernel-pool" // the namespace example/acl.hcl grants rights in
+	if _, err := a.Client.Namespaces().Register(&api.Namespace{Name: ns}, (&api.WriteOptions{}).WithContext(c)); err != nil {
+		t.Fatalf("create namespace %s: %v", ns, err)
+	}
 	if _, err := a.Client.ACLPolicies().Upsert(&api.ACLPolicy{Name: "agentkernel-pool", Rules: string(rules)},
 		(&api.WriteOptions{}).WithContext(c)); err != nil {
 		t.Fatalf("apply policy: %v", err)
@@ -33,7 +39,7 @@ func TestNomadACL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := clientManager(t, client, a.NodeID, Config{Name: "acl", Jobspec: rawExecJobspec(t, "3600"), Size: 2, Max: 3})
+	m := namespaceManager(t, client, a.NodeID, ns, Config{Name: "acl", Jobspec: rawExecJobspec(t, "3600"), Size: 2, Max: 3})
 	waitFor(t, time.Minute, "2 warm", func() bool { return m.Stats()["acl"].Warm == 2 })
 	if err := m.Health(); err != nil {
 		t.Fatalf("inventory with the limited token: %v", err)
@@ -59,7 +65,7 @@ func TestNomadACL(t *testing.T) {
 	if err := m.Release(ctx(t, 30*time.Second), cl); err != nil {
 		t.Fatalf("release: %v", err)
 	}
-	st, err := Status(ctx(t, 10*time.Second), client, "")
+	st, err := Status(ctx(t, 10*time.Second), client, ns)
 	if err != nil || len(st) != 1 || st[0].Pool != "acl" {
 		t.Fatalf("status with the limited token: %+v, %v", st, err)
 	}

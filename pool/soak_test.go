@@ -41,6 +41,7 @@ func TestSoakClaimRelease(t *testing.T) {
 	t.Cleanup(func() { purgeAll(t, a, name) }) // after the Manager stops
 	// Warnings only: per-claim debug logging through t.Log would be the biggest
 	// allocation in the process and skew the figures.
+	mark := markLeaks()
 	m, err := New(Options{Client: a.Client, NodeID: a.NodeID, Pools: []Config{{Name: name, Jobspec: rawExecJobspec(t, "3600"), Size: size, Max: size + 5}},
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "pool", Level: hclog.Warn, Output: tbWriter{t}})})
 	if err != nil {
@@ -49,7 +50,7 @@ func TestSoakClaimRelease(t *testing.T) {
 	if err := m.Start(ctx(t, 30*time.Second)); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	t.Cleanup(func() { m.Stop(); noLeaks(t) })
+	t.Cleanup(func() { m.Stop(); noLeaks(t, mark) })
 	waitFor(t, 2*time.Minute, "pool warm", func() bool { s := m.Stats()[name]; return s.Warm == size && s.Starting == 0 })
 
 	type sample struct {
