@@ -78,6 +78,13 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		d.emit(cfg, fmt.Sprintf("Task user %q not used: the command runs as sandbox %s's user, set in pool %s's warm template", cfg.User, short(claim.AllocID), tc.Pool), nil)
 	}
 	crashAfterClaim()
+	// The hand-out mark, on the host, before anything of the task enters
+	// the sandbox: a plugin restarted before the claim's record lands
+	// never hands this sandbox out again (claim.go).
+	hostAllocDir := filepath.Join(filepath.Dir(cfg.AllocDir), claim.AllocID)
+	if err := (sandbox.Ref{AllocID: claim.AllocID, HostAllocDir: hostAllocDir}).Mark(); err != nil {
+		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in pool %q: %w", tc.Pool, err))
+	}
 
 	h := &taskHandle{
 		cfg:   cfg,
@@ -86,7 +93,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		state: driverState{
 			Claim:        claimStateOf(claim),
 			Namespace:    conf.Namespace,
-			HostAllocDir: filepath.Join(filepath.Dir(cfg.AllocDir), claim.AllocID),
+			HostAllocDir: hostAllocDir,
 			RunID:        runID(cfg),
 			Command:      tc.Command != "",
 			OffsetsPath:  offsetsPath(cfg),
