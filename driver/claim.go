@@ -74,6 +74,9 @@ func (d *Driver) adopt(ctx context.Context, h *taskHandle) error {
 // claimLost ends a task whose sandbox another claimer holds.
 func (d *Driver) claimLost(ctx context.Context, h *taskHandle, b Backend, err error) {
 	ref := h.state.ref()
+	h.mu.Lock()
+	h.ending = true // the sandbox's other processes are another claimer's: never ended for this task (end.go)
+	h.mu.Unlock()
 	d.logger.Error("sandbox claimed by someone else; stopping the task's command", "task_id", h.cfg.ID, "sandbox_alloc_id", ref.AllocID, "error", err)
 	if h.state.Command {
 		sctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
