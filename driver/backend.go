@@ -121,15 +121,12 @@ func (b *nomadBackend) StartPool(ctx context.Context) (Pool, error) {
 		Client: b.client, Token: b.token, NodeID: nodeID, Namespace: b.cfg.Namespace, Pools: b.cfg.Pools,
 		Logger: b.logger.Named("pool"), OnChange: b.onChange, Observer: b.cfg.observer,
 		// A claim's record is written behind it (driver/claim.go): a
-		// sandbox with a run in it is in use, whatever the records say.
+		// sandbox handed out is in use, whatever the records say.
 		WriteBehind: true,
 		Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
 			ref := sandbox.Ref{Namespace: b.cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
 				HostAllocDir: filepath.Join(root, w.AllocID)}
-			if used, err := ref.Used(); err != nil || used {
-				if err == nil {
-					err = fmt.Errorf("%w: a run was started in sandbox %s", pool.ErrInUse, w.AllocID)
-				}
+			if err := handOutCheck(ref); err != nil {
 				return err
 			}
 			err := b.Prime(ctx, ref)

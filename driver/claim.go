@@ -6,16 +6,18 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // A warm start does not wait for its claim's record (pool write-behind,
 // pool/record.go): StartTask launches the command once the pool reserved the
-// sandbox, and the record is written meanwhile. The run dir the launch makes
-// in the sandbox is the mark a restarted plugin finds (Prepare reports the
-// sandbox in use, so it is never handed out again) until the task, recovered,
-// adopts its claim.
+// sandbox, and the record is written meanwhile. What a restarted plugin finds
+// meanwhile is the hand-out mark StartTask leaves on the host, outside
+// anything the sandbox sees (sandbox.Ref.Mark): Prepare reports the sandbox
+// in use (handOutCheck), so it is never handed out again, until the task,
+// recovered, adopts its claim.
 
 // Bounds of the backoff between two attempts to put a claim on record.
 const (
@@ -72,6 +74,9 @@ func (d *Driver) adopt(ctx context.Context, h *taskHandle) error {
 // claimLost ends a task whose sandbox another claimer holds.
 func (d *Driver) claimLost(ctx context.Context, h *taskHandle, b Backend, err error) {
 	ref := h.state.ref()
+	h.mu.Lock()
+	h.ending = true // the sandbox's other processes are another claimer's: never ended for this task (end.go)
+	h.mu.Unlock()
 	d.logger.Error("sandbox claimed by someone else; stopping the task's command", "task_id", h.cfg.ID, "sandbox_alloc_id", ref.AllocID, "error", err)
 	if h.state.Command {
 		sctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
@@ -92,4 +97,28 @@ func (h *taskHandle) poolClaim() *pool.Claim {
 		return h.claim
 	}
 	return h.state.Claim.claim()
+}
+
+// handOutCheck is Prepare's first look at a warm sandbox: one that was ever
+// handed out is in use (pool.ErrInUse: never handed out again, and retired
+// unless its claimer adopts it). The hand-out mark decides, and a run dir in
+// the sandbox counts too, though its command can hide that one. A sandbox
+// whose mark cannot be proven absent, or whose run dirs cannot be read, is
+// retired (pool.ErrUnpreparable): it is never handed out on a guess.
+func handOutCheck(ref sandbox.Ref) error {
+	marked, err := ref.Marked()
+	if err != nil {
+		return fmt.Errorf("%w: %w", pool.ErrUnpreparable, err)
+	}
+	if marked {
+		return fmt.Errorf("%w: sandbox %s: %w", pool.ErrInUse, ref.AllocID, sandbox.ErrMarked)
+	}
+	used, err := ref.Used()
+	if err != nil {
+		return fmt.Errorf("%w: look for runs in sandbox %s: %w", pool.ErrUnpreparable, ref.AllocID, err)
+	}
+	if used {
+		return fmt.Errorf("%w: a run was started in sandbox %s", pool.ErrInUse, ref.AllocID)
+	}
+	return nil
 }

@@ -58,6 +58,9 @@ type Runner interface {
 	Signal(ctx context.Context, ref sandbox.Ref, runID, sig string) error
 	Exec(ctx context.Context, ref sandbox.Ref, runID string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)
 	Cleanup(ctx context.Context, ref sandbox.Ref, runID string) error
+	// End ends the sandbox's processes the host can reach (see
+	// sandbox.Runner.End) and says how many it signalled.
+	End(ref sandbox.Ref, runID string, nsPID int) (int, error)
 	SessionInfo(allocID string) (sandbox.SessionInfo, bool)
 }
 

@@ -451,6 +451,16 @@ func TestRecoveredClaimLostStopsCommand(t *testing.T) {
 	if !slices.Contains(sigs, "SIGKILL") {
 		t.Errorf("command not killed; signals %v", sigs)
 	}
+	// The sandbox's other processes are the other claimer's: never ended.
+	if _, err := e2.c.Driver.DestroyTask(context.Background(), &drivers.DestroyTaskRequest{TaskId: tc.Id, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.runner.mu.Lock()
+	ended := slices.Clone(e.runner.ended)
+	e.runner.mu.Unlock()
+	if len(ended) != 0 {
+		t.Errorf("sandboxes %v ended for a task whose sandbox another claimer holds", ended)
+	}
 }
 
 // An agent restart while the plugin config is unusable (a pool's template

@@ -125,6 +125,8 @@ type fakeRunner struct {
 	runs      map[string]*fakeRun
 	allocGone map[string]chan struct{}
 	execs     []string // the sandbox allocation of every exec, in order
+	ended     []string // the sandbox allocation of every End, in order
+	onEnd     func(ref sandbox.Ref, runID string) (int, error)
 }
 
 func newFakeRunner() *fakeRunner {
@@ -207,6 +209,19 @@ func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd 
 }
 
 func (r *fakeRunner) Cleanup(context.Context, sandbox.Ref, string) error { return nil }
+
+// End records the sandbox it ends, and runs onEnd when set (a test's look
+// at what is done when the sandbox's processes are ended).
+func (r *fakeRunner) End(ref sandbox.Ref, runID string, nsPID int) (int, error) {
+	r.mu.Lock()
+	r.ended = append(r.ended, ref.AllocID)
+	onEnd := r.onEnd
+	r.mu.Unlock()
+	if onEnd != nil {
+		return onEnd(ref, runID)
+	}
+	return 0, nil
+}
 
 func (r *fakeRunner) SessionInfo(string) (sandbox.SessionInfo, bool) {
 	return sandbox.SessionInfo{UID: -1, GID: -1}, false

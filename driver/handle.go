@@ -28,6 +28,8 @@ type taskHandle struct {
 	exit        *plugin.ExitResult
 	completedAt time.Time
 	stopping    bool
+	ending      bool            // the sandbox is being ended for the exit: its death is no news
+	endErr      error           // why its processes could not all be ended
 	sync        *taskfiles.Sync // see files()
 	filesOut    bool            // the write-back ran
 	filesWhy    string          // why files are copied where a mount was the way

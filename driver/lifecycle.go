@@ -42,6 +42,11 @@ func (d *Driver) StopTask(ctx context.Context, taskID string, timeout time.Durat
 	h.stopping = true
 	h.mu.Unlock()
 	if !h.state.Command {
+		// What an exec left running goes first (end.go), then the copy back.
+		if err := d.endSandboxNow(h); err != nil {
+			h.setExit(plugin.ExitResult{ExitCode: 1, Err: err.Error()})
+			return nil
+		}
 		d.copyOut(h) // before the sandbox is purged
 		h.setExit(plugin.ExitResult{})
 		return nil
@@ -103,7 +108,10 @@ func (d *Driver) DestroyTask(ctx context.Context, taskID string, force bool) err
 		}
 	}
 	h.cancel()
-	if !h.state.Command {
+	// A task destroyed without a stop, or while its command runs: its
+	// sandbox's processes go before anything else (end.go).
+	endErr := d.endSandboxNow(h)
+	if !h.state.Command && endErr == nil {
 		d.copyOut(h) // an idle task destroyed without a stop
 	}
 	shipper.Stop(h.shipJob())

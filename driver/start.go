@@ -78,6 +78,13 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		d.emit(cfg, fmt.Sprintf("Task user %q not used: the command runs as sandbox %s's user, set in pool %s's warm template", cfg.User, short(claim.AllocID), tc.Pool), nil)
 	}
 	crashAfterClaim()
+	// The hand-out mark, on the host, before anything of the task enters
+	// the sandbox: a plugin restarted before the claim's record lands
+	// never hands this sandbox out again (claim.go).
+	hostAllocDir := filepath.Join(filepath.Dir(cfg.AllocDir), claim.AllocID)
+	if err := (sandbox.Ref{AllocID: claim.AllocID, HostAllocDir: hostAllocDir}).Mark(); err != nil {
+		return nil, nil, plugin.Recoverable(fmt.Errorf("start task in pool %q: %w", tc.Pool, err))
+	}
 
 	h := &taskHandle{
 		cfg:   cfg,
@@ -86,7 +93,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		state: driverState{
 			Claim:        claimStateOf(claim),
 			Namespace:    conf.Namespace,
-			HostAllocDir: filepath.Join(filepath.Dir(cfg.AllocDir), claim.AllocID),
+			HostAllocDir: hostAllocDir,
 			RunID:        runID(cfg),
 			Command:      tc.Command != "",
 			OffsetsPath:  offsetsPath(cfg),
@@ -173,6 +180,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 				// The command never started: the task fails with the
 				// reason (and is started again per its restart policy).
 				d.emit(h.cfg, upperFirst(err.Error()), map[string]string{"sandbox_alloc_id": ref.AllocID})
+				d.endSandboxNow(h)
 				h.setExit(plugin.ExitResult{ExitCode: 1, Err: err.Error()})
 				return
 			}
@@ -196,8 +204,11 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 			return
 		}
 		h.mu.Lock()
-		stopping := h.stopping
+		stopping, ending := h.stopping, h.ending
 		h.mu.Unlock()
+		if ending {
+			return // the plugin ended the sandbox; the exit is reported there
+		}
 		if stopping && !h.state.Command {
 			h.setExit(plugin.ExitResult{})
 			return
@@ -216,12 +227,18 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 	if ctx.Err() != nil {
 		return // plugin shutting down or task destroyed: the command lives on
 	}
+	// Nothing of the sandbox runs on once the exit is reported (end.go).
+	endErr := d.endSandbox(h, b)
 	if errors.Is(err, allocfs.ErrTampered) {
 		d.tampered(h, err)
 		return
 	}
 	if err != nil {
 		h.setExit(plugin.ExitResult{ExitCode: 1, Err: fmt.Sprintf("follow command in sandbox %s: %v", short(ref.AllocID), err)})
+		return
+	}
+	if endErr != nil {
+		h.setExit(plugin.ExitResult{ExitCode: max(st.Code, 1), Signal: st.Signal, Err: endErr.Error()})
 		return
 	}
 	d.copyOut(h) // before the exit is reported: poststop tasks read the results

@@ -129,6 +129,27 @@ func classify(j *api.JobListStub, allocs []*api.AllocationListStub, claims map[s
 	return in
 }
 
+// keepClaimed keeps an instance claimed while its claim lasts, though its
+// allocation has left the live list: the claimer's task ended it (the driver
+// ends every process of a sandbox when its task exits, the warm task's own
+// included) or it died under the claimer. It is the claimer's to release,
+// not a warm instance that died unclaimed: no failure of the template, and
+// no purge behind the claimer's back. Only what this process saw claimed is
+// known: after a restart such an instance counts as died unclaimed once, and
+// reconcile removes its claim.
+func (inv *inventory) keepClaimed(in *instance, claims map[string]claimRef) *instance {
+	if in.state == stateClaimed {
+		inv.claimedJobs[in.jobID] = in.allocID
+		return in
+	}
+	if allocID, ok := inv.claimedJobs[in.jobID]; ok {
+		if _, claimed := claims[allocID]; claimed {
+			in.state, in.allocID = stateClaimed, allocID
+		}
+	}
+	return in
+}
+
 // queued is how many allocations of j the scheduler could not place yet.
 func queued(j *api.JobListStub) int {
 	n := 0

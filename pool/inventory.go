@@ -50,6 +50,7 @@ type inventory struct {
 	reserved      map[string]bool      // allocation IDs a local Claim is trying right now
 	busy          map[string]bool      // job IDs a removal is working on
 	warmSeen      map[string]bool      // job IDs seen warm (a new one: the template works; its warm-up learned)
+	claimedJobs   map[string]string    // job IDs seen claimed: their claimed allocation (keepClaimed)
 	orphans       []*instance          // children of pools not configured here
 	prepared      map[string]bool      // allocation IDs Prepare succeeded for
 	preparing     map[string]bool      // allocation IDs a Prepare call is working on
@@ -67,6 +68,7 @@ func newInventory() inventory {
 		reserved:      map[string]bool{},
 		busy:          map[string]bool{},
 		warmSeen:      map[string]bool{},
+		claimedJobs:   map[string]string{},
 		prepared:      map[string]bool{},
 		preparing:     map[string]bool{},
 		prepRetry:     map[string]prepRetry{},
@@ -287,7 +289,7 @@ func (m *Manager) rebuildLocked() {
 			continue
 		}
 		seen[id] = true
-		in := classify(j, inv.allocs[id], claims)
+		in := inv.keepClaimed(classify(j, inv.allocs[id], claims), claims)
 		if in.state == stateWarm && m.prepare != nil {
 			ready[in.allocID] = true
 			if !inv.prepared[in.allocID] {
@@ -331,6 +333,11 @@ func (m *Manager) rebuildLocked() {
 	for id := range inv.warmSeen {
 		if !seen[id] {
 			delete(inv.warmSeen, id)
+		}
+	}
+	for id := range inv.claimedJobs {
+		if !seen[id] {
+			delete(inv.claimedJobs, id)
 		}
 	}
 	for id := range inv.prepared {

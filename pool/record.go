@@ -27,9 +27,10 @@ import (
 //   - in other processes, nothing needs it: candidates are this node's
 //     allocations, which only this node's Manager claims;
 //   - across a crash of this process before the write lands, the caller's
-//     own mark in the allocation (the driver's run dir, which its Prepare
-//     reports as ErrInUse, so the next Manager never hands it out) and the
-//     caller's Adopt when it recovers the claim, which writes the record.
+//     own mark of the allocation (the driver's hand-out mark, on the host
+//     outside the sandbox, which its Prepare reports as ErrInUse, so the
+//     next Manager never hands it out) and the caller's Adopt when it
+//     recovers the claim, which writes the record.
 // Write-behind is used only while the allocation watch is current: otherwise
 // Claim writes first and confirms the allocation with Nomad, as without it.
 

@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(childEnv); dir != "" {
 		os.Exit(sandboxMain(dir))
 	}
+	if role := os.Getenv(killRoleEnv); role != "" {
+		os.Exit(killChild(role))
+	}
 	os.Exit(m.Run())
 }
 

@@ -76,10 +76,11 @@ func (r Ref) RunExists(runID string) (bool, error) {
 	return r.files().Exists(runRel(runID))
 }
 
-// Used reports whether a run was ever started in the sandbox: a run dir is
-// the mark a claim leaves in it, and a sandbox is claimed at most once. The
-// run dirs are made from the host before any command of the claim runs
-// (launch.go), so what the sandbox does cannot hide the first one.
+// Used reports whether a run dir is in the sandbox: a run was started
+// there. It is the second look, beside the hand-out mark (Marked), which is
+// the one that holds: the run dirs are made from the host before any command
+// of the claim runs (launch.go), but they sit in the sandbox's alloc/, which
+// its command can rename.
 func (r Ref) Used() (bool, error) {
 	entries, err := r.files().ReadDir(path.Join("alloc", runDirName))
 	if errors.Is(err, fs.ErrNotExist) {
