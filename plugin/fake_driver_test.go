@@ -85,7 +85,7 @@ func (f *fakeDriver) task(id string) (*fakeTask, error) {
 	defer f.mu.Unlock()
 	t, ok := f.tasks[id]
 	if !ok {
-		return nil, fmt.Errorf("task %q: %w", id, plugin.ErrTaskNotFound)
+		return nil, fmt.Errorf("task not found: %q", id)
 	}
 	return t, nil
 }
