@@ -1,4 +1,7 @@
-package hclspec
+// Package hclspectest checks HCL schemas the way the Nomad client does before
+// it uses them. A schema is fixed at build time, so its check belongs in the
+// driver's tests, not in the plugin.
+package hclspectest
 
 import (
 	"errors"
@@ -6,6 +9,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/agentkernel/agentkernel-pool/hclspec"
 )
 
 // Validate checks spec against the rules the Nomad client applies when it
@@ -15,11 +20,11 @@ import (
 // specs have a nested spec. The client rejects a bad ConfigSchema by refusing to
 // start the agent and a bad TaskConfigSchema by failing every task, so drivers
 // call this from their tests. Errors name the path to the offending node.
-func Validate(spec *Spec) error {
+func Validate(spec *hclspec.Spec) error {
 	if spec == nil {
 		return errors.New("spec: nil spec (the root must be an object)")
 	}
-	if _, ok := spec.GetBlock().(*Spec_Object); !ok {
+	if _, ok := spec.GetBlock().(*hclspec.Spec_Object); !ok {
 		return fmt.Errorf("spec: the root must be an object, got %s", kind(spec))
 	}
 	var errs []error
@@ -29,7 +34,7 @@ func Validate(spec *Spec) error {
 
 // validate checks one node; implied is the Object key that names it, "" when
 // the node is not a direct child of an Object.
-func validate(s *Spec, path, implied string, errs *[]error) {
+func validate(s *hclspec.Spec, path, implied string, errs *[]error) {
 	fail := func(format string, args ...any) {
 		*errs = append(*errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 	}
@@ -38,7 +43,7 @@ func validate(s *Spec, path, implied string, errs *[]error) {
 			fail("%s spec is missing a name (only direct children of an object take the key as their name)", kindName)
 		}
 	}
-	nested := func(kindName string, n *Spec) {
+	nested := func(kindName string, n *hclspec.Spec) {
 		if n == nil {
 			fail("%s spec has no nested spec", kindName)
 			return
@@ -50,7 +55,7 @@ func validate(s *Spec, path, implied string, errs *[]error) {
 		return
 	}
 	switch b := s.GetBlock().(type) {
-	case *Spec_Object:
+	case *hclspec.Spec_Object:
 		keys := make([]string, 0, len(b.Object.GetAttributes()))
 		for k := range b.Object.GetAttributes() {
 			keys = append(keys, k)
@@ -63,35 +68,35 @@ func validate(s *Spec, path, implied string, errs *[]error) {
 			}
 			validate(b.Object.GetAttributes()[k], path+"."+k, k, errs)
 		}
-	case *Spec_Array:
+	case *hclspec.Spec_Array:
 		for i, v := range b.Array.GetValues() {
 			validate(v, fmt.Sprintf("%s[%d]", path, i), "", errs)
 		}
-	case *Spec_Attr:
+	case *hclspec.Spec_Attr:
 		needName("attribute", b.Attr.GetName())
 		if err := checkTypeExpr(b.Attr.GetType()); err != nil {
 			fail("attribute: %v", err)
 		}
-	case *Spec_BlockValue:
+	case *hclspec.Spec_BlockValue:
 		needName("block", b.BlockValue.GetName())
 		nested("block", b.BlockValue.GetNested())
-	case *Spec_BlockAttrs:
+	case *hclspec.Spec_BlockAttrs:
 		needName("block_attrs", b.BlockAttrs.GetName())
 		if err := checkTypeExpr(b.BlockAttrs.GetType()); err != nil {
 			fail("block_attrs: %v", err)
 		}
-	case *Spec_BlockList:
+	case *hclspec.Spec_BlockList:
 		needName("block_list", b.BlockList.GetName())
 		checkItems(b.BlockList.GetMinItems(), b.BlockList.GetMaxItems(), fail)
 		nested("block_list", b.BlockList.GetNested())
-	case *Spec_BlockSet:
+	case *hclspec.Spec_BlockSet:
 		needName("block_set", b.BlockSet.GetName())
 		checkItems(b.BlockSet.GetMinItems(), b.BlockSet.GetMaxItems(), fail)
 		nested("block_set", b.BlockSet.GetNested())
 		if usesAny(b.BlockSet.GetNested()) {
 			fail("block_set nests an `any` type: Nomad's HCL decoder panics on it, which kills the agent")
 		}
-	case *Spec_BlockMap:
+	case *hclspec.Spec_BlockMap:
 		needName("block_map", b.BlockMap.GetName())
 		if len(b.BlockMap.GetLabels()) == 0 {
 			fail("block_map spec needs at least one label")
@@ -105,7 +110,7 @@ func validate(s *Spec, path, implied string, errs *[]error) {
 		if usesAny(b.BlockMap.GetNested()) {
 			fail("block_map nests an `any` type: Nomad's HCL decoder panics on it, which kills the agent")
 		}
-	case *Spec_Default:
+	case *hclspec.Spec_Default:
 		if b.Default.GetPrimary() == nil {
 			fail("default spec has no primary spec")
 		} else {
@@ -116,7 +121,7 @@ func validate(s *Spec, path, implied string, errs *[]error) {
 		} else {
 			validate(b.Default.GetDefault(), path+".default", "", errs)
 		}
-	case *Spec_Literal:
+	case *hclspec.Spec_Literal:
 		if err := checkLiteral(b.Literal.GetValue()); err != nil {
 			fail("literal: %v", err)
 		}
@@ -174,27 +179,27 @@ func checkLiteral(v string) error {
 	return nil
 }
 
-func kind(s *Spec) string {
+func kind(s *hclspec.Spec) string {
 	switch s.GetBlock().(type) {
-	case *Spec_Object:
+	case *hclspec.Spec_Object:
 		return "object"
-	case *Spec_Array:
+	case *hclspec.Spec_Array:
 		return "array"
-	case *Spec_Attr:
+	case *hclspec.Spec_Attr:
 		return "attr"
-	case *Spec_BlockValue:
+	case *hclspec.Spec_BlockValue:
 		return "block"
-	case *Spec_BlockAttrs:
+	case *hclspec.Spec_BlockAttrs:
 		return "block_attrs"
-	case *Spec_BlockList:
+	case *hclspec.Spec_BlockList:
 		return "block_list"
-	case *Spec_BlockSet:
+	case *hclspec.Spec_BlockSet:
 		return "block_set"
-	case *Spec_BlockMap:
+	case *hclspec.Spec_BlockMap:
 		return "block_map"
-	case *Spec_Default:
+	case *hclspec.Spec_Default:
 		return "default"
-	case *Spec_Literal:
+	case *hclspec.Spec_Literal:
 		return "literal"
 	default:
 		return "nothing"
@@ -204,36 +209,36 @@ func kind(s *Spec) string {
 var anyType = regexp.MustCompile(`\bany\b`)
 
 // usesAny reports whether a spec's types mention `any` anywhere below it.
-func usesAny(s *Spec) bool {
+func usesAny(s *hclspec.Spec) bool {
 	if s == nil {
 		return false
 	}
 	switch b := s.GetBlock().(type) {
-	case *Spec_Object:
+	case *hclspec.Spec_Object:
 		for _, v := range b.Object.GetAttributes() {
 			if usesAny(v) {
 				return true
 			}
 		}
-	case *Spec_Array:
+	case *hclspec.Spec_Array:
 		for _, v := range b.Array.GetValues() {
 			if usesAny(v) {
 				return true
 			}
 		}
-	case *Spec_Attr:
+	case *hclspec.Spec_Attr:
 		return anyType.MatchString(b.Attr.GetType())
-	case *Spec_BlockAttrs:
+	case *hclspec.Spec_BlockAttrs:
 		return anyType.MatchString(b.BlockAttrs.GetType())
-	case *Spec_BlockValue:
+	case *hclspec.Spec_BlockValue:
 		return usesAny(b.BlockValue.GetNested())
-	case *Spec_BlockList:
+	case *hclspec.Spec_BlockList:
 		return usesAny(b.BlockList.GetNested())
-	case *Spec_BlockSet:
+	case *hclspec.Spec_BlockSet:
 		return usesAny(b.BlockSet.GetNested())
-	case *Spec_BlockMap:
+	case *hclspec.Spec_BlockMap:
 		return usesAny(b.BlockMap.GetNested())
-	case *Spec_Default:
+	case *hclspec.Spec_Default:
 		return usesAny(b.Default.GetPrimary()) || usesAny(b.Default.GetDefault())
 	}
 	return false
