@@ -5,6 +5,8 @@ BUILD_DIR   ?= build
 PLUGIN_DIR  := $(BUILD_DIR)/plugins
 NOMAD       ?= $(if $(NOMAD_BIN),$(NOMAD_BIN),nomad)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEADCODE    := golang.org/x/tools/cmd/deadcode@v0.53.0
+MODULE      := github.com/agentkernel/agentkernel-pool
 BUF         := github.com/bufbuild/buf/cmd/buf@v1.75.0
 
 .DEFAULT_GOAL := help
@@ -51,10 +53,20 @@ dev: build ## run a Nomad dev agent with the plugin, a warm pool and an example 
 proto: ## regenerate the protocol code from proto/
 	go run $(BUF) generate
 
-lint: ## gofmt, go vet, staticcheck, go mod tidy check
+# deadcode, twice: what the program never reaches from main (outside the
+# test-support packages, whose names end in "test": they exist for tests), and
+# what neither the program nor any test reaches. A finding fails lint unless
+# .deadcode-allow lists it.
+DEADCODE_FMT := {{range .Funcs}}{{$$.Path}}.{{.Name}}{{"\n"}}{{end}}
+
+lint: ## gofmt, go vet, staticcheck, deadcode, go mod tidy check
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }
 	go vet ./...
 	go run $(STATICCHECK) ./...
+	@set -o pipefail; found=$$( { go run $(DEADCODE) -f '$(DEADCODE_FMT)' ./... | sed 's#^$(MODULE)/##' | { grep -v '^[^.]*test\.' || true; }; \
+		go run $(DEADCODE) -test -f '$(DEADCODE_FMT)' ./... | sed 's#^$(MODULE)/##'; } | sort -u | \
+		{ grep -vxF -f <(grep -v '^#' .deadcode-allow | grep .) || true; } ) || { echo "deadcode failed" >&2; exit 1; }; \
+	if [ -n "$$found" ]; then echo "$$found"; echo "deadcode: nothing calls the functions above: delete them, or move what only tests use into a test file or a *test package" >&2; exit 1; fi
 	@go mod tidy; if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changed go.mod/go.sum" >&2; git diff -- go.mod go.sum; exit 1; fi
 
 clean: ## remove build output

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/hclspec/hclspectest"
 )
 
 func TestConfigValidationNamesPoolAndField(t *testing.T) {
@@ -120,12 +120,12 @@ func TestTokenNeverInErrors(t *testing.T) {
 }
 
 // TestSchemasAreValid: Nomad rejecting (or panicking on) a schema stops the agent
-// or fails every task, so both schemas must pass hclspec's checks.
+// or fails every task, so both schemas must pass hclspectest.Validate.
 func TestSchemasAreValid(t *testing.T) {
-	if err := hclspec.Validate(configSpec); err != nil {
+	if err := hclspectest.Validate(configSpec); err != nil {
 		t.Errorf("plugin config schema: %v", err)
 	}
-	if err := hclspec.Validate(taskSpec); err != nil {
+	if err := hclspectest.Validate(taskSpec); err != nil {
 		t.Errorf("task config schema: %v", err)
 	}
 }

@@ -52,7 +52,7 @@ func TestConfigSchemaNilMeansNoConfig(t *testing.T) {
 
 func TestSetConfigLongLivedInstance(t *testing.T) {
 	d, c, ctx := setup(t)
-	cfg := plugintest.Msgpack(t, map[string]any{"size": 3})
+	cfg := plugintest.Msgpack(t, map[string]any{"size": "3"})
 	if err := c.Configure(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -89,11 +89,11 @@ func TestSetConfigValidationInstance(t *testing.T) {
 
 func TestSetConfigError(t *testing.T) {
 	_, c, ctx := setup(t)
-	err := c.ValidateConfig(ctx, plugintest.Msgpack(t, map[string]any{"size": -1}))
-	assertAppError(t, err, "size must not be negative")
+	err := c.ValidateConfig(ctx, plugintest.Msgpack(t, map[string]any{"size": "-1"}))
+	assertAppError(t, err, `size must be a whole number, not negative, got "-1"`)
 
-	err = c.ValidateConfig(ctx, plugintest.Msgpack(t, map[string]any{"size": "x"}))
-	assertAppError(t, err, `size: cannot decode string "x" as int`)
+	err = c.ValidateConfig(ctx, plugintest.Msgpack(t, map[string]any{"size": 3}))
+	assertAppError(t, err, "size: cannot decode number 3 as string")
 }
 
 func TestInitAndShutdown(t *testing.T) {

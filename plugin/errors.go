@@ -10,10 +10,6 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/structs"
 )
 
-// ErrTaskNotFound is returned by drivers for a task id they do not track; it
-// travels as codes.NotFound.
-var ErrTaskNotFound = errors.New("task not found for given id")
-
 // recoverableError marks an error whose operation may succeed when retried.
 type recoverableError struct{ err error }
 
@@ -58,11 +54,11 @@ func toStatus(err error) error {
 		}
 		return err
 	}
+	// No NotFound for an unknown task id: the client compares with its own
+	// drivers.ErrTaskNotFound value, which nothing crossing gRPC turns back
+	// into, so the code would change nothing it does.
 	code := codes.Unknown
-	switch {
-	case errors.Is(err, ErrTaskNotFound):
-		code = codes.NotFound
-	case errors.Is(err, context.DeadlineExceeded):
+	if errors.Is(err, context.DeadlineExceeded) {
 		code = codes.DeadlineExceeded
 	}
 	return status.Error(code, err.Error())

@@ -62,7 +62,7 @@ type destroyCall struct {
 func newFakeDriver() *fakeDriver {
 	return &fakeDriver{
 		tasks:        map[string]*fakeTask{},
-		configSchema: hclspec.NewObject(map[string]*hclspec.Spec{"size": hclspec.NewAttr("size", "number", false)}),
+		configSchema: hclspec.NewObject(map[string]*hclspec.Spec{"size": hclspec.NewAttr("size", "string", false)}),
 		fingerprints: make(chan plugin.Fingerprint, 4),
 		events:       make(chan plugin.TaskEvent, 4),
 		stats:        make(chan *plugin.TaskResourceUsage, 4),
@@ -85,7 +85,7 @@ func (f *fakeDriver) task(id string) (*fakeTask, error) {
 	defer f.mu.Unlock()
 	t, ok := f.tasks[id]
 	if !ok {
-		return nil, fmt.Errorf("task %q: %w", id, plugin.ErrTaskNotFound)
+		return nil, fmt.Errorf("task not found: %q", id)
 	}
 	return t, nil
 }
@@ -116,13 +116,13 @@ func (f *fakeDriver) SetConfig(_ context.Context, data []byte, agent *plugin.Age
 	defer f.mu.Unlock()
 	f.setConfigs = append(f.setConfigs, setConfigCall{data: data, agent: agent})
 	var cfg struct {
-		Size int `codec:"size"`
+		Size string `codec:"size"`
 	}
 	if err := plugin.DecodeConfig(data, &cfg); err != nil {
 		return err
 	}
-	if cfg.Size < 0 {
-		return fmt.Errorf("size must not be negative, got %d", cfg.Size)
+	if n, err := strconv.Atoi(cfg.Size); cfg.Size != "" && (err != nil || n < 0) {
+		return fmt.Errorf("size must be a whole number, not negative, got %q", cfg.Size)
 	}
 	return nil
 }

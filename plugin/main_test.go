@@ -66,7 +66,7 @@ func TestLaunchedBinaryServesBothServices(t *testing.T) {
 	if info.GetName() != "fake" || info.GetType() != base.PluginType_DRIVER {
 		t.Fatalf("plugin info = %v", info)
 	}
-	if err := c.Configure(ctx, plugintest.Msgpack(t, map[string]any{"size": 3})); err != nil {
+	if err := c.Configure(ctx, plugintest.Msgpack(t, map[string]any{"size": "3"})); err != nil {
 		t.Fatalf("configure: %v", err)
 	}
 	caps, err := c.Driver.Capabilities(ctx, &drivers.CapabilitiesRequest{})
