@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
@@ -33,8 +34,11 @@ func (d *Driver) TaskEvents(ctx context.Context) (<-chan plugin.TaskEvent, error
 }
 
 // emit records a task event; a stream that is not keeping up loses the event
-// rather than blocking a task's start.
+// rather than blocking a task's start. Names and output from a sandbox are
+// quoted where they enter a message (package untrusted); untrusted.Message
+// escapes whatever slipped through and bounds the whole.
 func (d *Driver) emit(cfg *plugin.TaskConfig, msg string, annotations map[string]string) {
+	msg = untrusted.Message(msg)
 	ev := plugin.TaskEvent{
 		TaskID: cfg.ID, AllocID: cfg.AllocID, TaskName: cfg.Name,
 		Timestamp: time.Now(), Message: msg, Annotations: annotations,

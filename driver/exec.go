@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
@@ -44,13 +45,20 @@ func (d *Driver) ExecTaskStreaming(ctx context.Context, taskID string, opts *plu
 	return &plugin.ExitResult{ExitCode: code}, nil
 }
 
+// checkOutput is what ExecTask keeps of each of a check's stdout and stderr:
+// the last 4 KiB, as Nomad's own drivers keep of a script check's output
+// (drivers/shared/structs.CheckBufSize, in a circular buffer). The check's
+// command runs in the sandbox, which prints what it likes.
+const checkOutput = 4 << 10
+
 // ExecTask implements plugin.Driver (script checks).
 func (d *Driver) ExecTask(ctx context.Context, taskID string, cmd []string) (*plugin.ExecResult, error) {
 	h, b, err := d.taskAndBackend(taskID)
 	if err != nil {
 		return nil, err
 	}
-	var stdout, stderr bytes.Buffer
+	stdout := untrusted.Buffer{Max: checkOutput, Tail: true}
+	stderr := untrusted.Buffer{Max: checkOutput, Tail: true}
 	code, err := b.Exec(ctx, h.state.ref(), h.state.RunID, cmd, false, bytes.NewReader(nil), &stdout, &stderr, nil)
 	if err != nil {
 		return nil, fmt.Errorf("exec in sandbox %s of task %q: %w", short(h.state.Claim.AllocID), taskID, err)

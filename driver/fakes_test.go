@@ -127,6 +127,8 @@ type fakeRunner struct {
 	execs     []string // the sandbox allocation of every exec, in order
 	ended     []string // the sandbox allocation of every End, in order
 	onEnd     func(ref sandbox.Ref, runID string) (int, error)
+
+	execOut func(stdout, stderr io.Writer) // when set, what an exec prints
 }
 
 func newFakeRunner() *fakeRunner {
@@ -198,10 +200,14 @@ func (r *fakeRunner) Signal(_ context.Context, _ sandbox.Ref, runID, sig string)
 	return nil
 }
 
-func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd []string, _ bool, stdin io.Reader, stdout, _ io.Writer, _ <-chan api.TerminalSize) (int, error) {
+func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd []string, _ bool, stdin io.Reader, stdout, stderr io.Writer, _ <-chan api.TerminalSize) (int, error) {
 	r.mu.Lock()
 	r.execs = append(r.execs, ref.AllocID)
 	r.mu.Unlock()
+	if r.execOut != nil {
+		r.execOut(stdout, stderr)
+		return 0, nil
+	}
 	run := r.run(runID)
 	in, _ := io.ReadAll(stdin)
 	fmt.Fprintf(stdout, "%s|%s|%s", cmd[0], in, run.spec.Env["OUT"])

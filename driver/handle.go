@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/driver/taskfiles"
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -41,6 +42,7 @@ func (h *taskHandle) setExit(r plugin.ExitResult) {
 	if h.exit != nil {
 		return
 	}
+	r.Err = untrusted.Message(r.Err) // Nomad shows it; parts of it may come from the sandbox
 	h.exit = &r
 	h.completedAt = time.Now()
 	close(h.done)

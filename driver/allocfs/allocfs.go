@@ -9,11 +9,14 @@
 // or a directory between two looks. A Dir therefore resolves every path beneath
 // its root without following a symlink in any component (openat2 with
 // RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS, or an
-// O_NOFOLLOW walk with openat where openat2 is missing), checks what it opened
-// with fstat before using it, reads only regular files and only as much as a
-// record may hold, creates files exclusively, and changes modes and owners only
-// through the descriptor it created. What it refuses is a *TamperedError, whose
-// message names the sandbox and the file and never quotes what was there.
+// O_NOFOLLOW walk with openat where openat2 is missing) to an O_PATH handle,
+// which opens nothing, and checks with fstat what it found before it opens
+// anything for I/O (open.go: a device or FIFO the sandbox planted is never
+// opened), reads only regular files and only as much as a record may hold,
+// creates files exclusively, and changes modes and owners only through the
+// descriptor it created. What it refuses is a *TamperedError, whose message
+// names the sandbox and the file (quoted and cut: the sandbox chose the name)
+// and never quotes what was there.
 package allocfs
 
 import (
@@ -22,10 +25,11 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // ErrTampered matches every *TamperedError.
@@ -39,8 +43,10 @@ type TamperedError struct {
 	Why   string // what was found, never the content
 }
 
+// Error names the file quoted and cut (untrusted.Name): the sandbox chose
+// its name, and the message reaches task events and logs.
 func (e *TamperedError) Error() string {
-	return fmt.Sprintf("sandbox %s tampered with %s: %s", short(e.Alloc), e.File, e.Why)
+	return fmt.Sprintf("sandbox %s tampered with %s: %s", short(e.Alloc), untrusted.Name(e.File), e.Why)
 }
 
 // Is makes errors.Is(err, ErrTampered) true.
@@ -52,6 +58,10 @@ type Dir struct {
 	root  string
 	alloc string
 	links bool // regular files with more than one name are accepted
+	// walk resolves paths by the O_NOFOLLOW component walk even where
+	// openat2 is there, as on a kernel without it: the package's tests
+	// run every operation both ways.
+	walk bool
 }
 
 // New returns the boundary of the allocation allocID whose directory on this
@@ -69,79 +79,11 @@ func (d Dir) WithHardLinks() Dir {
 	return d
 }
 
-// maxOpenRetries bounds retries of openat2's EAGAIN, which it returns when a
-// rename raced the resolution; a sandbox renaming in a loop gets an error.
-const maxOpenRetries = 64
-
-// open opens rel beneath the root without following any symlink.
-func (d Dir) open(rel string, flags int, mode uint32) (int, error) {
-	if err := checkRel(rel); err != nil {
-		return -1, err
-	}
-	root, err := unix.Open(d.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, &fs.PathError{Op: "open", Path: d.root, Err: err}
-	}
-	defer unix.Close(root)
-	fd, err := openBeneath(root, rel, flags, mode)
-	if err != nil {
-		return -1, d.classify(rel, "open", err)
-	}
-	return fd, nil
-}
-
-// openBeneath opens rel (clean, relative, no "..") beneath dirfd, following no
-// symlink: openat2 where the kernel has it, else a component walk.
-func openBeneath(dirfd int, rel string, flags int, mode uint32) (int, error) {
-	how := unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
-		Mode:    uint64(mode),
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	for i := 0; ; i++ {
-		fd, err := unix.Openat2(dirfd, rel, &how)
-		switch {
-		case err == nil:
-			return fd, nil
-		case errors.Is(err, unix.ENOSYS):
-			return walkBeneath(dirfd, rel, flags, mode)
-		case (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) && i < maxOpenRetries:
-			continue
-		default:
-			return -1, err
-		}
-	}
-}
-
-// walkBeneath is openBeneath without openat2: each directory component is
-// opened O_PATH|O_DIRECTORY|O_NOFOLLOW relative to the one before, the last
-// with O_NOFOLLOW. A symlink anywhere fails (ENOTDIR or ELOOP); ".." never
-// appears (checkRel), so the walk cannot leave dirfd.
-func walkBeneath(dirfd int, rel string, flags int, mode uint32) (int, error) {
-	parts := strings.Split(rel, "/")
-	cur := dirfd
-	for _, p := range parts[:len(parts)-1] {
-		next, err := unix.Openat(cur, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if cur != dirfd {
-			unix.Close(cur)
-		}
-		if err != nil {
-			return -1, err
-		}
-		cur = next
-	}
-	fd, err := unix.Openat(cur, parts[len(parts)-1], flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
-	if cur != dirfd {
-		unix.Close(cur)
-	}
-	return fd, err
-}
-
 // checkRel accepts the paths the plugin builds itself: relative, clean, no "..".
 func checkRel(rel string) error {
 	if rel == "" || rel == "." || path.IsAbs(rel) || path.Clean(rel) != rel || rel == ".." ||
 		strings.HasPrefix(rel, "../") || strings.Contains(rel, "/../") || strings.HasSuffix(rel, "/..") {
-		return fmt.Errorf("allocfs: %q is not a clean relative path", rel)
+		return fmt.Errorf("allocfs: %s is not a clean relative path", untrusted.Name(rel))
 	}
 	return nil
 }
@@ -158,8 +100,12 @@ func (d Dir) classify(rel, op string, err error) error {
 	case errors.Is(err, unix.ENOTDIR):
 		return d.tampered(rel, "a component of its path is not a directory")
 	}
-	return &fs.PathError{Op: op, Path: path.Join(d.root, rel), Err: err}
+	return &fs.PathError{Op: op, Path: d.pathOf(rel), Err: err}
 }
+
+// pathOf is rel's path on the host for an error: quoted and cut, since the
+// sandbox chose the names in it.
+func (d Dir) pathOf(rel string) string { return untrusted.Name(path.Join(d.root, rel)) }
 
 func (d Dir) tampered(rel, why string) error {
 	return &TamperedError{Alloc: d.alloc, File: rel, Why: why}
@@ -184,70 +130,6 @@ func fileType(mode uint32) string {
 		return "a regular file"
 	}
 	return "of unknown type"
-}
-
-// expect checks what fd is: its type, and for a regular file that no other
-// name links to it (a hard link would make the plugin read or write a file it
-// did not mean).
-func (d Dir) expect(fd int, rel string, typ uint32) (*unix.Stat_t, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &fs.PathError{Op: "fstat", Path: path.Join(d.root, rel), Err: err}
-	}
-	if st.Mode&unix.S_IFMT != typ {
-		return nil, d.tampered(rel, "is "+fileType(st.Mode)+", not "+fileType(typ))
-	}
-	if typ == unix.S_IFREG && st.Nlink > 1 && !d.links {
-		return nil, d.tampered(rel, "has "+strconv.FormatUint(uint64(st.Nlink), 10)+" hard links")
-	}
-	return &st, nil
-}
-
-// OpenFile opens a regular file beneath the root for reading. O_NONBLOCK keeps
-// a FIFO planted in its place from blocking the open; fstat then refuses it.
-func (d Dir) OpenFile(rel string) (*os.File, error) {
-	fd, err := d.open(rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := d.expect(fd, rel, unix.S_IFREG); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), path.Join(d.root, rel)), nil
-}
-
-// ReadRecord reads a small regular file whole: at most limit bytes, else the
-// sandbox is tampering (the plugin's records are one line).
-func (d Dir) ReadRecord(rel string, limit int) ([]byte, error) {
-	f, err := d.OpenFile(rel)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, limit+1)
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err != nil || m == 0 {
-			break
-		}
-	}
-	if n > limit {
-		return nil, d.tampered(rel, "is larger than "+strconv.Itoa(limit)+" bytes")
-	}
-	return buf[:n], nil
-}
-
-// OpenDir opens a directory beneath the root (for listing or watching it
-// through /proc/self/fd).
-func (d Dir) OpenDir(rel string) (*os.File, error) {
-	fd, err := d.open(rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), path.Join(d.root, rel)), nil
 }
 
 // Exists reports whether rel names anything (a symlink included, which is not
@@ -287,7 +169,8 @@ func (d Dir) parent(rel, parent string) (int, error) {
 		}
 		return fd, nil
 	}
-	return d.open(parent, unix.O_PATH|unix.O_DIRECTORY, 0)
+	fd, _, err := d.resolve(parent, true)
+	return fd, err
 }
 
 // Mkdir makes the directory rel (its parent must exist) with mode perm, set
@@ -316,7 +199,7 @@ func (d Dir) Mkdir(rel string, perm uint32) error {
 		return nil
 	}
 	if err := unix.Fchmod(fd, perm); err != nil {
-		return &fs.PathError{Op: "chmod", Path: path.Join(d.root, rel), Err: err}
+		return &fs.PathError{Op: "chmod", Path: d.pathOf(rel), Err: err}
 	}
 	return nil
 }
@@ -338,7 +221,7 @@ func (d Dir) Create(rel string, perm uint32, uid, gid int) (*os.File, error) {
 		}
 		return nil, d.classify(rel, "create", err)
 	}
-	f := os.NewFile(uintptr(fd), path.Join(d.root, rel))
+	f := os.NewFile(uintptr(fd), d.pathOf(rel))
 	err = nil
 	if uid >= 0 || gid >= 0 {
 		if cerr := unix.Fchown(fd, uid, gid); cerr != nil {

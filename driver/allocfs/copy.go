@@ -3,7 +3,6 @@ package allocfs
 import (
 	"errors"
 	"io/fs"
-	"path"
 	"sync"
 	"unsafe"
 
@@ -35,12 +34,12 @@ func CopyFile(src *Handle, name string, dst *Handle, dstName string, limit int64
 	}
 	n, err := copyData(out, in, limit)
 	if err != nil {
-		err = &fs.PathError{Op: "copy", Path: path.Join(src.d.root, src.relOf(name)), Err: err}
+		err = &fs.PathError{Op: "copy", Path: src.d.pathOf(src.relOf(name)), Err: err}
 	} else if err = futimens(out, a.MTime); err != nil {
-		err = &fs.PathError{Op: "utimes", Path: path.Join(dst.d.root, dst.relOf(dstName)), Err: err}
+		err = &fs.PathError{Op: "utimes", Path: dst.d.pathOf(dst.relOf(dstName)), Err: err}
 	}
 	if cerr := unix.Close(out); err == nil && cerr != nil {
-		err = &fs.PathError{Op: "close", Path: path.Join(dst.d.root, dst.relOf(dstName)), Err: cerr}
+		err = &fs.PathError{Op: "close", Path: dst.d.pathOf(dst.relOf(dstName)), Err: cerr}
 	}
 	if err != nil {
 		_ = unix.Unlinkat(dst.fd, dstName, 0)

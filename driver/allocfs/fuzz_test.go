@@ -9,34 +9,40 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentkernel/agentkernel-pool/internal/opentest"
 )
 
 // FuzzBoundary builds a random tree in a fake allocation dir (dirs, files,
-// symlinks into the host, to /dev/zero and back up the tree, FIFOs, deep
-// nesting, long names) and runs every Dir operation on random paths in it. No
-// operation may read a host file, change anything outside the allocation dir,
-// or hang.
+// symlinks into the host, to /dev/zero and back up the tree, FIFOs, device
+// nodes, sockets, deep nesting, long names) and runs every Dir operation on
+// random paths in it, resolving them with openat2 or, as a kernel before 5.6
+// does, by the component walk (an instruction switches). No operation may
+// read a host file, change anything outside the allocation dir, hang, or
+// open a planted node.
 func FuzzBoundary(f *testing.F) {
 	f.Add([]byte("\x00a\x01b\x02c\x03d\x10a\x11b\x12c\x13d"))
 	f.Add([]byte("\x00alloc\x00alloc/x\x02alloc/x/y\x10alloc/x/y\x14alloc/x/y/z"))
 	f.Add([]byte("\x04p\x05q\x06r\x07s\x10p\x10q\x10r\x10s\x11p\x15q\x16r\x17s"))
 	f.Add(bytes.Repeat([]byte("\x00d/"), 60))
 	f.Add(append([]byte("\x01"), bytes.Repeat([]byte("n"), 300)...))
+	f.Add([]byte("\x00r\n\x18r/c\n\x19r/b\n\x1ar/s\n\x06r/f\n\x08r/c\n\x0ar/b\n\x10r/s\n\x13r/f\n\x1br\n\x09r/c\n\x0fr/b\n\x14r\n"))
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		root := t.TempDir()
 		h := newHost(t)
 		before := h.snapshot(t)
 		d := New(root, "fuzz")
+		var watch *opentest.Watch // every planted node
 		for _, ins := range bytes.Split(prog, []byte{'\n'}) {
 			if len(ins) < 2 {
 				continue
 			}
-			op, rel := ins[0]%24, sanitize(string(ins[1:]))
+			op, rel := ins[0]%28, sanitize(string(ins[1:]))
 			if rel == "" {
 				continue
 			}
 			p := filepath.Join(root, rel)
-			if op < 8 {
+			if op < 8 || op >= 24 && op < 27 {
 				// Plant only where nothing is yet and every dir on the way
 				// is a real one: the planting itself (the test's, on the
 				// host) must not follow what it planted before.
@@ -59,9 +65,18 @@ func FuzzBoundary(f *testing.F) {
 			case 5:
 				_ = os.Symlink(strings.Repeat("../", 8), p)
 			case 6:
-				_ = syscall.Mkfifo(p, 0o666)
+				if syscall.Mkfifo(p, 0o666) == nil {
+					watch = watchToo(t, watch, p)
+				}
 			case 7:
 				_ = os.Link(h.file, p)
+			case 24, 25, 26:
+				kind := []string{opentest.CharDevice, opentest.BlockDevice, opentest.Socket}[op-24]
+				if opentest.Make(kind, p) == nil {
+					watch = watchToo(t, watch, p)
+				}
+			case 27:
+				d.walk = !d.walk
 			case 8, 9:
 				b, err := within(t, func() ([]byte, error) { return d.ReadRecord(rel, 4096) })
 				leak(t, b, err)
@@ -90,6 +105,9 @@ func FuzzBoundary(f *testing.F) {
 		if after := h.snapshot(t); after != before {
 			t.Fatalf("host changed:\n%s\nwas\n%s", after, before)
 		}
+		if watch != nil && watch.Opened() {
+			t.Fatal("a planted device node, FIFO or socket was opened")
+		}
 		// The tree itself may only hold what the plugin's own writes put there
 		// besides the planted entries: no host content was copied in.
 		_ = filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
@@ -101,6 +119,15 @@ func FuzzBoundary(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// watchToo adds p to w, made on the first node planted.
+func watchToo(t *testing.T, w *opentest.Watch, p string) *opentest.Watch {
+	if w == nil {
+		return opentest.NewWatch(t, p)
+	}
+	w.Add(t, p)
+	return w
 }
 
 // fuzzHandle runs a Handle operation on rel's last name in its parent,

@@ -6,10 +6,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // A Handle is a directory beneath a Dir's root held open, for working on
@@ -38,7 +39,7 @@ func (d Dir) OpenHandle(rel string) (*Handle, error) {
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: d.root, Err: err}
 		}
-	} else if fd, err = d.open(rel, unix.O_PATH|unix.O_DIRECTORY, 0); err != nil {
+	} else if fd, _, err = d.resolve(rel, true); err != nil {
 		return nil, err
 	}
 	return &Handle{d: d, rel: rel, fd: fd}, nil
@@ -68,7 +69,7 @@ func (h *Handle) relOf(name string) string {
 // checkName accepts a single path component.
 func (h *Handle) checkName(name string) error {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		return fmt.Errorf("allocfs: %q in %s is not a single name", name, h.rel)
+		return fmt.Errorf("allocfs: %s in %s is not a single name", untrusted.Name(name), untrusted.Name(h.rel))
 	}
 	return nil
 }
@@ -119,9 +120,9 @@ func (h *Handle) ReadDir() ([]Entry, error) {
 	// getdents needs a descriptor of its own: its offset is per open file.
 	fd, err := openatRetry(h.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path.Join(h.d.root, h.rel), Err: err}
+		return nil, &fs.PathError{Op: "open", Path: h.d.pathOf(h.rel), Err: err}
 	}
-	f := os.NewFile(uintptr(fd), path.Join(h.d.root, h.rel))
+	f := os.NewFile(uintptr(fd), h.d.pathOf(h.rel))
 	defer f.Close()
 	names, err := f.Readdirnames(maxDirEntries + 1)
 	if err != nil && len(names) == 0 && !errors.Is(err, io.EOF) {
@@ -145,22 +146,23 @@ func (h *Handle) ReadDir() ([]Entry, error) {
 }
 
 // openRegular opens the regular file name in h for reading, as Dir.OpenFile
-// does: O_NONBLOCK so a FIFO cannot hang the open, then fstat refuses
-// anything but a regular file, and one with a second name unless hard links
-// are accepted.
+// does (type before open, open.go): an O_PATH descriptor first, which opens
+// nothing; anything but a regular file, or one with a second name unless
+// hard links are accepted, is refused without having been opened.
 func (h *Handle) openRegular(name string) (int, error) {
 	if err := h.checkName(name); err != nil {
 		return -1, err
 	}
-	fd, err := openatRetry(h.fd, name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	pfd, err := openatRetry(h.fd, name, pathFlags, 0)
 	if err != nil {
 		return -1, h.fail(name, "open", err)
 	}
-	if _, err := h.d.expect(fd, h.relOf(name), unix.S_IFREG); err != nil {
-		unix.Close(fd)
-		return -1, err
+	defer unix.Close(pfd)
+	st, err := pathStat(pfd)
+	if err != nil {
+		return -1, h.fail(name, "open", err)
 	}
-	return fd, nil
+	return h.d.openTyped(pfd, st, h.relOf(name), unix.S_IFREG, unix.O_RDONLY)
 }
 
 // create creates the file name in h, which must not exist, with mode perm
@@ -189,11 +191,11 @@ func (h *Handle) create(name string, perm uint32, uid, gid int) (int, error) {
 func (h *Handle) setOwnerMode(fd int, name string, perm uint32, uid, gid int) error {
 	if uid >= 0 || gid >= 0 {
 		if err := unix.Fchown(fd, uid, gid); err != nil {
-			return &fs.PathError{Op: "chown", Path: path.Join(h.d.root, h.relOf(name)), Err: err}
+			return &fs.PathError{Op: "chown", Path: h.d.pathOf(h.relOf(name)), Err: err}
 		}
 	}
 	if err := unix.Fchmod(fd, perm); err != nil {
-		return &fs.PathError{Op: "chmod", Path: path.Join(h.d.root, h.relOf(name)), Err: err}
+		return &fs.PathError{Op: "chmod", Path: h.d.pathOf(h.relOf(name)), Err: err}
 	}
 	return nil
 }

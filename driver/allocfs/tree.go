@@ -67,7 +67,7 @@ func (d Dir) ReadDir(rel string) ([]Entry, error) {
 	defer f.Close()
 	names, err := f.Readdirnames(maxDirEntries + 1)
 	if err != nil && len(names) == 0 && !errors.Is(err, io.EOF) {
-		return nil, &fs.PathError{Op: "readdir", Path: path.Join(d.root, rel), Err: err}
+		return nil, &fs.PathError{Op: "readdir", Path: d.pathOf(rel), Err: err}
 	}
 	if len(names) > maxDirEntries {
 		return nil, d.tampered(rel, "holds more than a million names")

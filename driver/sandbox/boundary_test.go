@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
+	"github.com/agentkernel/agentkernel-pool/internal/opentest"
 )
 
 const hostSecret = "HOST-ONLY-4f1d9a"
@@ -71,6 +73,37 @@ var plants = []struct {
 		}
 	}},
 	{"symlink to /dev/zero", func(t *testing.T, _ hostSide, p string) { mustSymlink(t, "/dev/zero", p) }},
+	{"hard link to host file", func(t *testing.T, h hostSide, p string) {
+		if err := os.Link(h.file, p); err != nil {
+			t.Skip("host file on another filesystem:", err)
+		}
+	}},
+	{opentest.CharDevice, func(t *testing.T, _ hostSide, p string) { opentest.Plant(t, opentest.CharDevice, p) }},
+	{opentest.BlockDevice, func(t *testing.T, _ hostSide, p string) { opentest.Plant(t, opentest.BlockDevice, p) }},
+	{opentest.Socket, func(t *testing.T, _ hostSide, p string) { opentest.Plant(t, opentest.Socket, p) }},
+}
+
+// unopened watches what a plant at p could make the plugin open (p itself,
+// and the host file a link there leads to) and returns the check, to call
+// after the plugin had its go: none was opened, and a writer blocked on a
+// planted FIFO was not released.
+func unopened(t *testing.T, h hostSide, p string) func() {
+	t.Helper()
+	w := opentest.NewWatch(t, h.file)
+	w.Add(t, p)
+	var writer *opentest.Writer
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+		writer = opentest.NewWriter(t, p)
+	}
+	return func() {
+		t.Helper()
+		if w.Opened() {
+			t.Error("the plugin opened the planted file or the host file behind it")
+		}
+		if writer != nil && writer.Released() {
+			t.Error("a writer blocked on the planted FIFO was released: the plugin opened it")
+		}
+	}
 }
 
 func mustSymlink(t *testing.T, target, p string) {
@@ -111,8 +144,9 @@ func bounded(t *testing.T, d time.Duration, op func()) {
 
 // A running command replaces one of its run's files (or a dir above them):
 // following its output, reading its status, signalling it, cleaning it up and
-// reaping it neither read nor change anything on the host, end in time, and
-// say the sandbox tampered with the file.
+// reaping it neither read nor change anything on the host, open neither what
+// was planted nor a host file behind it, end in time, and say the sandbox
+// tampered with the file.
 func TestRunningCommandCannotMakeThePluginReachTheHost(t *testing.T) {
 	for _, entry := range []string{fileStdout, fileStderr, fileExit, filePid, ".", ".."} {
 		for _, pl := range plants {
@@ -132,7 +166,9 @@ func TestRunningCommandCannotMakeThePluginReachTheHost(t *testing.T) {
 				}
 				waitFile(t, filepath.Join(ref.RunDir("evil"), fileStdout), "before")
 				before := h.state(t)
-				replace(t, filepath.Clean(filepath.Join(ref.RunDir("evil"), entry)), func(p string) { pl.make(t, h, p) })
+				planted := filepath.Clean(filepath.Join(ref.RunDir("evil"), entry))
+				replace(t, planted, func(p string) { pl.make(t, h, p) })
+				checkUnopened := unopened(t, h, planted)
 
 				var out, errOut bytes.Buffer
 				var ferr error
@@ -168,6 +204,7 @@ func TestRunningCommandCannotMakeThePluginReachTheHost(t *testing.T) {
 						noLeak(t, "cleanup error", err.Error())
 					}
 				})
+				checkUnopened()
 				if after := h.state(t); after != before {
 					t.Fatalf("the host side changed:\n%s\nwas\n%s", after, before)
 				}
@@ -273,4 +310,34 @@ func TestSwapAfterOpenThenRestart(t *testing.T) {
 	}
 	noLeak(t, "output after restart", again.String())
 	noLeak(t, "error", err.Error())
+}
+
+// A cancelled exec's pid record replaced by anything but a regular file:
+// the hang-up gives up at once, saying so, without opening it and without
+// an exec into the sandbox.
+func TestPlantedExecPidRecordIsNeverOpened(t *testing.T) {
+	for _, pl := range plants {
+		t.Run(pl.name, func(t *testing.T) {
+			r, ref := localSandbox(t)
+			logs := &syncWriter{}
+			r.Logger = hclog.New(&hclog.LoggerOptions{Output: logs})
+			r.exec = func(context.Context, Ref, bool, []string, io.Reader, io.Writer, io.Writer, <-chan api.TerminalSize) (int, error) {
+				t.Error("hang-up exec'd with a planted pid record")
+				return -1, errors.New("no exec")
+			}
+			h := newHostSide(t)
+			if err := os.MkdirAll(ref.RunDir("evil"), 0o777); err != nil {
+				t.Fatal(err)
+			}
+			rel := filepath.Join(runRel("evil"), "exec-0a1b2c3d4e5f.pid")
+			p := filepath.Join(ref.HostAllocDir, rel)
+			pl.make(t, h, p)
+			check := unopened(t, h, p)
+			bounded(t, 5*time.Second, func() { r.hangup(ref, rel) })
+			check()
+			if l := logs.String(); pl.name != "dangling symlink" && !strings.Contains(l, "tampered with") {
+				t.Errorf("the log does not name the tampering: %q", l)
+			}
+		})
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // hangupGrace is how long a hung-up exec'd process gets before SIGKILL (the
@@ -58,7 +60,12 @@ func (r *Runner) Exec(ctx context.Context, ref Ref, runID string, cmd []string, 
 func (r *Runner) hangup(ref Ref, pidPath string) {
 	var pid string
 	for i := 0; i < 20; i++ {
-		if fields, ok, _ := readRecord(ref.files(), pidPath); ok {
+		fields, ok, err := readRecord(ref.files(), pidPath)
+		if err != nil {
+			r.logger().Warn("exec session cancelled and its pid record unreadable; its process may run on", "alloc_id", ref.AllocID, "error", err)
+			return
+		}
+		if ok {
 			pid = fields[0]
 			break
 		}
@@ -70,12 +77,12 @@ func (r *Runner) hangup(ref Ref, pidPath string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), orDefault(r.CallTimeout, DefaultCallTimeout)+hangupGrace)
 	defer cancel()
-	var stderr bytes.Buffer
+	var stderr untrusted.Buffer // the sandbox's shell prints what it likes
 	code, err := r.call(ctx, ref, false, []string{"/bin/sh", "-c", hangupScript, "akp-hangup", pid},
-		bytes.NewReader(nil), &bytes.Buffer{}, &stderr, nil)
+		bytes.NewReader(nil), io.Discard, &stderr, nil)
 	if err != nil || code != 0 {
 		r.logger().Warn("could not end exec'd process after its session was cancelled", "alloc_id", ref.AllocID,
-			"pid", pid, "exit_code", code, "stderr", stderr.String(), "error", err)
+			"pid", pid, "exit_code", code, "stderr", stderr.Quoted(), "error", err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // Offsets are how many bytes of the run's stdout and stderr were delivered.
@@ -169,12 +170,12 @@ func readExit(files allocfs.Dir, dir string) (ExitStatus, bool, error) {
 	}
 	code, err := strconv.Atoi(fields[0])
 	if err != nil {
-		return ExitStatus{}, false, fmt.Errorf("bad exit record %q", strings.Join(fields, " "))
+		return ExitStatus{}, false, fmt.Errorf("bad exit record %s", untrusted.Text(strings.Join(fields, " ")))
 	}
 	st := ExitStatus{Code: code}
 	if len(fields) > 1 {
 		if st.Signal, err = strconv.Atoi(fields[1]); err != nil {
-			return ExitStatus{}, false, fmt.Errorf("bad exit record %q", strings.Join(fields, " "))
+			return ExitStatus{}, false, fmt.Errorf("bad exit record %s", untrusted.Text(strings.Join(fields, " ")))
 		}
 	} else if code > 128 && code <= 128+64 {
 		st.Signal = code - 128

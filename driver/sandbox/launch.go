@@ -5,10 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path"
-	"strings"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // Launch starts s.Command with s.Args and s.Env in the sandbox, detached from
@@ -100,16 +101,18 @@ func (r *Runner) Start(ctx context.Context, ref Ref, s Spec) (started <-chan err
 // session may have taken the run already: its marker then means success,
 // once the session's command has recorded its pid.
 func (r *Runner) execLaunch(ctx context.Context, ref Ref, s Spec, env []byte, what string, sent bool) error {
-	var stdout, stderr bytes.Buffer
+	// The launcher prints a pid, or a line saying why not; but the
+	// sandbox's shell is the sandbox's, and may print anything.
+	stdout, stderr := untrusted.Buffer{Max: 64}, untrusted.Buffer{}
 	code, err := r.call(ctx, ref, false, launchCommand(s.ID, s, len(env)), bytes.NewReader(env), &stdout, &stderr, nil)
 	if err != nil {
 		return fmt.Errorf("%s in allocation %s: %w", what, ref.short(), err)
 	}
-	msg := strings.TrimSpace(stderr.String())
+	msg := &stderr
 	switch code {
 	case 0:
 		if s.Command != "" {
-			r.logger().Debug("launched command", "alloc_id", ref.AllocID, "run_id", s.ID, "pid", strings.TrimSpace(stdout.String()))
+			r.logger().Debug("launched command", "alloc_id", ref.AllocID, "run_id", s.ID, "pid", stdout.Quoted())
 		}
 		return nil
 	case codeLaunched:
@@ -154,8 +157,11 @@ func (r *Runner) makeRunDir(ref Ref, runID string) error {
 	return nil
 }
 
-func orExit(msg string, code int) string {
-	if msg == "" {
+// orExit is what an exec into the sandbox said on stderr, quoted and cut,
+// and its exit code.
+func orExit(stderr *untrusted.Buffer, code int) string {
+	msg := stderr.Quoted()
+	if msg == "" || msg == `""` {
 		return fmt.Sprintf("exit code %d", code)
 	}
 	return fmt.Sprintf("%s (exit code %d)", msg, code)
@@ -177,14 +183,14 @@ func (r *Runner) Cleanup(ctx context.Context, ref Ref, runID string) error {
 	}
 	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))
 	defer cancel()
-	var stderr bytes.Buffer
+	var stderr untrusted.Buffer // the sandbox's shell prints what it likes
 	code, err := r.call(ctx, ref, false, []string{"/bin/sh", "-c", cleanupScript, "akp-cleanup", runID},
-		bytes.NewReader(nil), &bytes.Buffer{}, &stderr, nil)
+		bytes.NewReader(nil), io.Discard, &stderr, nil)
 	if err != nil {
 		return fmt.Errorf("clean up run %s in allocation %s: %w", runID, ref.short(), err)
 	}
 	if code != 0 {
-		return fmt.Errorf("clean up run %s in allocation %s: %s", runID, ref.short(), orExit(strings.TrimSpace(stderr.String()), code))
+		return fmt.Errorf("clean up run %s in allocation %s: %s", runID, ref.short(), orExit(&stderr, code))
 	}
 	return nil
 }

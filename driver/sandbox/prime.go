@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/nsmount"
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // Priming: a launch session per warm sandbox.
@@ -121,6 +121,10 @@ const (
 	DefaultMaxSessions = 50
 	// sessionReadyWait bounds how long Prime waits for the session's shell.
 	sessionReadyWait = 30 * time.Second
+	// maxAnswer bounds a line the session's shell answers: "ready" with a
+	// path, or a run id; maxAnswers the lines (it answers two).
+	maxAnswer  = 8 << 10
+	maxAnswers = 16
 )
 
 // session is an open launch session into one sandbox.
@@ -156,7 +160,7 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 	stdinR, stdinW := io.Pipe()
 	outR, outW := io.Pipe()
 	s := &session{ref: ref, stdin: stdinW, lines: make(chan string, 4), done: make(chan struct{})}
-	var stderr bytes.Buffer
+	var stderr untrusted.Buffer // the sandbox's shell prints what it likes
 	var code int
 	var err error
 	// The session outlives Prime's ctx: it lives until a Launch takes it or
@@ -172,7 +176,10 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 	go func() {
 		defer close(s.lines)
 		sc := bufio.NewScanner(outR)
-		for sc.Scan() {
+		// The answers are a few lines: more of them, or a longer one, end
+		// the session's answers (what follows is read and dropped).
+		sc.Buffer(make([]byte, 0, 512), maxAnswer)
+		for n := 0; n < maxAnswers && sc.Scan(); n++ {
 			s.lines <- sc.Text()
 		}
 		_, _ = io.Copy(io.Discard, outR)
@@ -197,11 +204,21 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 			return nil
 		}
 		s.close()
-		<-s.done
+		// Whatever else the shell says is dropped, so that its exec is
+		// never stuck writing it; it gets until ctx ends to finish.
+		go func() {
+			for range s.lines {
+			}
+		}()
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return fmt.Errorf("prime allocation %s: %w: it answered %s and did not end: %w", ref.short(), ErrSessionRefused, untrusted.Text(line), ctx.Err())
+		}
 		if err != nil {
 			return fmt.Errorf("prime allocation %s: %w", ref.short(), err)
 		}
-		return fmt.Errorf("prime allocation %s: %w: %s", ref.short(), ErrSessionRefused, orExit(strings.TrimSpace(stderr.String()), code))
+		return fmt.Errorf("prime allocation %s: %w: %s", ref.short(), ErrSessionRefused, orExit(&stderr, code))
 	case <-ctx.Done():
 		s.close()
 		return fmt.Errorf("prime allocation %s: %w: no answer: %w", ref.short(), ErrSessionRefused, ctx.Err())

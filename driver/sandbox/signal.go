@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // linuxSignals are the signal numbers inside the sandbox, a Linux allocation,
@@ -97,11 +100,11 @@ func (r *Runner) Signal(ctx context.Context, ref Ref, runID, sig string) error {
 	}
 	pid := fields[0]
 	if _, err := strconv.Atoi(pid); err != nil {
-		return fmt.Errorf("signal run %s in allocation %s: bad pid record %q", runID, ref.short(), pid)
+		return fmt.Errorf("signal run %s in allocation %s: bad pid record %s", runID, ref.short(), untrusted.Text(pid))
 	}
-	var stderr bytes.Buffer
+	var stderr untrusted.Buffer // the sandbox's shell prints what it likes
 	code, err := r.call(ctx, ref, false, []string{"/bin/sh", "-c", signalScript, "akp-signal", strconv.Itoa(n), pid},
-		bytes.NewReader(nil), &bytes.Buffer{}, &stderr, nil)
+		bytes.NewReader(nil), io.Discard, &stderr, nil)
 	if err != nil {
 		return fmt.Errorf("signal run %s in allocation %s: %w", runID, ref.short(), err)
 	}
@@ -112,8 +115,7 @@ func (r *Runner) Signal(ctx context.Context, ref Ref, runID, sig string) error {
 		if _, exited, _ := r.Status(ref, runID); exited {
 			return nil
 		}
-		return fmt.Errorf("signal run %s in allocation %s: kill -%d %s: %s", runID, ref.short(), n, pid,
-			orExit(strings.TrimSpace(stderr.String()), code))
+		return fmt.Errorf("signal run %s in allocation %s: kill -%d %s: %s", runID, ref.short(), n, pid, orExit(&stderr, code))
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // Job names a run and where its output goes.
@@ -106,8 +107,9 @@ func follow(ctx context.Context, job Job) (sandbox.ExitStatus, error) {
 }
 
 // lastWords is ": " and the last line of a helper's log (what it said before
-// it exited), or nothing. The log is the plugin's own file in the task's
-// private dir; it is read without following a symlink, its last 1 KiB only.
+// it exited), quoted and cut, or nothing. The log is the plugin's own file in
+// the task's private dir, read without following a symlink, its last 1 KiB
+// only; but what the helper said may quote what it read from the sandbox.
 func lastWords(path string) string {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -123,7 +125,7 @@ func lastWords(path string) string {
 	n, _ := f.ReadAt(b, max(fi.Size()-tail, 0))
 	lines := strings.Split(strings.TrimSpace(string(b[:n])), "\n")
 	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
-		return ": " + last
+		return ": " + untrusted.Text(last)
 	}
 	return ""
 }

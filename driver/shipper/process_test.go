@@ -122,3 +122,17 @@ func TestShipperThatKeepsFailingSaysWhy(t *testing.T) {
 		t.Fatalf("Run = %v; want the shipper given up, saying what it could not open", err)
 	}
 }
+
+// What a shipper said last reaches the task's error quoted and cut: it may
+// quote what it read from the sandbox.
+func TestLastWordsAreQuoted(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "x.shipper.log")
+	said := "ship run r: \x1b[2J\x1b]0;owned\x07" + strings.Repeat("\x1b[31m\r", 100) + "\n"
+	if err := os.WriteFile(log, []byte("started\n"+said), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := lastWords(log)
+	if strings.ContainsAny(got, "\x1b\x07\r") || len(got) > 600 || !strings.HasPrefix(got, `: "ship run r: \x1b[2J`) {
+		t.Errorf("last words %d bytes: %.100q", len(got), got)
+	}
+}

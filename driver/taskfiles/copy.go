@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
+	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
 // Copying a tree across two boundaries: every name is listed and described
@@ -41,7 +42,7 @@ func walk(d allocfs.Dir, root string, fn func(string, allocfs.Entry) error) erro
 
 func walkIn(h *allocfs.Handle, root, rel string, depth int, fn func(string, allocfs.Entry) error) error {
 	if depth > maxDepth {
-		return fmt.Errorf("%s: nests deeper than %d directories", path.Join(root, rel), maxDepth)
+		return fmt.Errorf("%s: nests deeper than %d directories", untrusted.Name(path.Join(root, rel)), maxDepth)
 	}
 	entries, err := h.ReadDir()
 	if err != nil {
