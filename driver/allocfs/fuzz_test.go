@@ -9,19 +9,23 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // FuzzBoundary builds a random tree in a fake allocation dir (dirs, files,
-// symlinks into the host, to /dev/zero and back up the tree, FIFOs, deep
-// nesting, long names) and runs every Dir operation on random paths in it. No
-// operation may read a host file, change anything outside the allocation dir,
-// or hang.
+// symlinks into the host, to /dev/zero and back up the tree, FIFOs, sockets,
+// character and block devices, deep nesting, long names) and runs every Dir
+// and Handle operation on random paths in it, the tree walks (listings,
+// removals) included. No operation may read a host file, change anything
+// outside the allocation dir, or hang.
 func FuzzBoundary(f *testing.F) {
 	f.Add([]byte("\x00a\x01b\x02c\x03d\x10a\x11b\x12c\x13d"))
 	f.Add([]byte("\x00alloc\x00alloc/x\x02alloc/x/y\x10alloc/x/y\x14alloc/x/y/z"))
 	f.Add([]byte("\x04p\x05q\x06r\x07s\x10p\x10q\x10r\x10s\x11p\x15q\x16r\x17s"))
 	f.Add(bytes.Repeat([]byte("\x00d/"), 60))
 	f.Add(append([]byte("\x01"), bytes.Repeat([]byte("n"), 300)...))
+	f.Add([]byte("\x00d\n\x15d/c\n\x16d/b\n\x17d/s\n\x06d/f\n\x18d/c\n\x19d\n\x1ad\n\x1bd\n\x14d"))
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		root := t.TempDir()
 		h := newHost(t)
@@ -31,12 +35,12 @@ func FuzzBoundary(f *testing.F) {
 			if len(ins) < 2 {
 				continue
 			}
-			op, rel := ins[0]%24, sanitize(string(ins[1:]))
+			op, rel := ins[0]%28, sanitize(string(ins[1:]))
 			if rel == "" {
 				continue
 			}
 			p := filepath.Join(root, rel)
-			if op < 8 {
+			if op < 8 || op >= 21 && op <= 23 {
 				// Plant only where nothing is yet and every dir on the way
 				// is a real one: the planting itself (the test's, on the
 				// host) must not follow what it planted before.
@@ -83,8 +87,25 @@ func FuzzBoundary(f *testing.F) {
 					f.Close()
 				}
 				leak(t, nil, err)
-			case 16, 17, 18, 19, 20:
+			case 16, 17, 18, 19, 20, 24:
 				fuzzHandle(t, d, rel, op)
+			case 21:
+				// /dev/null's numbers: opening it has no side effect, so
+				// the test sees an open that should not have happened by
+				// what it read, not by what the device did.
+				_ = unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3)))
+			case 22:
+				_ = unix.Mknod(p, unix.S_IFBLK|0o666, int(unix.Mkdev(7, 0)))
+			case 23:
+				if fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err == nil {
+					_ = unix.Bind(fd, &unix.SockaddrUnix{Name: p})
+					unix.Close(fd)
+				}
+			case 25:
+				_, err := d.ReadDir(rel)
+				leak(t, nil, err)
+			case 26, 27:
+				leak(t, nil, d.RemoveAll(rel))
 			}
 		}
 		if after := h.snapshot(t); after != before {
@@ -134,10 +155,12 @@ func fuzzHandle(t *testing.T, d Dir, rel string, op byte) {
 	case 20:
 		sub, err := h.Sub(name)
 		if err == nil {
-			_, err = sub.ReadDir()
+			_, err = sub.readDir()
 			sub.Close()
 		}
 		leak(t, nil, err)
+	case 24:
+		leak(t, nil, h.RemoveAll(name))
 	}
 }
 
