@@ -54,7 +54,7 @@ func (h *taskHandle) files() *taskfiles.Sync {
 			Trees:     trees,
 			UID:       h.state.FilesUID,
 			GID:       h.state.FilesGID,
-			StatePath: privateFile(h.cfg.AllocDir, h.cfg.Name, ".agentkernel-files.json"),
+			StatePath: privateFile(h.cfg.AllocDir, h.cfg.Name, ".agentkernel-files.state"),
 		}
 	}
 	return h.sync
