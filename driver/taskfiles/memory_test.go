@@ -152,6 +152,10 @@ func TestMemoryStaysBoundedWhateverTheTree(t *testing.T) {
 			stateAfterIn := fi.Size()
 			c.build(t, filepath.Join(f.sandbox, "sandbox/local"))
 			write(t, filepath.Join(f.task, "agent/local/config"), "22", 0o644) // a template rendered again
+			// The task's trees the write-back writes (local/, alloc/data);
+			// agent/private is left out, as the refresh records its copy
+			// there: it holds only the plugin's state file, which the
+			// write-back never writes.
 			before := treeSnapshot(t, filepath.Join(f.task, "agent/local"), filepath.Join(f.task, "alloc"))
 
 			job, _ := json.Marshal(memoryJob{Task: f.task, Sandbox: f.sandbox, State: f.sync.StatePath})
