@@ -97,9 +97,9 @@ type Sync struct {
 	// makes on the host (else NobodyUID:NobodyGID).
 	UID, GID int
 	Limits   Limits
-	// StatePath keeps the sandbox's trees as they were after the last copy in
-	// (in the task's private dir), so a write-back after a plugin restart
-	// still tells what the command changed.
+	// StatePath keeps what the sandbox's trees held after the copy in, and
+	// what refreshes copied since (in the task's private dir), so a
+	// write-back after a plugin restart still tells what the command changed.
 	StatePath string
 
 	mu    sync.Mutex
