@@ -31,8 +31,12 @@ const (
 	filesDirect = "direct"
 	// filesMount: the group's alloc/data, often large (a cloned repository),
 	// is mounted into the sandbox's own mount namespace (package nsmount:
-	// exec, docker with runc); local/ and secrets/, small and owned by the
-	// sandbox's user, are copied.
+	// exec, docker with runc), nosuid and nodev; local/ and secrets/, small
+	// and owned by the sandbox's user, are copied. What the sandbox writes
+	// there lands in the task's alloc/data as it wrote it, so the mount is
+	// refused (and the tree copied) unless the sandbox's processes are
+	// unprivileged on the host: not root, no capability, none to gain
+	// (nsmount.ErrPrivileged).
 	filesMount = "mount"
 	// filesCopy: everything is copied (gVisor, whose processes the host does
 	// not see; or the mount was refused).
@@ -54,7 +58,7 @@ func (h *taskHandle) files() *taskfiles.Sync {
 			Trees:     trees,
 			UID:       h.state.FilesUID,
 			GID:       h.state.FilesGID,
-			StatePath: privateFile(h.cfg.AllocDir, h.cfg.Name, ".agentkernel-files.json"),
+			StatePath: privateFile(h.cfg.AllocDir, h.cfg.Name, ".agentkernel-files.state"),
 		}
 	}
 	return h.sync

@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/driver/nsmount"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -26,9 +28,11 @@ import (
 // raw_exec one.
 func TestDropIn(t *testing.T) {
 	for _, tc := range []struct{ name, template, way string }{
-		// exec: alloc/data mounted into the sandbox's mount namespace, the
-		// rest copied in and back; raw_exec: the task's own dirs, no copy.
-		{"exec", "exec.nomad.hcl", "Mounted alloc/data into sandbox"},
+		// exec: everything copied in and back; alloc/data too, since Nomad
+		// runs an exec task with group root and its default capabilities
+		// whatever its user, so a mount would let it leave root's files on
+		// the host (nsmount); raw_exec: the task's own dirs, no copy.
+		{"exec", "exec.nomad.hcl", "(alloc/data copied: " + nsmount.ErrPrivileged.Error()},
 		{"raw_exec", "raw_exec.nomad.hcl", "shares the host's filesystem: the command uses the task's own dirs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -101,10 +105,10 @@ func dropIn(t *testing.T, a *nomadtest.Agent, way string, copiedBack bool) {
 	if !strings.Contains(events(agent), way) || copiedBack && !strings.Contains(events(agent), "Copied results back from sandbox") {
 		t.Errorf("no task event names the way the files went (%q):\n%s", way, events(agent))
 	}
-	// Whatever the way, the task's files never land in the sandbox's
-	// alloc dir on the host (a mount lives in the sandbox's namespace).
+	// A mount lives in the sandbox's namespace: the task's files do not
+	// land in the sandbox's alloc dir on the host (a copy puts them there).
 	claimed := sandboxOf(agent)
-	if _, err := os.Stat(filepath.Join(a.DataDir, "alloc", claimed, "alloc", "data", "repo")); claimed == "" || err == nil {
+	if _, err := os.Stat(filepath.Join(a.DataDir, "alloc", claimed, "alloc", "data", "repo")); claimed == "" || strings.HasPrefix(way, "Mounted") && err == nil {
 		t.Errorf("the group's alloc/data shows in sandbox %q's alloc dir on the host (%v)", claimed, err)
 	}
 	got, errOut, code := nomadCLI(t, a, "", "alloc", "fs", alloc.ID, "agent/local/result.txt")
@@ -124,10 +128,13 @@ func stderrOf(t *testing.T, a *nomadtest.Agent, allocID, task string) string {
 
 // TestDropInLiveAndPlanted, on an isolated (exec) pool: a template rendered
 // again mid-run (a Nomad Variable updated) is what the command reads when its
-// change_signal arrives; and a command that plants symlinks to a host file and
+// change_signal arrives; a command that plants symlinks to a host file and
 // a host dir, a symlink up the tree and a FIFO in local/ leaves symlinks (never
 // their targets' content) in the task's local/, and nothing on the host
-// changes.
+// changes; and the same command (as nobody, with the capabilities Nomad's
+// exec driver gives it), copying /bin/sh into local/ and alloc/data, making
+// the copies setuid (one chowned to root) and a setgid dir, leaves none of
+// that on the host: no setuid, setgid or root-owned file.
 func TestDropInLiveAndPlanted(t *testing.T) {
 	hostDir, hostFile, before := hostSecretFile(t)
 	a := execPoolAgent(t, "box", 2, 4)
@@ -142,7 +149,11 @@ func TestDropInLiveAndPlanted(t *testing.T) {
 	}
 	setVar("first")
 	live := runJob(t, a, strings.Replace(jobHCL(t, "live.nomad.hcl"), "POOL", "box", 1))
-	planted := runJob(t, a, commandJob(t, "e2e-planted", "box", `ln -s `+hostFile+` local/to-file; ln -s `+hostDir+` local/to-dir; ln -s ../../../../../.. local/up; mkfifo local/fifo; echo mine > local/mine.txt; exit 3`))
+	planted := runJob(t, a, commandJob(t, "e2e-planted", "box", `ln -s `+hostFile+` local/to-file; ln -s `+hostDir+` local/to-dir; ln -s ../../../../../.. local/up; mkfifo local/fifo; echo mine > local/mine.txt; `+
+		`id; grep -E '^(Uid|Gid|Cap(Prm|Eff|Amb|Bnd)|NoNewPrivs)' /proc/self/status; `+
+		`cp /bin/sh local/evil && chmod 4755 local/evil; cp /bin/sh local/rootevil && chown 0:0 local/rootevil; chmod 6755 local/rootevil; `+
+		`mkdir local/sg && chmod 2777 local/sg && cp /bin/sh local/sg/evil && chmod 4755 local/sg/evil; `+
+		`cp /bin/sh /alloc/data/evil && chmod 4755 /alloc/data/evil; ls -ln local /alloc/data; exit 3`))
 
 	waitTask(t, a, live.ID, "agent", "running", 120*time.Second)
 	waitFor(t, 60*time.Second, "the command's first read", func() bool { return strings.Contains(logs(t, a, live.ID, "agent"), "start: first") })
@@ -181,5 +192,20 @@ func TestDropInLiveAndPlanted(t *testing.T) {
 	})
 	if after := treeState(t, hostDir); after != before {
 		t.Fatalf("the host dir changed:\n%s\nwas\n%s", after, before)
+	}
+
+	// The setuid copies of /bin/sh and the setgid dir: the host has them
+	// as plain files and dirs of an unprivileged owner.
+	t.Logf("the planting command's stdout:\n%s", logs(t, a, planted.ID, "agent"))
+	task := filepath.Join(a.DataDir, "alloc", planted.ID)
+	for _, rel := range []string{"agent/local/evil", "agent/local/rootevil", "agent/local/sg", "agent/local/sg/evil", "alloc/data/evil"} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(task, rel), &st); err != nil {
+			t.Errorf("%s: %v, want what the command left there", rel, err)
+			continue
+		}
+		if st.Mode&0o7000 != 0 || st.Uid == 0 || st.Gid == 0 {
+			t.Errorf("%s on the host: mode %o, owner %d:%d: setuid, setgid, sticky or root's", rel, st.Mode, st.Uid, st.Gid)
+		}
 	}
 }

@@ -27,3 +27,13 @@ func (h *Handle) Create(name string, perm uint32, uid, gid int) (*os.File, error
 	}
 	return os.NewFile(uintptr(fd), path.Join(h.d.root, h.relOf(name))), nil
 }
+
+// readDir is Each kept whole.
+func (h *Handle) readDir() ([]Entry, error) {
+	var out []Entry
+	err := h.Each(func(e Entry) error {
+		out = append(out, e)
+		return nil
+	})
+	return out, err
+}

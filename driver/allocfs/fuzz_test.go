@@ -27,6 +27,7 @@ func FuzzBoundary(f *testing.F) {
 	f.Add(bytes.Repeat([]byte("\x00d/"), 60))
 	f.Add(append([]byte("\x01"), bytes.Repeat([]byte("n"), 300)...))
 	f.Add([]byte("\x00r\n\x18r/c\n\x19r/b\n\x1ar/s\n\x06r/f\n\x08r/c\n\x0ar/b\n\x10r/s\n\x13r/f\n\x1br\n\x09r/c\n\x0fr/b\n\x14r\n"))
+	f.Add([]byte("\x00d\n\x18d/c\n\x19d/b\n\x1ad/s\n\x06d/f\n\x1cd\n\x1ed\n\x1dd"))
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		root := t.TempDir()
 		h := newHost(t)
@@ -37,7 +38,7 @@ func FuzzBoundary(f *testing.F) {
 			if len(ins) < 2 {
 				continue
 			}
-			op, rel := ins[0]%28, sanitize(string(ins[1:]))
+			op, rel := ins[0]%31, sanitize(string(ins[1:]))
 			if rel == "" {
 				continue
 			}
@@ -100,6 +101,13 @@ func FuzzBoundary(f *testing.F) {
 				leak(t, nil, err)
 			case 16, 17, 18, 19, 20:
 				fuzzHandle(t, d, rel, op)
+			case 28:
+				_, err := d.ReadDir(rel)
+				leak(t, nil, err)
+			case 29:
+				leak(t, nil, d.RemoveAll(rel))
+			case 30:
+				fuzzHandle(t, d, rel, 21)
 			}
 		}
 		if after := h.snapshot(t); after != before {
@@ -161,10 +169,12 @@ func fuzzHandle(t *testing.T, d Dir, rel string, op byte) {
 	case 20:
 		sub, err := h.Sub(name)
 		if err == nil {
-			_, err = sub.ReadDir()
+			_, err = sub.readDir()
 			sub.Close()
 		}
 		leak(t, nil, err)
+	case 21:
+		leak(t, nil, h.RemoveAll(name))
 	}
 }
 

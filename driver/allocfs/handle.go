@@ -3,9 +3,9 @@ package allocfs
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -114,35 +114,29 @@ func (h *Handle) Lstat(name string) (Entry, error) {
 	return entryOf(name, &st), nil
 }
 
-// ReadDir lists the directory as Dir.ReadDir does, each name described by
-// fstatat in it, in no particular order.
-func (h *Handle) ReadDir() ([]Entry, error) {
-	// getdents needs a descriptor of its own: its offset is per open file.
+// Each calls fn for every name in the directory, described by fstatat in
+// it (a symlink is not followed; a name gone since the listing is left
+// out), in no particular order, until fn's first error, which it returns.
+// The names are read dirBatch at a time from a descriptor of its own (the
+// listing's offset is per open file), so a directory of a million names
+// costs what one of a hundred does; fn may descend meanwhile (Sub, Each).
+func (h *Handle) Each(fn func(Entry) error) error {
 	fd, err := openatRetry(h.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: h.d.pathOf(h.rel), Err: err}
+		return &fs.PathError{Op: "open", Path: h.d.pathOf(h.rel), Err: err}
 	}
 	f := os.NewFile(uintptr(fd), h.d.pathOf(h.rel))
 	defer f.Close()
-	names, err := f.Readdirnames(maxDirEntries + 1)
-	if err != nil && len(names) == 0 && !errors.Is(err, io.EOF) {
-		return nil, &fs.PathError{Op: "readdir", Path: f.Name(), Err: err}
-	}
-	if len(names) > maxDirEntries {
-		return nil, h.d.tampered(h.rel, "holds more than a million names")
-	}
-	out := make([]Entry, 0, len(names))
-	for _, n := range names {
+	return eachName(f, func(n string) error {
 		var st unix.Stat_t
 		if err := unix.Fstatat(h.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			if errors.Is(err, unix.ENOENT) {
-				continue // gone since the listing
+				return nil // gone since the listing
 			}
-			return nil, h.fail(n, "lstat", err)
+			return h.fail(n, "lstat", err)
 		}
-		out = append(out, entryOf(n, &st))
-	}
-	return out, nil
+		return fn(entryOf(n, &st))
+	})
 }
 
 // openRegular opens the regular file name in h for reading, as Dir.OpenFile
@@ -227,6 +221,14 @@ func (h *Handle) Mkdir(name string, perm uint32, uid, gid int) error {
 // Symlink makes name in h, which must not exist (else an error matching
 // fs.ErrExist), a symlink holding target, owned by uid:gid (-1 keeps the
 // plugin's). The target is never looked at.
+//
+// The owner is set through a descriptor, not the name: between symlinkat and
+// a chown by name, the other side could put under the name a hard link to a
+// host file, which the chown would then give away. The new name is opened
+// O_PATH|O_NOFOLLOW (which opens a symlink itself), fstat must find a
+// symlink with one name (a hard link to a host symlink has two), and
+// fchownat(fd, "", AT_EMPTY_PATH) changes that inode only: whatever the name
+// holds by then, nothing but the symlink just checked is changed.
 func (h *Handle) Symlink(target, name string, uid, gid int) error {
 	if err := h.checkName(name); err != nil {
 		return err
@@ -234,11 +236,33 @@ func (h *Handle) Symlink(target, name string, uid, gid int) error {
 	if err := unix.Symlinkat(target, h.fd, name); err != nil {
 		return h.fail(name, "symlink", err)
 	}
-	if uid >= 0 || gid >= 0 {
-		if err := unix.Fchownat(h.fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			_ = unix.Unlinkat(h.fd, name, 0)
-			return h.fail(name, "chown", err)
-		}
+	if uid < 0 && gid < 0 {
+		return nil
+	}
+	if err := h.chownSymlink(name, uid, gid); err != nil {
+		_ = unix.Unlinkat(h.fd, name, 0)
+		return err
+	}
+	return nil
+}
+
+// chownSymlink sets the owner of the symlink name in h through an O_PATH
+// descriptor of it, after fstat found a symlink with one name there.
+func (h *Handle) chownSymlink(name string, uid, gid int) error {
+	fd, err := openatRetry(h.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return h.fail(name, "open", err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return h.fail(name, "fstat", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK || st.Nlink != 1 {
+		return h.d.tampered(h.relOf(name), "was replaced by "+fileType(st.Mode)+" with "+strconv.FormatUint(uint64(st.Nlink), 10)+" names before its owner was set")
+	}
+	if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return h.fail(name, "chown", err)
 	}
 	return nil
 }

@@ -179,7 +179,7 @@ func TestHandleCreateAndMkdir(t *testing.T) {
 	if err := sub.Rename("link", "moved"); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := sub.ReadDir()
+	entries, err := sub.readDir()
 	if err != nil || len(entries) != 1 || entries[0].Name != "moved" || !entries[0].IsSymlink() {
 		t.Fatalf("ReadDir %+v %v", entries, err)
 	}

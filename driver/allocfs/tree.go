@@ -4,7 +4,9 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"os"
 	"path"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -34,8 +36,15 @@ func (e Entry) IsSymlink() bool { return e.Mode&unix.S_IFMT == unix.S_IFLNK }
 // Perm is the entry's permission bits with setuid, setgid and sticky.
 func (e Entry) Perm() uint32 { return e.Mode & 0o7777 }
 
-// maxDirEntries bounds one directory listing.
-const maxDirEntries = 1 << 20
+// dirBatch is how many names a listing asks the kernel for at a time: a
+// listing holds this many names (and the kernel's 8 KiB of them), however
+// many the directory has.
+const dirBatch = 128
+
+// maxDirEntries bounds a listing kept whole (Dir.ReadDir: the run dirs of one
+// sandbox, a handful). Walks over trees go through Handle.Each, which keeps
+// nothing.
+const maxDirEntries = 4096
 
 func entryOf(name string, st *unix.Stat_t) Entry {
 	return Entry{Name: name, Mode: st.Mode, UID: int(st.Uid), GID: int(st.Gid), Size: st.Size, MTime: st.Mtim.Nano(), Links: uint64(st.Nlink)}
@@ -58,79 +67,52 @@ func (d Dir) Lstat(rel string) (Entry, error) {
 
 // ReadDir lists the directory rel, each name described by fstatat in the
 // directory the boundary opened (not by the type the kernel's listing
-// claims), in no particular order.
+// claims), in no particular order. More than maxDirEntries names are
+// tampering: the listing is kept whole.
 func (d Dir) ReadDir(rel string) ([]Entry, error) {
 	f, err := d.OpenDir(rel)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	names, err := f.Readdirnames(maxDirEntries + 1)
-	if err != nil && len(names) == 0 && !errors.Is(err, io.EOF) {
-		return nil, &fs.PathError{Op: "readdir", Path: d.pathOf(rel), Err: err}
-	}
-	if len(names) > maxDirEntries {
-		return nil, d.tampered(rel, "holds more than a million names")
-	}
-	out := make([]Entry, 0, len(names))
-	for _, n := range names {
+	var out []Entry
+	err = eachName(f, func(n string) error {
+		if len(out) == maxDirEntries {
+			return d.tampered(rel, "holds more than "+strconv.Itoa(maxDirEntries)+" names")
+		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(int(f.Fd()), n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			if errors.Is(err, unix.ENOENT) {
-				continue // gone since the listing
+				return nil // gone since the listing
 			}
-			return nil, d.classify(path.Join(rel, n), "lstat", err)
+			return d.classify(path.Join(rel, n), "lstat", err)
 		}
 		out = append(out, entryOf(n, &st))
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// RemoveAll removes rel and, when it is a directory, everything beneath it,
-// without following any symlink; a missing name is no error.
-func (d Dir) RemoveAll(rel string) error {
-	return d.removeAll(rel, 0)
-}
-
-// maxDepth bounds how deep tree operations go.
-const maxDepth = 256
-
-func (d Dir) removeAll(rel string, depth int) error {
-	if depth > maxDepth {
-		return d.tampered(rel, "nests more than 256 directories deep")
-	}
-	e, err := d.Lstat(rel)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if e.IsDir() {
-		entries, err := d.ReadDir(rel)
-		if err != nil {
-			return err
-		}
-		for _, c := range entries {
-			if err := d.removeAll(path.Join(rel, c.Name), depth+1); err != nil {
+// eachName calls fn for each name in the open directory f, read dirBatch at
+// a time, until fn's first error.
+func eachName(f *os.File, fn func(string) error) error {
+	for {
+		names, err := f.Readdirnames(dirBatch)
+		for _, n := range names {
+			if err := fn(n); err != nil {
 				return err
 			}
 		}
+		switch {
+		case errors.Is(err, io.EOF) || err == nil && len(names) == 0:
+			return nil
+		case err != nil:
+			return &fs.PathError{Op: "readdir", Path: f.Name(), Err: err}
+		}
 	}
-	parent, base := path.Split(rel)
-	pfd, err := d.parent(rel, parent)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(pfd)
-	flags := 0
-	if e.IsDir() {
-		flags = unix.AT_REMOVEDIR
-	}
-	if err := unix.Unlinkat(pfd, base, flags); err != nil && !errors.Is(err, unix.ENOENT) {
-		return d.classify(rel, "remove", err)
-	}
-	return nil
 }
 
 // IsTemp reports whether a name is one of the plugin's temporary names.

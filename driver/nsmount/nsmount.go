@@ -13,11 +13,19 @@
 // the plugin's own mount namespace (raw_exec) are never candidates, so nothing
 // is ever mounted on the host.
 //
+// What the sandbox writes into the mount lands in the host directory as it
+// wrote it: a process there that is root, holds a capability or can gain one
+// could leave a root-owned setuid file or a device node for the host to trust.
+// Mount therefore refuses (ErrPrivileged) a namespace whose process is not
+// plainly unprivileged on the host (creds.go), and mounts the clone nosuid and
+// nodev, so that inside the sandbox nothing on it runs setuid or opens as a
+// device either.
+//
 // Every path inside the sandbox is resolved beneath its root without following
 // a symlink (openat2), and the unmount checks that what it detaches is the
-// mount it attached. It needs Linux 5.6 (openat2; open_tree and move_mount
-// came in 5.2) and root; where either is missing, Find fails and the caller
-// copies instead.
+// mount it attached. It needs Linux 5.12 (mount_setattr; openat2 came in 5.6,
+// open_tree and move_mount in 5.2) and root; where either is missing, Find or
+// Mount fails and the caller copies instead.
 package nsmount
 
 import (
@@ -41,6 +49,7 @@ var ErrNotFound = errors.New("no mount namespace of the sandbox is visible on th
 // Namespace is a sandbox's mount namespace, held open.
 type Namespace struct {
 	pid  int
+	proc *os.File // /proc/<pid>: ns and root are opened through it, so all three are the same process's
 	ns   *os.File // /proc/<pid>/ns/mnt
 	root *os.File // the process's root, O_PATH
 }
@@ -107,12 +116,14 @@ func Find(allocID string, allocDir *os.File, allocRel string) (*Namespace, error
 }
 
 // lookFor is what a search needs: the sandbox's alloc dir as the host sees
-// it, and the plugin's own mount namespace, which is never the sandbox's.
+// it, and the plugin's own mount namespace, which is never the sandbox's:
+// the calling thread's (thread-self; a thread that joined a sandbox's
+// namespace never runs anything else, see inside).
 func lookFor(allocDir *os.File) (want *unix.Stat_t, self uint64, err error) {
 	if want, err = fstat(int(allocDir.Fd())); err != nil {
 		return nil, 0, fmt.Errorf("stat the sandbox's alloc dir: %w", err)
 	}
-	if self, err = nsInode("self"); err != nil {
+	if self, err = nsInode("thread-self"); err != nil {
 		return nil, 0, fmt.Errorf("read the plugin's mount namespace: %w", err)
 	}
 	return want, self, nil
@@ -139,22 +150,31 @@ func hasEnv(pid int, needle []byte) bool {
 // open opens the process's namespace and root, unless its namespace was seen.
 func open(pid int, seen map[uint64]bool) (*Namespace, error) {
 	dir := "/proc/" + strconv.Itoa(pid)
-	ns, err := os.Open(dir + "/ns/mnt")
+	pfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	st, err := fstat(int(ns.Fd()))
+	proc := os.NewFile(uintptr(pfd), dir)
+	nfd, err := unix.Openat(pfd, "ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		proc.Close()
+		return nil, err
+	}
+	ns := os.NewFile(uintptr(nfd), dir+"/ns/mnt")
+	st, err := fstat(nfd)
 	if err != nil || seen[st.Ino] {
 		ns.Close()
+		proc.Close()
 		return nil, err
 	}
 	seen[st.Ino] = true
-	rfd, err := unix.Open(dir+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	rfd, err := unix.Openat(pfd, "root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		ns.Close()
+		proc.Close()
 		return nil, err
 	}
-	return &Namespace{pid: pid, ns: ns, root: os.NewFile(uintptr(rfd), dir+"/root")}, nil
+	return &Namespace{pid: pid, proc: proc, ns: ns, root: os.NewFile(uintptr(rfd), dir+"/root")}, nil
 }
 
 // holds says whether rel beneath the namespace's root is the directory want.
@@ -185,14 +205,23 @@ func (n *Namespace) openBeneath(rel string) (int, error) {
 }
 
 // Mount attaches a clone of the host directory src at rel beneath the
-// sandbox's root (an existing directory, which it covers). The sandbox's
-// processes see src's files from then on, and what they write lands in src.
+// sandbox's root (an existing directory, which it covers), nosuid and nodev.
+// The sandbox's processes see src's files from then on, and what they write
+// lands in src. A namespace whose process could write there what the host
+// would trust is refused with an error matching ErrPrivileged.
 func (n *Namespace) Mount(src *os.File, rel string) error {
-	tree, err := unix.OpenTree(int(src.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err := n.unprivileged(); err != nil {
+		return err
+	}
+	tree, err := unix.OpenTree(int(src.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
 	if err != nil {
 		return fmt.Errorf("open_tree %s: %w", src.Name(), err)
 	}
 	defer unix.Close(tree)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("mount_setattr nosuid,nodev on the clone of %s: %w", src.Name(), err)
+	}
 	target, err := n.openBeneath(rel)
 	if err != nil {
 		return fmt.Errorf("open %s in the sandbox: %w", rel, err)
@@ -240,7 +269,10 @@ func (n *Namespace) Unmount(src *os.File, rel string) error {
 }
 
 // inside runs fn on a thread that joined the namespace. The thread is never
-// given back to the Go runtime: it ends with the goroutine.
+// given back to the Go runtime: it ends with the goroutine. (The main thread
+// cannot end: the runtime would park it, in the sandbox's namespace, for the
+// plugin's life, holding that namespace and keeping /proc/self/ns/mnt,
+// which is the main thread's, pointing at it. init keeps it off this work.)
 func (n *Namespace) inside(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -264,7 +296,12 @@ func (n *Namespace) inside(fn func() error) error {
 func (n *Namespace) Close() {
 	n.ns.Close()
 	n.root.Close()
+	n.proc.Close()
 }
+
+// init locks the main goroutine to the main thread (init functions run on
+// it), so no other goroutine, inside's among them, ever runs there.
+func init() { runtime.LockOSThread() }
 
 func nsInode(pid string) (uint64, error) {
 	var st unix.Stat_t

@@ -4,227 +4,245 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io/fs"
-	"path"
 	"strconv"
 	"syscall"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
-	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
-// Copying a tree across two boundaries: every name is listed and described
-// through allocfs (no symlink followed), each directory on either side is
-// opened once (an allocfs.Handle) and the names in it are reached relative
-// to it, one component at a time. A file replacing one the other side may
-// be reading lands under a temporary name renamed into place; the first copy
-// into a sandbox, before its command starts, creates the final names
-// directly.
+// Copying a tree across two boundaries: the source is walked as any walk
+// is (walk.go: counted, bounded, nothing kept per entry), and each directory
+// of the destination is opened once, when the first entry in it is copied,
+// and held while the walk is beneath it; names are reached relative to the
+// held directories, one component at a time, never by a path. A file
+// replacing one the other side may be reading lands under a temporary name
+// renamed into place; the first copy into a sandbox, before its command
+// starts, creates the final names directly.
 
-// maxDepth bounds how deep a tree is walked.
-const maxDepth = 128
+// copier copies the entries of one tree to another.
+type copier struct {
+	w     *walker
+	own   owner
+	links bool // the source's regular files with a second name are copied (the task's side)
+	// first: nothing in the destination reads it yet (the copy in, before
+	// the command starts), so a file is created under its final name; a
+	// name already there is replaced as in any other copy.
+	first bool
+	// want says whether an entry is copied; a directory not wanted is still
+	// walked, and made when an entry beneath it is copied.
+	want func(c *copier, dst *dest, e allocfs.Entry) (bool, error)
+	// done, when set, is told each entry made, in its directory.
+	done func(c *copier, dir *allocfs.Handle, name string) error
+	tmp  tempNames
+	st   Stats
+}
 
-// walk calls fn for every entry beneath root (rel relative to root), parents
-// before children; it does not descend into symlinks. A missing root is an
-// empty tree.
-func walk(d allocfs.Dir, root string, fn func(string, allocfs.Entry) error) error {
-	h, err := d.OpenHandle(root)
+// dest is a directory of the destination: opened, or made and opened, when
+// the first entry in it is copied; looked for (peek) without making it.
+type dest struct {
+	up      *dest // nil for the tree's root, whose h is open from the start
+	rootErr error // for the root: why it could not be opened
+	name    string
+	perm    uint32 // the source directory's, for making it
+	h       *allocfs.Handle
+	missing bool // looked for and not there
+}
+
+func (d *dest) close() {
+	if d.h != nil {
+		d.h.Close()
+		d.h = nil
+	}
+}
+
+// copyTree copies the tree at fromRoot in from to toRoot in to, as tree. A
+// missing source is an empty tree; a missing destination fails the copy of
+// the first entry that is to be copied.
+func (c *copier) copyTree(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot, tree string) error {
+	src, err := from.OpenHandle(fromRoot)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer h.Close()
-	return walkIn(h, root, "", 0, fn)
-}
-
-func walkIn(h *allocfs.Handle, root, rel string, depth int, fn func(string, allocfs.Entry) error) error {
-	if depth > maxDepth {
-		return fmt.Errorf("%s: nests deeper than %d directories", untrusted.Name(path.Join(root, rel)), maxDepth)
-	}
-	entries, err := h.ReadDir()
-	if err != nil {
+	defer src.Close()
+	h, err := to.OpenHandle(toRoot)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	for _, e := range entries {
+	root := &dest{h: h, rootErr: err, missing: err != nil}
+	defer root.close()
+	c.w.tree, c.w.rel = tree, c.w.rel[:0]
+	return c.dir(src, root, 0)
+}
+
+// dir copies the entries of src, depth levels below the tree's root, into
+// dst.
+func (c *copier) dir(src *allocfs.Handle, dst *dest, depth int) error {
+	return src.Each(func(e allocfs.Entry) error {
+		mark, err := c.w.enter(e.Name)
+		if err != nil {
+			return err
+		}
+		defer c.w.leave(mark)
 		if allocfs.IsTemp(e.Name) {
-			continue
+			return nil
 		}
-		r := e.Name
-		if rel != "" {
-			r = rel + "/" + e.Name
-		}
-		if err := fn(r, e); err != nil {
+		want, err := c.want(c, dst, e)
+		if err != nil {
 			return err
 		}
 		if !e.IsDir() {
-			continue
+			if !want {
+				return nil
+			}
+			return c.leaf(src, dst, e)
 		}
-		sub, err := h.Sub(e.Name)
+		if depth >= MaxDepth {
+			return c.w.deeper()
+		}
+		sub := &dest{up: dst, name: e.Name, perm: e.Perm()}
+		defer sub.close()
+		if want {
+			if _, err := c.open(sub); err != nil {
+				return err
+			}
+			if err := c.made(dst.h, e.Name); err != nil {
+				return err
+			}
+		}
+		s, err := src.Sub(e.Name)
 		if errors.Is(err, fs.ErrNotExist) {
-			continue // gone since the listing
+			return nil // gone since the listing
 		}
 		if err != nil {
 			return err
 		}
-		err = walkIn(sub, root, r, depth+1, fn)
-		sub.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// item is one entry of a tree, rel to its root.
-type item struct {
-	rel string
-	e   allocfs.Entry
-}
-
-// list lists every entry beneath root, parents before children.
-func list(d allocfs.Dir, root string) ([]item, error) {
-	var items []item
-	err := walk(d, root, func(rel string, e allocfs.Entry) error {
-		items = append(items, item{rel, e})
-		return nil
+		defer s.Close()
+		return c.dir(s, sub, depth+1)
 	})
-	return items, err
 }
 
-// copyTree copies the entries of fromRoot that want accepts to toRoot, owned
-// by uid:gid, each file replacing what was there at once.
-func (s *Sync) copyTree(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot string, uid, gid int, want func(string, allocfs.Entry) bool) (Stats, error) {
-	items, err := list(from, fromRoot)
-	if err != nil {
-		return Stats{}, err
-	}
-	return copyItems(from, fromRoot, to, toRoot, filter(items, want), uid, gid, false)
-}
-
-// filter keeps the items want accepts.
-func filter(items []item, want func(string, allocfs.Entry) bool) []item {
-	out := items[:0:0]
-	for _, it := range items {
-		if want(it.rel, it.e) {
-			out = append(out, it)
+// leaf copies a file or symlink into dst; a special file, and a regular
+// file with a second name where those are not read, are counted skipped.
+func (c *copier) leaf(src *allocfs.Handle, dst *dest, e allocfs.Entry) error {
+	switch {
+	case e.IsRegular() && e.Links > 1 && !c.links:
+		// A second name may be a file outside the sandbox's trees
+		// (hard-linked under raw_exec): its content is not read.
+		c.st.Skipped++
+		return nil
+	case e.IsRegular():
+		if err := c.w.copies(e.Size); err != nil {
+			return err
 		}
-	}
-	return out
-}
-
-// copier copies the entries of one tree to another, owned by uid:gid.
-type copier struct {
-	from, to *cursor
-	uid, gid int
-	// first: nothing in the destination reads it yet (the copy in, before
-	// the command starts), so a file is created under its final name; a
-	// name already there is replaced as in any other copy.
-	first bool
-	tmp   tempNames
-}
-
-// copyItems copies listed entries of fromRoot (parents before children) to
-// toRoot, owned by uid:gid; first says no one reads toRoot yet.
-func copyItems(from allocfs.Dir, fromRoot string, to allocfs.Dir, toRoot string, items []item, uid, gid int, first bool) (Stats, error) {
-	c := copier{from: &cursor{d: from, root: fromRoot}, to: &cursor{d: to, root: toRoot}, uid: uid, gid: gid, first: first}
-	defer c.from.close()
-	defer c.to.close()
-	var st Stats
-	for _, it := range items {
-		e := it.e
-		dir, name := splitRel(it.rel)
-		var err error
-		switch {
-		case e.IsDir():
-			err = c.dir(dir, name, e.Perm())
-		case e.IsRegular() && e.Links > 1 && !from.HardLinksOK():
-			// A second name may be a file outside the sandbox's trees
-			// (hard-linked under raw_exec): its content is not read.
-			st.Skipped++
-		case e.IsRegular():
-			var n int64
-			n, err = c.file(dir, name, e)
-			st.Files++
-			st.Bytes += n
-		case e.IsSymlink():
-			err = c.symlink(dir, name)
-			st.Files++
-		default:
-			st.Skipped++
-		}
+		h, err := c.open(dst)
 		if err != nil {
-			return st, err
+			return err
+		}
+		n, err := c.file(src, h, e)
+		if err != nil {
+			return err
+		}
+		c.st.Files++
+		c.st.Bytes += n
+		return c.made(h, e.Name)
+	case e.IsSymlink():
+		h, err := c.open(dst)
+		if err != nil {
+			return err
+		}
+		if err := c.symlink(src, h, e.Name); err != nil {
+			return err
+		}
+		c.st.Files++
+		return c.made(h, e.Name)
+	default:
+		// FIFOs, sockets, devices: never made on the other side.
+		c.st.Skipped++
+		return nil
+	}
+}
+
+func (c *copier) made(dir *allocfs.Handle, name string) error {
+	if c.done == nil {
+		return nil
+	}
+	return c.done(c, dir, name)
+}
+
+// open returns the directory d, making what is missing of it and above it
+// (with the source directory's mode, as c.own allows); anything but a
+// directory in its place is removed first.
+func (c *copier) open(d *dest) (*allocfs.Handle, error) {
+	if d.h != nil || d.up == nil {
+		return d.h, d.rootErr
+	}
+	up, err := c.open(d.up)
+	if err != nil {
+		return nil, err
+	}
+	err = up.Mkdir(d.name, c.own.perm(d.perm), c.own.uid, c.own.gid)
+	if errors.Is(err, fs.ErrExist) {
+		if err = up.RemoveAll(d.name); err == nil {
+			err = up.Mkdir(d.name, c.own.perm(d.perm), c.own.uid, c.own.gid)
 		}
 	}
-	return st, nil
+	if err != nil {
+		return nil, err
+	}
+	if d.h, err = up.Sub(d.name); err != nil {
+		return nil, err
+	}
+	d.missing = false
+	return d.h, nil
 }
 
-// splitRel splits a tree-relative path into its directory ("" for the
-// tree's root) and its last name.
-func splitRel(rel string) (string, string) {
-	dir, name := path.Split(rel)
-	if dir != "" {
-		dir = dir[:len(dir)-1]
+// peek returns the directory d if it is there, nil if it is not; nothing
+// is made.
+func (c *copier) peek(d *dest) (*allocfs.Handle, error) {
+	if d.h != nil || d.missing {
+		return d.h, nil
 	}
-	return dir, name
+	up, err := c.peek(d.up)
+	if err != nil || up == nil {
+		d.missing = err == nil
+		return nil, err
+	}
+	h, err := up.Sub(d.name)
+	if errors.Is(err, fs.ErrNotExist) {
+		d.missing = true
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.h = h
+	return h, nil
 }
 
-// dir makes dir/name a directory with perm, replacing anything else there; a
-// directory there is kept as it is.
-func (c *copier) dir(dir, name string, perm uint32) error {
-	h, err := c.to.at(dir)
-	if err != nil {
-		return err
-	}
-	err = h.Mkdir(name, perm, c.uid, c.gid)
-	if !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	if err := c.to.d.RemoveAll(c.to.path(dir, name)); err != nil {
-		return err
-	}
-	return h.Mkdir(name, perm, c.uid, c.gid)
-}
-
-// file copies a regular file's content, mode and mtime to dir/name, at most
-// the size it had when listed (a file growing meanwhile is cut there).
-func (c *copier) file(dir, name string, e allocfs.Entry) (int64, error) {
-	src, err := c.from.at(dir)
-	if err != nil {
-		return 0, err
-	}
-	dst, err := c.to.at(dir)
-	if err != nil {
-		return 0, err
-	}
-	a := allocfs.Attrs{Perm: e.Perm(), UID: c.uid, GID: c.gid, MTime: e.MTime}
+// file copies a regular file's content, mode and mtime to name in dst, at
+// most the size it had when listed (a file growing meanwhile is cut there).
+func (c *copier) file(src, dst *allocfs.Handle, e allocfs.Entry) (int64, error) {
+	a := allocfs.Attrs{Perm: c.own.perm(e.Perm()), UID: c.own.uid, GID: c.own.gid, MTime: e.MTime}
 	var n int64
-	err = c.place(dst, name, func(as string) error {
+	err := c.place(dst, e.Name, func(as string) error {
 		var cerr error
-		n, cerr = allocfs.CopyFile(src, name, dst, as, e.Size, a)
+		n, cerr = allocfs.CopyFile(src, e.Name, dst, as, e.Size, a)
 		return cerr
 	})
 	return n, err
 }
 
-// symlink makes dir/name a symlink holding what the source's holds.
-func (c *copier) symlink(dir, name string) error {
-	src, err := c.from.at(dir)
-	if err != nil {
-		return err
-	}
+// symlink makes name in dst a symlink holding what the source's holds.
+func (c *copier) symlink(src, dst *allocfs.Handle, name string) error {
 	target, err := src.Readlink(name)
 	if err != nil {
 		return err
 	}
-	dst, err := c.to.at(dir)
-	if err != nil {
-		return err
-	}
-	return c.place(dst, name, func(as string) error { return dst.Symlink(target, as, c.uid, c.gid) })
+	return c.place(dst, name, func(as string) error { return dst.Symlink(target, as, c.own.uid, c.own.gid) })
 }
 
 // place makes name in h with write: on the first copy under name itself
@@ -243,7 +261,7 @@ func (c *copier) place(h *allocfs.Handle, name string, write func(as string) err
 	}
 	err := h.Rename(tmp, name)
 	if errors.Is(err, syscall.EISDIR) {
-		if err = c.to.d.RemoveAll(path.Join(h.Rel(), name)); err == nil {
+		if err = h.RemoveAll(name); err == nil {
 			err = h.Rename(tmp, name)
 		}
 	}

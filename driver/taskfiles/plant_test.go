@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
 // The copy in creates the task's files under their final names; where the
@@ -78,23 +80,26 @@ func TestCopySwappedDirAfterListing(t *testing.T) {
 			write(t, filepath.Join(f.host, "dir/file"), "host", 0o644)
 			write(t, filepath.Join(f.sandbox, "sandbox/local/dir/file"), "sandbox", 0o644)
 			write(t, filepath.Join(f.task, "agent/local/dir/file"), "task", 0o644)
-			from, fromRoot, to, toRoot := f.sync.Sandbox, "sandbox/local", f.sync.Task, "agent/local"
-			items, err := list(from, fromRoot)
-			if err != nil {
-				t.Fatal(err)
-			}
 			swap := filepath.Join(f.sandbox, "sandbox/local/dir")
 			if side == "written" {
 				swap = filepath.Join(f.task, "agent/local/dir")
 			}
-			if err := os.RemoveAll(swap); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Symlink(filepath.Join(f.host, "dir"), swap); err != nil {
-				t.Fatal(err)
-			}
+			// The swap comes when the copy has met dir (fstatat: a
+			// directory), before it enters it on either side.
+			c := &copier{w: newWalker(DefaultLimits), own: hostOwner(-1, -1),
+				want: func(_ *copier, _ *dest, e allocfs.Entry) (bool, error) {
+					if e.Name == "dir" {
+						if err := os.RemoveAll(swap); err != nil {
+							return false, err
+						}
+						if err := os.Symlink(filepath.Join(f.host, "dir"), swap); err != nil {
+							return false, err
+						}
+					}
+					return true, nil
+				}}
 			before := f.hostState(t)
-			_, err = copyItems(from, fromRoot, to, toRoot, items, -1, -1, false)
+			err := c.copyTree(f.sync.Sandbox, "sandbox/local", f.sync.Task, "agent/local", "local")
 			if side == "read" && (err == nil || !strings.Contains(err.Error(), "sandbox/local/dir")) {
 				t.Fatalf("copy from a swapped dir: %v, want an error naming it", err)
 			}

@@ -18,8 +18,11 @@
 // reads the sandbox's trees yet; a name already there is replaced as below).
 // A refresh or a write-back writes a file under a temporary name and renames
 // it into place: a reader sees the old version or the new one, never a part.
-// The write-back is bounded in bytes and files, and when it would exceed a bound
-// it writes nothing.
+// Every walk is bounded as it goes, in entries, path bytes, depth and bytes
+// copied (walk.go), and holds what grows with the depth of a tree, never
+// with its entries. A write-back that would exceed a bound writes nothing;
+// what it makes on the host is never setuid, setgid, sticky, special or
+// root-owned (owner.go).
 package taskfiles
 
 import (
@@ -51,25 +54,30 @@ func Trees(task, sandboxTask string) []Tree {
 	}
 }
 
-// Limits bound what a write-back copies.
+// Limits bound what one copy (In, Refresh, Out) walks and copies.
 type Limits struct {
-	Bytes int64
-	Files int
+	Bytes int64 // bytes of regular files copied
+	// Entries counts every name a walk meets, whatever it is: files,
+	// directories, symlinks, hard links, special files.
+	Entries int
+	// NameBytes counts the bytes of those names' paths, relative to their
+	// tree's root.
+	NameBytes int64
 }
 
-// DefaultLimits bound a write-back unless the driver says otherwise.
-var DefaultLimits = Limits{Bytes: 2 << 30, Files: 100_000}
+// DefaultLimits bound a copy unless the driver says otherwise.
+var DefaultLimits = Limits{Bytes: 2 << 30, Entries: 100_000, NameBytes: 32 << 20}
 
-// ErrLimit is returned (wrapped, naming the bound) when a write-back would
-// exceed its Limits; nothing was written then.
-var ErrLimit = errors.New("write-back limit exceeded")
+// ErrLimit is returned (wrapped, naming the bound) when a copy would exceed
+// its Limits or MaxDepth; a write-back then wrote nothing.
+var ErrLimit = errors.New("task files limit exceeded")
 
 // Stats say what a sync did.
 type Stats struct {
 	Files   int   // regular files and symlinks written
 	Bytes   int64 // bytes of regular files written
 	Removed int   // names removed
-	Skipped int   // special files (FIFOs, devices, sockets) not copied
+	Skipped int   // special files (FIFOs, devices, sockets), and the sandbox's hard-linked files, not copied
 }
 
 func (s *Stats) add(o Stats) {
@@ -84,27 +92,18 @@ type Sync struct {
 	Task    allocfs.Dir // the task's alloc dir (hard links accepted)
 	Sandbox allocfs.Dir
 	Trees   []Tree
-	// UID and GID own what is copied into the sandbox: the sandbox task's user.
+	// UID and GID are the sandbox task's user (-1 unknown): they own what
+	// is copied into the sandbox, and, unless root, what the write-back
+	// makes on the host (else NobodyUID:NobodyGID).
 	UID, GID int
 	Limits   Limits
-	// StatePath keeps the sandbox's trees as they were after the last copy in
-	// (in the task's private dir), so a write-back after a plugin restart
-	// still tells what the command changed.
+	// StatePath keeps what the sandbox's trees held after the copy in, and
+	// what refreshes copied since (in the task's private dir), so a
+	// write-back after a plugin restart still tells what the command changed.
 	StatePath string
 
 	mu    sync.Mutex
-	state map[string]entryState // "<tree>/<rel>" -> sandbox side after our copies
-}
-
-// entryState is what a write-back compares to tell a change.
-type entryState struct {
-	Mode  uint32 `json:"m"`
-	Size  int64  `json:"s"`
-	MTime int64  `json:"t"`
-}
-
-func stateOf(e allocfs.Entry) entryState {
-	return entryState{Mode: e.Mode, Size: e.Size, MTime: e.MTime}
+	state map[string]treeState // per tree: the sandbox side after our copies
 }
 
 // In copies the task's trees into the sandbox (the task's files win over the
@@ -114,76 +113,101 @@ func (s *Sync) In() (Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// The same bounds as a write-back: a task whose trees are larger fails
-	// to start with the reason, instead of copying without end. Each tree is
-	// listed once, for the count and the copy.
+	// to start with the reason, instead of copying without end. A counting
+	// pass first, so that nothing is copied then.
 	lim := s.limits()
-	var need Stats
-	lists := make([][]item, len(s.Trees))
-	for i, t := range s.Trees {
-		items, err := list(s.Task, t.Task)
-		if err != nil {
-			return Stats{}, fmt.Errorf("read %s: %w", t.Name, err)
-		}
-		lists[i] = items
-		for _, it := range items {
-			if it.e.IsRegular() || it.e.IsSymlink() {
-				need.Files++
-				need.Bytes += it.e.Size
-			}
-		}
-	}
-	if need.Bytes > lim.Bytes || need.Files > lim.Files {
-		return Stats{}, fmt.Errorf("%w: the task's files are %d bytes in %d files, more than %d bytes or %d files",
-			ErrLimit, need.Bytes, need.Files, lim.Bytes, lim.Files)
-	}
-	var total Stats
-	for i, t := range s.Trees {
-		if err := s.ensureRoot(t); err != nil {
-			return total, err
-		}
-		st, err := copyItems(s.Task, t.Task, s.Sandbox, t.Sandbox, lists[i], s.UID, s.GID, true)
-		total.add(st)
-		if err != nil {
-			return total, fmt.Errorf("copy %s into the sandbox: %w", t.Name, err)
-		}
-	}
-	s.state = map[string]entryState{}
+	count := newWalker(lim)
 	for _, t := range s.Trees {
-		if err := s.record(t); err != nil {
-			return total, err
+		err := count.walk(s.Task, t.Task, t.Name, func(_ *allocfs.Handle, e allocfs.Entry) (bool, error) {
+			if e.IsRegular() {
+				return true, count.copies(e.Size)
+			}
+			return true, nil
+		})
+		if err != nil {
+			return Stats{}, fmt.Errorf("read the task's %s: %w", t.Name, err)
 		}
 	}
-	return total, s.save()
+	c := &copier{w: newWalker(lim), own: sandboxOwner(s.UID, s.GID), links: true, first: true,
+		want: func(*copier, *dest, allocfs.Entry) (bool, error) { return true, nil }}
+	for _, t := range s.Trees {
+		if err := s.ensureRoot(t); err != nil {
+			return c.st, err
+		}
+		if err := c.copyTree(s.Task, t.Task, s.Sandbox, t.Sandbox, t.Name); err != nil {
+			return c.st, fmt.Errorf("copy %s into the sandbox: %w", t.Name, err)
+		}
+	}
+	// What the sandbox's trees hold now, the template's files with the
+	// task's: a write-back copies what differs from it.
+	rec := newWalker(lim)
+	state := map[string]treeState{}
+	for _, t := range s.Trees {
+		ts := treeState{}
+		err := rec.walk(s.Sandbox, t.Sandbox, t.Name, func(_ *allocfs.Handle, e allocfs.Entry) (bool, error) {
+			ts[keyOf(rec.rel)] = stateOf(e)
+			return true, nil
+		})
+		if err != nil {
+			return c.st, fmt.Errorf("record %s in the sandbox: %w", t.Name, err)
+		}
+		state[t.Name] = ts
+	}
+	s.state = state
+	return c.st, s.save()
 }
 
 // Refresh copies what changed in the task's trees since the last copy into
 // the sandbox (a template Nomad rendered again), adding and replacing, never
-// removing. Call it before a signal reaches the command, and when the task's
-// files change.
+// removing, and records what it copied. Call it before a signal reaches the
+// command, and when the task's files change. It walks the task's trees
+// only: what the command does elsewhere in the sandbox's is not looked at.
 func (s *Sync) Refresh() (Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.loadLocked(); err != nil {
 		return Stats{}, err
 	}
-	var total Stats
+	lim := s.limits()
+	own := sandboxOwner(s.UID, s.GID)
+	c := &copier{w: newWalker(lim), own: own, links: true,
+		want: func(c *copier, dst *dest, e allocfs.Entry) (bool, error) {
+			h, err := c.peek(dst)
+			if err != nil || h == nil {
+				return err == nil, err
+			}
+			cur, err := h.Lstat(e.Name)
+			return err != nil || !e.IsDir() && (cur.Size != e.Size || cur.MTime != e.MTime || cur.Mode != own.mode(e.Mode)), nil
+		}}
+	var err error
 	for _, t := range s.Trees {
 		if !t.Live {
 			continue
 		}
-		st, err := s.copyTree(s.Task, t.Task, s.Sandbox, t.Sandbox, s.UID, s.GID, func(rel string, e allocfs.Entry) bool {
-			cur, err := s.Sandbox.Lstat(path.Join(t.Sandbox, rel))
-			return err != nil || !e.IsDir() && (cur.Size != e.Size || cur.MTime != e.MTime || cur.Mode != e.Mode)
-		})
-		total.add(st)
-		if err != nil {
-			return total, fmt.Errorf("refresh %s in the sandbox: %w", t.Name, err)
+		ts := s.state[t.Name]
+		if ts == nil {
+			ts = treeState{}
+			s.state[t.Name] = ts
 		}
-		if err := s.record(t); err != nil {
-			return total, err
+		c.done = func(c *copier, dir *allocfs.Handle, name string) error {
+			e, err := dir.Lstat(name)
+			if err != nil {
+				return err
+			}
+			k := keyOf(c.w.rel)
+			if _, ok := ts[k]; !ok && s.stateEntries() >= lim.Entries {
+				return fmt.Errorf("%w: the sandbox's trees would hold more than %d entries", ErrLimit, lim.Entries)
+			}
+			ts[k] = stateOf(e)
+			return nil
+		}
+		if err = c.copyTree(s.Task, t.Task, s.Sandbox, t.Sandbox, t.Name); err != nil {
+			err = fmt.Errorf("refresh %s in the sandbox: %w", t.Name, err)
+			break
 		}
 	}
-	return total, s.save()
+	// What was copied is recorded, whether or not all of it was.
+	return c.st, errors.Join(err, s.save())
 }
 
 // Out copies what the command created or changed in the trees copied back
@@ -195,57 +219,55 @@ func (s *Sync) Out() (Stats, error) {
 	if err := s.loadLocked(); err != nil {
 		return Stats{}, err
 	}
-	changed := func(t Tree) func(string, allocfs.Entry) bool {
-		return func(rel string, e allocfs.Entry) bool {
-			old, ok := s.state[t.Name+"/"+rel]
-			return !ok || old != stateOf(e)
-		}
+	lim := s.limits()
+	changed := func(ts treeState, rel []byte, e allocfs.Entry) bool {
+		old, ok := ts[keyOf(rel)]
+		return !ok || old != stateOf(e)
 	}
-	// First list and count, so that a write-back over its bounds writes
-	// nothing; the copy then works from the same lists.
-	var need Stats
-	now := map[string]bool{} // "<tree>/<rel>" in the sandbox now
-	lists := make([][]item, len(s.Trees))
-	for i, t := range s.Trees {
+	// A counting pass first, so that a write-back over its bounds writes
+	// nothing; it also notes which recorded entries are still there.
+	count := newWalker(lim)
+	seen := map[string]map[stateKey]bool{}
+	for _, t := range s.Trees {
 		if !t.Back {
 			continue
 		}
-		items, err := list(s.Sandbox, t.Sandbox)
+		ts, here := s.state[t.Name], map[stateKey]bool{}
+		seen[t.Name] = here
+		err := count.walk(s.Sandbox, t.Sandbox, t.Name, func(_ *allocfs.Handle, e allocfs.Entry) (bool, error) {
+			k := keyOf(count.rel)
+			if old, ok := ts[k]; ok {
+				here[k] = true
+				if old == stateOf(e) {
+					return true, nil
+				}
+			}
+			if e.IsRegular() && e.Links < 2 {
+				return true, count.copies(e.Size)
+			}
+			return true, nil
+		})
 		if err != nil {
 			return Stats{}, fmt.Errorf("read %s in the sandbox: %w", t.Name, err)
 		}
-		for _, it := range items {
-			now[t.Name+"/"+it.rel] = true
-		}
-		lists[i] = filter(items, changed(t))
-		for _, it := range lists[i] {
-			switch {
-			case it.e.IsRegular() && it.e.Links < 2:
-				need.Files++
-				need.Bytes += it.e.Size
-			case it.e.IsSymlink():
-				need.Files++
-			}
-		}
 	}
-	lim := s.limits()
-	if need.Bytes > lim.Bytes {
-		return Stats{}, fmt.Errorf("%w: the command left %d bytes to copy back, more than %d", ErrLimit, need.Bytes, lim.Bytes)
-	}
-	if need.Files > lim.Files {
-		return Stats{}, fmt.Errorf("%w: the command left %d files to copy back, more than %d", ErrLimit, need.Files, lim.Files)
-	}
+	// The copy enforces the bounds again as it goes: the sandbox may have
+	// changed since the count (a process the command left behind).
+	own, w := hostOwner(s.UID, s.GID), newWalker(lim)
 	var total Stats
-	for i, t := range s.Trees {
+	for _, t := range s.Trees {
 		if !t.Back {
 			continue
 		}
-		st, err := copyItems(s.Sandbox, t.Sandbox, s.Task, t.Task, lists[i], -1, -1, false)
-		total.add(st)
+		ts := s.state[t.Name]
+		c := &copier{w: w, own: own,
+			want: func(c *copier, _ *dest, e allocfs.Entry) (bool, error) { return changed(ts, c.w.rel, e), nil }}
+		err := c.copyTree(s.Sandbox, t.Sandbox, s.Task, t.Task, t.Name)
+		total.add(c.st)
 		if err != nil {
 			return total, fmt.Errorf("copy %s back from the sandbox: %w", t.Name, err)
 		}
-		n, err := s.removeDeleted(t, now)
+		n, err := s.removeDeleted(t, seen[t.Name], lim)
 		total.Removed += n
 		if err != nil {
 			return total, fmt.Errorf("remove from %s what the command deleted: %w", t.Name, err)
@@ -259,8 +281,11 @@ func (s *Sync) limits() Limits {
 	if l.Bytes <= 0 {
 		l.Bytes = DefaultLimits.Bytes
 	}
-	if l.Files <= 0 {
-		l.Files = DefaultLimits.Files
+	if l.Entries <= 0 {
+		l.Entries = DefaultLimits.Entries
+	}
+	if l.NameBytes <= 0 {
+		l.NameBytes = DefaultLimits.NameBytes
 	}
 	return l
 }
@@ -290,41 +315,27 @@ func (s *Sync) ensureRoot(t Tree) error {
 	return nil
 }
 
-// record notes every entry of the sandbox side of t as it is now.
-func (s *Sync) record(t Tree) error {
-	for k := range s.state {
-		if len(k) > len(t.Name) && k[:len(t.Name)+1] == t.Name+"/" {
-			delete(s.state, k)
-		}
-	}
-	return walk(s.Sandbox, t.Sandbox, func(rel string, e allocfs.Entry) error {
-		s.state[t.Name+"/"+rel] = stateOf(e)
-		return nil
-	})
-}
-
 // removeDeleted removes from the task's side of t what was in the sandbox
-// after the copy in and is not in it now.
-func (s *Sync) removeDeleted(t Tree, now map[string]bool) (int, error) {
+// after the copy in and is not in it now (recorded, not seen by the count).
+// The paths are not kept (the state holds their hashes): the task's side is
+// walked, as bounded as any walk, when something was deleted.
+func (s *Sync) removeDeleted(t Tree, seen map[stateKey]bool, lim Limits) (int, error) {
+	ts := s.state[t.Name]
+	if len(ts) == len(seen) {
+		return 0, nil
+	}
 	n := 0
-	for k := range s.state {
-		rel, ok := cutTree(k, t.Name)
-		if !ok || now[k] {
-			continue
+	w := newWalker(lim)
+	err := w.walk(s.Task, t.Task, t.Name, func(dir *allocfs.Handle, e allocfs.Entry) (bool, error) {
+		k := keyOf(w.rel)
+		if _, ok := ts[k]; !ok || seen[k] {
+			return true, nil
 		}
-		if there, _ := s.Task.Exists(path.Join(t.Task, rel)); there {
-			if err := s.Task.RemoveAll(path.Join(t.Task, rel)); err != nil {
-				return n, err
-			}
-			n++
+		if err := dir.RemoveAll(e.Name); err != nil {
+			return false, err
 		}
-	}
-	return n, nil
-}
-
-func cutTree(key, tree string) (string, bool) {
-	if len(key) <= len(tree)+1 || key[:len(tree)+1] != tree+"/" {
-		return "", false
-	}
-	return key[len(tree)+1:], true
+		n++
+		return false, nil
+	})
+	return n, err
 }
