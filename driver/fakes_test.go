@@ -125,6 +125,10 @@ type fakeRunner struct {
 	runs      map[string]*fakeRun
 	allocGone map[string]chan struct{}
 	execs     []string // the sandbox allocation of every exec, in order
+	// hostDir, when set (before any start), is the client's alloc root the
+	// fake sandboxes share with the host, as raw_exec ones do: their launch
+	// sessions say so.
+	hostDir string
 }
 
 func newFakeRunner() *fakeRunner {
@@ -208,7 +212,12 @@ func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd 
 
 func (r *fakeRunner) Cleanup(context.Context, sandbox.Ref, string) error { return nil }
 
-func (r *fakeRunner) SessionInfo(string) (sandbox.SessionInfo, bool) {
+func (r *fakeRunner) LaunchState(string) (string, bool) { return "", false }
+
+func (r *fakeRunner) SessionInfo(allocID string) (sandbox.SessionInfo, bool) {
+	if r.hostDir != "" {
+		return sandbox.SessionInfo{UID: os.Getuid(), GID: os.Getgid(), AllocDir: filepath.Join(r.hostDir, allocID, "alloc")}, true
+	}
 	return sandbox.SessionInfo{UID: -1, GID: -1}, false
 }
 
