@@ -136,3 +136,28 @@ func TestWatchdogReportsACommandWhoseProcessesAreGone(t *testing.T) {
 		t.Fatalf("the watchdog ended a task whose process lives: %+v", r)
 	}
 }
+
+// A command that exited while its output is still being shipped (the
+// shipper saves its offsets as output moves) is left to its shipper; once
+// output stops moving, the watchdog reports it.
+func TestWatchdogWaitsWhileOutputMoves(t *testing.T) {
+	e, events := watchdogEnv(t)
+	tc, st := e.startNamed("draining", 1)
+	writeRecord(t, st, "exit", "0\n")
+	moving := time.Now().Add(3 * e.drv.watchdogGrace)
+	for time.Now().Before(moving) { // a shipper draining: offsets saved every 50 ms
+		if err := os.WriteFile(st.OffsetsPath, []byte(`{"stdout":1}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if h, _ := e.drv.tasks.get(tc.Id); h == nil {
+			t.Fatal("task not tracked")
+		} else if r, _ := h.result(); r != nil {
+			t.Fatalf("reported while its output moved: %+v", r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := e.wait(tc.Id); r.Result.GetExitCode() != 0 {
+		t.Errorf("exit code %d, want 0", r.Result.GetExitCode())
+	}
+	watchdogEvent(t, events, tc.Id)
+}
