@@ -170,9 +170,15 @@ type soakResult struct {
 // soak runs n tasks on an agent with a pool of template, in bursts.
 func soak(t *testing.T, template string, n int) {
 	// The client keeps terminal allocations (by default it collects them
-	// beyond 50), so each task's logs can be read once it is dead.
+	// beyond 50), so each task's logs can be read once it is dead. The
+	// test's own API calls (a blocking query per task in flight, log reads)
+	// come from the plugin's address, 127.0.0.1, and with the plugin's
+	// launch sessions reached Nomad's 100 connections per address (429s
+	// to the plugin's watches); on a node the plugin does not share it
+	// with a harness of 30 watchers, so here it is raised
+	// (TestConnectionsDoNotGrowWithTasks checks the plugin's own use).
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock(soakPool, template, soakSize, soakMax),
-		ExtraConfig: "client {\n  gc_max_allocs = 5000\n}\n"})
+		ExtraConfig: "client {\n  gc_max_allocs = 5000\n}\nlimits {\n  http_max_conns_per_client = 400\n}\n"})
 	waitWarm(t, a, soakPool, soakSize)
 	before := pluginGoroutines(t, a)
 	begin := time.Now()
