@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -169,6 +170,9 @@ type soakResult struct {
 
 // soak runs n tasks on an agent with a pool of template, in bursts.
 func soak(t *testing.T, template string, n int) {
+	// Every wait for a helper's exit starts 200 ms late (a failpoint): an
+	// exit in that window was once missed for good, and the task hung.
+	t.Setenv(shipper.SlowPidWaitEnv, "1") // the agent passes its env to the plugin
 	// The client keeps terminal allocations (by default it collects them
 	// beyond 50), so each task's logs can be read once it is dead. The
 	// test's own API calls (a blocking query per task in flight, log reads)

@@ -26,6 +26,7 @@ func waitProcessExit(ctx context.Context, pid int, alive func() bool) error {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
 	defer stop()
+	beforePidWait()
 	// The pidfd turns readable once, at the exit (and again at the reap),
 	// and the poller is edge-triggered: Read forgets an edge that came
 	// before it armed its wait. So whether the process still lives is asked
