@@ -12,7 +12,7 @@ BUF         := github.com/bufbuild/buf/cmd/buf@v1.75.0
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 build: ## build the plugin into build/plugins/
 	@mkdir -p $(PLUGIN_DIR)
@@ -25,6 +25,16 @@ e2e: ## every test, with those against a real Nomad dev agent (needs nomad)
 	@command -v $(NOMAD) >/dev/null || { echo "make e2e needs nomad: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
 	@mkdir -p $(AGENT_TMP)
 	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) go test -count=1 -timeout 60m ./...
+
+# The soak (e2e/soak_test.go): bursts of 30 sandbox jobs against a pool of 4;
+# make e2e runs a short one (60 raw_exec tasks, 30 exec), make soak a long one.
+SOAK_TASKS      ?= 1020
+SOAK_EXEC_TASKS ?= 300
+
+soak: ## a thousand and more sandbox tasks in bursts: none may hang, lose output or leak (needs nomad; 30+ min)
+	@command -v $(NOMAD) >/dev/null || { echo "make soak needs nomad: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
+	NOMAD_BIN=$$(command -v $(NOMAD)) SOAK_TASKS=$(SOAK_TASKS) SOAK_EXEC_TASKS=$(SOAK_EXEC_TASKS) \
+		go test -count=1 -v -run '^TestSoak$$' -timeout 180m ./e2e/
 
 BENCH_OUT   := $(BUILD_DIR)/bench
 # Real-agent tests and benchmarks keep their agents' dirs here rather than in
@@ -72,4 +82,4 @@ lint: ## gofmt, go vet, staticcheck, deadcode, go mod tidy check
 clean: ## remove build output
 	rm -rf $(BUILD_DIR)
 
-.PHONY: help build test e2e bench dev proto lint clean
+.PHONY: help build test e2e soak bench dev proto lint clean

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
@@ -20,7 +22,17 @@ import (
 func main() {
 	if plugin.LaunchedByNomad() {
 		logger := plugin.NewLogger(driver.Name)
-		plugin.Serve(driver.New(logger, nil), logger)
+		d := driver.New(logger, nil)
+		// SIGUSR1 logs what the plugin knows of every task (Driver.LogState),
+		// for whoever asks why a task has not ended.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			for range usr1 {
+				d.LogState()
+			}
+		}()
+		plugin.Serve(d, logger)
 		return
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

@@ -123,6 +123,10 @@ func (b *nomadBackend) StartPool(ctx context.Context) (Pool, error) {
 		// A claim's record is written behind it (driver/claim.go): a
 		// sandbox handed out is in use, whatever the records say.
 		WriteBehind: true,
+		// A retired sandbox's launch session closes at once: sessions are
+		// bounded (MaxSessions), and those of a burst's surplus, retired
+		// together, held the bound until Nomad had stopped each sandbox.
+		Discard: b.Discard,
 		Prepare: func(ctx context.Context, w pool.WarmAlloc) error {
 			ref := sandbox.Ref{Namespace: b.cfg.Namespace, AllocID: w.AllocID, Task: w.TaskName,
 				HostAllocDir: filepath.Join(root, w.AllocID)}

@@ -62,6 +62,9 @@ type Runner interface {
 	// sandbox.Runner.End) and says how many it signalled.
 	End(ref sandbox.Ref, runID string, nsPID int) (int, error)
 	SessionInfo(allocID string) (sandbox.SessionInfo, bool)
+	// LaunchState says what a launch whose outcome Start has not delivered
+	// yet is doing (for the task dumps); ok is false when none awaits one.
+	LaunchState(allocID string) (state string, ok bool)
 }
 
 // BackendFactory builds the backend for a validated config, without any remote
@@ -107,6 +110,11 @@ type Driver struct {
 	events     *eventHub
 	tasks      *taskStore
 	files      *filesWatch
+
+	// The watchdog (watchdog.go) starts with the first tracked task.
+	watchdogOnce  sync.Once
+	watchdogEvery time.Duration
+	watchdogGrace time.Duration
 }
 
 // New returns a driver; newBackend nil means the real Nomad API backend.
@@ -128,6 +136,9 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 		tasks:       newTaskStore(),
 		startRetry:  defaultStartRetry,
 		reloadEvery: reloadEvery,
+
+		watchdogEvery: watchdogEvery,
+		watchdogGrace: watchdogGrace,
 	}
 	d.files = newFilesWatch(d)
 	d.metrics.countTasks(d.tasks.count)

@@ -129,6 +129,11 @@ type fakeRunner struct {
 	onEnd     func(ref sandbox.Ref, runID string) (int, error)
 
 	execOut func(stdout, stderr io.Writer) // when set, what an exec prints
+
+	// hostDir, when set (before any start), is the client's alloc root the
+	// fake sandboxes share with the host, as raw_exec ones do: their launch
+	// sessions say so.
+	hostDir string
 }
 
 func newFakeRunner() *fakeRunner {
@@ -229,7 +234,12 @@ func (r *fakeRunner) End(ref sandbox.Ref, runID string, nsPID int) (int, error) 
 	return 0, nil
 }
 
-func (r *fakeRunner) SessionInfo(string) (sandbox.SessionInfo, bool) {
+func (r *fakeRunner) LaunchState(string) (string, bool) { return "", false }
+
+func (r *fakeRunner) SessionInfo(allocID string) (sandbox.SessionInfo, bool) {
+	if r.hostDir != "" {
+		return sandbox.SessionInfo{UID: os.Getuid(), GID: os.Getgid(), AllocDir: filepath.Join(r.hostDir, allocID, "alloc")}, true
+	}
 	return sandbox.SessionInfo{UID: -1, GID: -1}, false
 }
 

@@ -34,6 +34,7 @@ type taskHandle struct {
 	sync        *taskfiles.Sync // see files()
 	filesOut    bool            // the write-back ran
 	filesWhy    string          // why files are copied where a mount was the way
+	step        string          // what the watcher waits for (watchdog.go)
 }
 
 func (h *taskHandle) setExit(r plugin.ExitResult) {

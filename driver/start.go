@@ -162,6 +162,7 @@ func (d *Driver) track(h *taskHandle, started <-chan error) {
 		defer d.files.remove(h.cfg.ID)
 		d.watch(ctx, h, started)
 	}()
+	d.startWatchdog()
 }
 
 // watch sets the task's exit result from its command, or from the death of its
@@ -174,6 +175,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 	if started != nil {
 		// Following starts once the command has (the run's files are
 		// there from its first byte, so nothing is missed meanwhile).
+		h.setStep(stepLaunch)
 		select {
 		case err := <-started:
 			if err != nil {
@@ -188,6 +190,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 			return
 		}
 	}
+	h.setStep(stepBackend)
 	b, err := d.waitBackend(ctx, nil)
 	if err != nil {
 		return // plugin shutting down or task destroyed: the command lives on
@@ -217,12 +220,14 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 	}()
 	if !h.state.Command {
 		// The task holds its sandbox until stopped or until the sandbox dies.
+		h.setStep(stepHold)
 		select {
 		case <-ctx.Done():
 		case <-h.done:
 		}
 		return
 	}
+	h.setStep(stepShip)
 	st, err := b.Ship(ctx, h.shipJob())
 	if ctx.Err() != nil {
 		return // plugin shutting down or task destroyed: the command lives on
@@ -241,6 +246,7 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 		h.setExit(plugin.ExitResult{ExitCode: max(st.Code, 1), Signal: st.Signal, Err: endErr.Error()})
 		return
 	}
+	h.setStep(stepResults)
 	d.copyOut(h) // before the exit is reported: poststop tasks read the results
 	h.setExit(plugin.ExitResult{ExitCode: st.Code, Signal: st.Signal})
 }

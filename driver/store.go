@@ -41,6 +41,17 @@ func (s *taskStore) detachAll() {
 	}
 }
 
+// all lists the tasks the store holds.
+func (s *taskStore) all() []*taskHandle {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*taskHandle, 0, len(s.tasks))
+	for _, h := range s.tasks {
+		out = append(out, h)
+	}
+	return out
+}
+
 // count is how many tasks the store holds.
 func (s *taskStore) count() int {
 	s.mu.RLock()

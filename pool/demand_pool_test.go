@@ -29,14 +29,20 @@ func (c *fakeClock) Add(d time.Duration) {
 
 // A burst of claims grows a demand-driven pool above size, never beyond max,
 // and once demand has been lower for scale_down_after it shrinks back to
-// size, retiring the oldest unclaimed instances.
+// size, retiring the oldest unclaimed instances (each discarded, so what
+// Prepare opened for it is closed at once).
 func TestDemandGrowsPoolWithinMaxAndShrinksOldestFirst(t *testing.T) {
 	clock := &fakeClock{now: time.Now()}
 	srv := pooltest.New()
 	t.Cleanup(srv.Close)
 	srv.SetStartDelay(400 * time.Millisecond) // the warm-up the pool learns
 	cfg := Config{Name: "py", Size: 1, MaxWarm: 4, Max: 5, ScaleDownAfter: time.Minute}
-	m := newManager(t, srv, func(m *Manager) { m.now = clock.Now }, cfg)
+	var mu sync.Mutex
+	discarded := map[string]bool{}
+	m := newManager(t, srv, func(m *Manager) {
+		m.now = clock.Now
+		m.discard = func(id string) { mu.Lock(); discarded[id] = true; mu.Unlock() }
+	}, cfg)
 	if err := m.Start(ctx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -118,5 +124,15 @@ func TestDemandGrowsPoolWithinMaxAndShrinksOldestFirst(t *testing.T) {
 	after := m.Warm()
 	if len(after) != 1 || after[0].AllocID != before[len(before)-1].AllocID {
 		t.Fatalf("kept %+v; want the newest of %+v (the oldest retired first)", after, before)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, w := range before {
+		if kept := i == len(before)-1; discarded[w.AllocID] == kept {
+			t.Errorf("instance %s (kept %t) discarded %t", w.AllocID, kept, discarded[w.AllocID])
+		}
+	}
+	if len(discarded) != len(before)-1 {
+		t.Errorf("discarded %d allocations, want the %d retired", len(discarded), len(before)-1)
 	}
 }

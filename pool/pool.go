@@ -57,7 +57,12 @@ type Options struct {
 	// Prepare, when set, is called once for every allocation whose task
 	// runs, before it counts as warm (see prepare.go); an error replaces the
 	// allocation and counts as a failure of its pool's template.
-	Prepare  func(ctx context.Context, w WarmAlloc) error
+	Prepare func(ctx context.Context, w WarmAlloc) error
+	// Discard, when set, is told an unclaimed allocation the pool retires
+	// (scale-down, a stale template), once its retirement is on record and
+	// before it is purged, so what Prepare opened for it is closed at once
+	// rather than when Nomad has stopped it.
+	Discard  func(allocID string)
 	Observer Observer // told of warm-ups, dispatches and purges; may be nil
 	// WriteBehind hands out a claim before its record is written (see
 	// record.go): the caller must mark the allocation as used before it
@@ -76,6 +81,7 @@ type Manager struct {
 	log       hclog.Logger
 	onChange  func()
 	prepare   func(context.Context, WarmAlloc) error
+	discard   func(allocID string)
 	observer  Observer
 	// writeBehind: Options.WriteBehind
 	writeBehind bool
@@ -180,6 +186,7 @@ func New(opts Options) (*Manager, error) {
 		log:         opts.Logger,
 		onChange:    opts.OnChange,
 		prepare:     opts.Prepare,
+		discard:     opts.Discard,
 		observer:    opts.Observer,
 		writeBehind: opts.WriteBehind,
 		instance:    hex.EncodeToString(id),

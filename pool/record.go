@@ -88,6 +88,24 @@ func (c *Claim) Wait(ctx context.Context) error {
 	}
 }
 
+// RecordState says, without waiting, where the claim's record stands:
+// "written" (or made before Claim returned), "pending" while it is written
+// behind, or why it was not written.
+func (c *Claim) RecordState() string {
+	if c == nil || c.rec == nil {
+		return "written"
+	}
+	select {
+	case <-c.rec.done:
+		if c.rec.err != nil {
+			return "not written: " + c.rec.err.Error()
+		}
+		return "written"
+	default:
+		return "pending"
+	}
+}
+
 func newNonce() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)

@@ -156,6 +156,9 @@ func (m *Manager) retire(ctx context.Context, in *instance, why string) error {
 		m.rebuildLocked()
 		m.mu.Unlock()
 		claimed = true
+		if m.discard != nil {
+			m.discard(in.allocID) // ours now: no claim can take it
+		}
 	}
 	if err := m.remove(ctx, in.pool, in.jobID, in.allocID, claimed); err != nil {
 		return fmt.Errorf("retire %s (%s): %w", in.jobID, why, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
@@ -70,9 +71,11 @@ func (r *Runner) Start(ctx context.Context, ref Ref, s Spec) (started <-chan err
 			// The answer is awaited off the caller's path, bounded by the
 			// launch timeout, not by ctx (a request's, which ends first).
 			bctx, cancel := withTimeout(context.WithoutCancel(ctx), orDefault(r.LaunchTimeout, DefaultLaunchTimeout))
+			r.setLaunch(ref.AllocID, fmt.Sprintf("run %s sent to the launch session at %s; no answer yet", s.ID, time.Now().Format(time.RFC3339Nano)))
 			go func() {
 				defer cancel()
 				defer sess.close()
+				defer r.setLaunch(ref.AllocID, "")
 				ok, err := r.awaitSession(bctx, sess, s)
 				if ok {
 					if err != nil {
@@ -82,6 +85,7 @@ func (r *Runner) Start(ctx context.Context, ref Ref, s Spec) (started <-chan err
 					return
 				}
 				r.logger().Warn("launch session ended before it answered; launching by exec", "alloc_id", ref.AllocID, "run_id", s.ID)
+				r.setLaunch(ref.AllocID, fmt.Sprintf("run %s: the launch session ended without an answer; launching by exec", s.ID))
 				done <- r.execLaunch(bctx, ref, s, env, what, true)
 			}()
 			return done, nil
@@ -95,6 +99,31 @@ func (r *Runner) Start(ctx context.Context, ref Ref, s Spec) (started <-chan err
 	}
 	done <- nil
 	return done, nil
+}
+
+// setLaunch records what a launch awaiting its outcome is doing ("" once
+// the outcome is delivered), for LaunchState.
+func (r *Runner) setLaunch(allocID, state string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if state == "" {
+		delete(r.launches, allocID)
+		return
+	}
+	if r.launches == nil {
+		r.launches = map[string]string{}
+	}
+	r.launches[allocID] = state
+}
+
+// LaunchState says what the launch into the sandbox is doing while its
+// outcome has not been delivered (Start's channel); ok is false when no
+// launch there awaits one.
+func (r *Runner) LaunchState(allocID string) (state string, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	state, ok = r.launches[allocID]
+	return state, ok
 }
 
 // execLaunch launches the run in one exec round trip. sent says a launch

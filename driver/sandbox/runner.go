@@ -140,6 +140,7 @@ type Runner struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // open launch sessions, by allocation ID
+	launches map[string]string   // launches awaiting their outcome, by allocation ID (LaunchState)
 
 	// exec replaces the Nomad API transport in tests.
 	exec execFunc

@@ -56,3 +56,31 @@ func TestWaitProcessExit(t *testing.T) {
 		t.Fatal("wait did not end after the process exited")
 	}
 }
+
+// A helper that exits, and is reaped, just after the wait found it alive is
+// still seen to exit: its pidfd's one edge must not be lost between the look
+// and the wait (the plugin waited for a shipper that had exited so, and so
+// never reported its task's exit). alive here is the look: it says the
+// process lives, then ends it before the wait can arm.
+func TestWaitProcessExitSeesAnExitRightAfterTheLook(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	looked := false
+	alive := func() bool {
+		if !looked {
+			looked = true
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()                     // reaped, as the plugin reaps the helpers it starts
+			time.Sleep(100 * time.Millisecond) // Go's poller takes the exit's edge meanwhile
+		}
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitProcessExit(ctx, cmd.Process.Pid, alive); err != nil {
+		t.Fatalf("the exit right after the look was missed: %v", err)
+	}
+}
