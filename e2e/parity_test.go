@@ -71,7 +71,13 @@ func indent(s, by string) string {
 // parityJob is a job of one group holding tasks (task blocks); group is put
 // in the group block as is (restart, reschedule, ...).
 func parityJob(id, typ, group string, tasks ...string) string {
-	return fmt.Sprintf("job %q {\n  type = %q\n  group \"g\" {\n%s%s  }\n}\n", id, typ, indent(group, "    "), strings.Join(tasks, ""))
+	return parityJobWith(id, typ, "", group, tasks...)
+}
+
+// parityJobWith is parityJob with job put in the job block as is
+// (parameterized, ...).
+func parityJobWith(id, typ, job, group string, tasks ...string) string {
+	return fmt.Sprintf("job %q {\n  type = %q\n%s  group \"g\" {\n%s%s  }\n}\n", id, typ, indent(job, "  "), indent(group, "    "), strings.Join(tasks, ""))
 }
 
 // noRetries is a group's restart and reschedule blocks that end it at the
@@ -86,11 +92,13 @@ reschedule {
 }
 `
 
-// slimChroot is the chroot of exec tasks (the reference's and the exec
-// pool's sandboxes alike): a shell, coreutils and their libraries. Nomad's
-// default (all of /usr, /lib, /etc, ...) is about 200,000 links per task dir,
-// which took a minute per exec task on a loaded 2-core machine.
-const slimChroot = `client {
+// parityClient is the client config of the parity agent. The chroot of exec
+// tasks (the reference's and the exec pool's sandboxes alike) is a shell,
+// coreutils and their libraries: Nomad's default (all of /usr, /lib, /etc,
+// ...) is about 200,000 links per task dir, which took a minute per exec task
+// on a loaded 2-core machine. Kill timeouts are capped at maxKillTimeout.
+const parityClient = `client {
+  max_kill_timeout = "` + maxKillTimeout + `"
   chroot_env {
     "/bin"                  = "/bin"
     "/usr/bin"              = "/usr/bin"
@@ -100,6 +108,9 @@ const slimChroot = `client {
   }
 }
 `
+
+// maxKillTimeout is the parity agent's client max_kill_timeout.
+const maxKillTimeout = "8s"
 
 // parityAgent starts an agent with two pools: "box" on the exec template
 // and "raw" on the raw_exec one, warm with size each.
@@ -120,7 +131,7 @@ func parityAgent(t *testing.T, size, max int) *nomadtest.Agent {
 		pools = append(pools, fmt.Sprintf("  pool %q {\n    jobspec = %q\n    size = %d\n    max = %d\n    claim_timeout = \"90s\"\n  }\n", p.name, spec, size, max))
 	}
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: "config {\n" + strings.Join(pools, "") + "}",
-		ExtraConfig: slimChroot})
+		ExtraConfig: parityClient})
 	waitWarm(t, a, "box", size)
 	waitWarm(t, a, "raw", size)
 	return a
