@@ -29,11 +29,10 @@ type flavor struct {
 }
 
 var (
-	underExec    = flavor{name: "exec"}
-	execPool     = flavor{name: "exec-pool", pool: "box"}
-	rawExecPool  = flavor{name: "raw_exec-pool", pool: "raw"}
-	parityPools  = []flavor{execPool, rawExecPool}
-	parityRunsOn = []flavor{underExec, execPool}
+	underExec   = flavor{name: "exec"}
+	execPool    = flavor{name: "exec-pool", pool: "box"}
+	rawExecPool = flavor{name: "raw_exec-pool", pool: "raw"}
+	parityPools = []flavor{execPool, rawExecPool}
 )
 
 // task is a task block running script under /bin/sh in this flavor; extra is
