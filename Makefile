@@ -33,14 +33,16 @@ SOAK_EXEC_TASKS ?= 300
 
 soak: ## a thousand and more sandbox tasks in bursts: none may hang, lose output or leak (needs nomad; 30+ min)
 	@command -v $(NOMAD) >/dev/null || { echo "make soak needs nomad: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
-	NOMAD_BIN=$$(command -v $(NOMAD)) SOAK_TASKS=$(SOAK_TASKS) SOAK_EXEC_TASKS=$(SOAK_EXEC_TASKS) \
+	@mkdir -p $(AGENT_TMP)
+	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) SOAK_TASKS=$(SOAK_TASKS) SOAK_EXEC_TASKS=$(SOAK_EXEC_TASKS) \
 		go test -count=1 -v -run '^TestSoak$$' -timeout 180m ./e2e/
 
 BENCH_OUT   := $(BUILD_DIR)/bench
 # Real-agent tests and benchmarks keep their agents' dirs here rather than in
 # /tmp: on ext4 without a journal, creating files where many were just deleted
-# is slow for minutes (see e2e/benchreport/notes.md).
-AGENT_TMP   := $(CURDIR)/$(BUILD_DIR)/tmp
+# is slow for minutes (see e2e/benchreport/notes.md). A dot dir: go test ./...
+# must not walk into the sandboxes' chroots there.
+AGENT_TMP   := $(CURDIR)/$(BUILD_DIR)/.agents
 
 # One benchmark at a time (they share the machine): claim latency, StartTask, then
 # job start and the storm (each once: they run their own repetitions). Every step

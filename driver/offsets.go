@@ -7,13 +7,19 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
-// offsetsPath is where a task's output offsets are kept: the task's own private
-// dir on the host, which outlives the plugin process and goes with the task.
-func offsetsPath(cfg *plugin.TaskConfig) string {
+// offsetsPath is where the output offsets of one run of a task are kept: the
+// task's own private dir on the host, which outlives the plugin process and
+// goes with the task. Each run has its own: a task restarted (by the user,
+// its restart policy, or after its sandbox died) starts a new run in a new
+// sandbox, whose output is shipped from its start; offsets shared by the
+// runs had the next run's shipper skip as many bytes as the last had shipped.
+// The shipper's and the log holder's files sit beside it (shipper.Stop
+// removes them all).
+func offsetsPath(cfg *plugin.TaskConfig, runID string) string {
 	if cfg.AllocDir == "" {
 		return ""
 	}
-	return privateFile(cfg.AllocDir, cfg.Name, ".agentkernel-offsets.json")
+	return privateFile(cfg.AllocDir, cfg.Name, ".agentkernel-"+runID+".offsets.json")
 }
 
 // privateFile is where the plugin keeps a file of a task's: the task's private

@@ -96,7 +96,7 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 			HostAllocDir: hostAllocDir,
 			RunID:        runID(cfg),
 			Command:      tc.Command != "",
-			OffsetsPath:  offsetsPath(cfg),
+			OffsetsPath:  offsetsPath(cfg, runID(cfg)),
 			StartedAt:    time.Now(),
 			ClaimLatency: latency,
 		},
@@ -195,6 +195,10 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 	if err != nil {
 		return // plugin shutting down or task destroyed: the command lives on
 	}
+	// A sandbox that dies cuts the shipping short: see sandboxDied.
+	shipCtx, cutShipping := context.WithCancel(ctx)
+	defer cutShipping()
+	shipped := make(chan bool, 1) // true: Ship saw the run's end, and its exit is reported below
 	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
@@ -207,16 +211,12 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 			return
 		}
 		h.mu.Lock()
-		stopping, ending := h.stopping, h.ending
+		ending := h.ending
 		h.mu.Unlock()
 		if ending {
 			return // the plugin ended the sandbox; the exit is reported there
 		}
-		if stopping && !h.state.Command {
-			h.setExit(plugin.ExitResult{})
-			return
-		}
-		h.setExit(plugin.ExitResult{ExitCode: 1, Err: fmt.Sprintf("sandbox allocation %s stopped from outside: %s", short(ref.AllocID), reason)})
+		d.sandboxDied(h, reason, cutShipping, shipped)
 	}()
 	if !h.state.Command {
 		// The task holds its sandbox until stopped or until the sandbox dies.
@@ -228,9 +228,14 @@ func (d *Driver) watch(ctx context.Context, h *taskHandle, started <-chan error)
 		return
 	}
 	h.setStep(stepShip)
-	st, err := b.Ship(ctx, h.shipJob())
+	st, err := b.Ship(shipCtx, h.shipJob())
+	cut := err != nil && shipCtx.Err() != nil
+	shipped <- !cut
 	if ctx.Err() != nil {
 		return // plugin shutting down or task destroyed: the command lives on
+	}
+	if cut {
+		return // the sandbox died: sandboxDied reports the exit
 	}
 	// Nothing of the sandbox runs on once the exit is reported (end.go).
 	endErr := d.endSandbox(h, b)

@@ -232,11 +232,8 @@ func holderPID(job Job) int {
 // stopHolder ends the task's log holder and waits a little for its exit, so
 // logmon reads the end of the logs before the task's exit is reported.
 func stopHolder(job Job) {
-	pid := holderPID(job)
-	if pid != 0 && syscall.Kill(pid, syscall.SIGTERM) == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = waitProcessExit(ctx, pid, func() bool { return processAlive(pid, HoldCommand, job.RunID) })
-		cancel()
+	if pid := holderPID(job); pid != 0 {
+		stopProcess(pid, func() bool { return processAlive(pid, HoldCommand, job.RunID) })
 	}
 	_ = os.Remove(holderPIDPath(job))
 }

@@ -130,13 +130,52 @@ func lastWords(path string) string {
 	return ""
 }
 
-// Stop ends a task's shipper and its log holder, if they run.
+// Stop ends a run's shipper and its log holder, if they run, waits for
+// their exit, and removes the files they kept beside the offsets. Once it
+// returns nothing of this run holds the task's log FIFOs, so logmon has read
+// their end before the task is started again: Nomad's logmon opens the FIFOs
+// anew for the next attempt only when it has read the end of the last one's
+// (otherwise it keeps its old readers, and the next attempt's output goes
+// into pipes no one reads).
 func Stop(job Job) {
 	if pid := shipperPID(job); pid != 0 {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+		stopProcess(pid, func() bool { return processAlive(pid, ShipCommand, job.RunID) })
 	}
-	_ = os.Remove(shipperPIDPath(job))
 	stopHolder(job)
+	forget(job)
+}
+
+// stopWait bounds how long Stop waits for a helper to end on SIGTERM before
+// it SIGKILLs it.
+const stopWait = 5 * time.Second
+
+// stopProcess sends SIGTERM to a helper and waits for its exit; SIGKILL after
+// stopWait.
+func stopProcess(pid int, alive func() bool) {
+	if syscall.Kill(pid, syscall.SIGTERM) != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopWait)
+	defer cancel()
+	if waitProcessExit(ctx, pid, alive) == nil || !alive() {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	ctx, cancel = context.WithTimeout(context.Background(), stopWait)
+	defer cancel()
+	_ = waitProcessExit(ctx, pid, alive)
+}
+
+// forget removes a run's files in the task's private dir: its offsets and
+// its helpers' pid files, log and tampering record. Each run has its own (a
+// restarted task's next attempt ships its run from the start).
+func forget(job Job) {
+	if job.Offsets == "" {
+		return
+	}
+	for _, suffix := range []string{"", ".tmp", ".shipper.pid", ".holder.pid", ".shipper.log", ".tampered"} {
+		_ = os.Remove(job.Offsets + suffix)
+	}
 }
 
 // Main is the helper process this binary runs when args[0] is ShipCommand
