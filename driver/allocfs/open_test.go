@@ -15,7 +15,7 @@ import (
 
 // runFiles are the files of a run the plugin reads or checks, and where a
 // sandbox plants something in their place.
-var runFiles = []string{"stdout", "stderr", "exit", "pid", "exec-0a1b2c3d4e5f.pid", "launched", "argv", "launch.err"}
+var runFiles = []string{"stdout", "stderr", "exit", "pid", "exec-0a1b2c3d4e5f.pid", "launched", "argv"}
 
 // ways runs fn once per way of resolving a path: openat2, and the component
 // walk of kernels without it.
