@@ -148,7 +148,9 @@ func execPoolAgent(t *testing.T, pool string, size, max int) *nomadtest.Agent {
 		t.Fatal(err)
 	}
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock(pool, spec, size, max)})
-	waitWarm(t, a, pool, size)
+	// Nomad builds a chroot for each exec sandbox: seconds on an idle host,
+	// past a minute and a half on a busy one.
+	waitWarmWithin(t, a, pool, size, 5*time.Minute)
 	return a
 }
 

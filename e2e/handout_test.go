@@ -26,7 +26,9 @@ func TestHiddenRunsDoNotFreeTheSandbox(t *testing.T) {
 	}
 	t.Setenv(pool.HoldRecordEnv, armed) // the agent passes its env to the plugin
 	a := execPoolAgent(t, "dev", 1, 4)
-	first := runJob(t, a, faultJob(t, "e2e-hide-runs", 0, "mv /alloc/.agentkernel /alloc/.elsewhere && echo hid; sleep 60"))
+	// The runs are hidden once the plugin is dead (it dies a second after
+	// the start): a plugin that watches sees its run gone and ends the task.
+	first := runJob(t, a, faultJob(t, "e2e-hide-runs", 0, "sleep 2; mv /alloc/.agentkernel /alloc/.elsewhere && echo hid; sleep 60"))
 	waitFor(t, 60*time.Second, "the plugin to crash before the claim's record", func() bool {
 		_, err := os.Stat(armed)
 		return os.IsNotExist(err)
@@ -45,8 +47,10 @@ func TestHiddenRunsDoNotFreeTheSandbox(t *testing.T) {
 		return os.IsNotExist(err)
 	})
 
-	second := runJob(t, a, faultJob(t, "e2e-hide-runs-2", 0, "echo second"))
-	ts2 := waitTask(t, a, second.ID, "agent", "dead", 120*time.Second)
+	// Restarts: a replacement sandbox may take longer than a claim's
+	// timeout to warm up on a busy host.
+	second := runJob(t, a, faultJob(t, "e2e-hide-runs-2", 3, "echo second"))
+	ts2 := waitTask(t, a, second.ID, "agent", "dead", 6*time.Minute)
 	sb2 := sandboxOf(ts2)
 	if sb2 == "" || sb2 == sb1 {
 		t.Fatalf("the second task ran in sandbox %q, the first task's is %s; events:\n%s", sb2, sb1, events(ts2))
@@ -61,6 +65,13 @@ func TestHiddenRunsDoNotFreeTheSandbox(t *testing.T) {
 	if regexp.MustCompile(`prepared warm allocation.*alloc_id=` + sb1).MatchString(after) {
 		t.Errorf("the restarted plugin prepared sandbox %s, whose command hid its runs, for another task", sb1)
 	}
+	var said []string
+	for _, line := range strings.Split(after, "\n") {
+		if strings.Contains(line, sb1) && !strings.Contains(line, "http: request") {
+			said = append(said, line)
+		}
+	}
+	t.Logf("after the restart, the agent log says of sandbox %s:\n%s", sb1, strings.Join(said, "\n"))
 	if strings.Contains(after, "in use without a claim record") {
 		t.Logf("the restarted plugin found sandbox %s in use by its hand-out mark", sb1)
 	} else {

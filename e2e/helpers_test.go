@@ -31,8 +31,14 @@ func sandboxAgent(t *testing.T, size, max int, persistent bool) *nomadtest.Agent
 // waitWarm waits for the node attribute that says how many warm allocations a pool has.
 func waitWarm(t testing.TB, a *nomadtest.Agent, pool string, want int) {
 	t.Helper()
+	waitWarmWithin(t, a, pool, want, 90*time.Second)
+}
+
+// waitWarmWithin is waitWarm for templates that may take longer to start.
+func waitWarmWithin(t testing.TB, a *nomadtest.Agent, pool string, want int, within time.Duration) {
+	t.Helper()
 	key := "driver." + driver.Name + ".pool." + pool + ".warm"
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(within)
 	var got string
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
