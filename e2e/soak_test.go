@@ -183,7 +183,7 @@ func soak(t *testing.T, template string, n int) {
 	// (TestConnectionsDoNotGrowWithTasks checks the plugin's own use).
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: poolBlock(soakPool, template, soakSize, soakMax),
 		ExtraConfig: "client {\n  gc_max_allocs = 5000\n}\nlimits {\n  http_max_conns_per_client = 400\n}\n"})
-	waitWarm(t, a, soakPool, soakSize)
+	soakWaitWarm(t, a)
 	before := pluginGoroutines(t, a)
 	begin := time.Now()
 	var all []soakResult
