@@ -117,21 +117,3 @@ func carriesAllocDir(environ []byte, dir string) bool {
 	}
 	return false
 }
-
-// statState is a process's state letter from /proc/<pid>/stat ("R", "S",
-// "Z", ...), or "" when there is no such process.
-func statState(pid int) string {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return ""
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return ""
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) == 0 {
-		return ""
-	}
-	return string(f[0])
-}

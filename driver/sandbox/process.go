@@ -30,7 +30,6 @@ func Reap(ref Ref, runID string) int {
 		return 0
 	}
 	dir := filepath.Join(ref.HostAllocDir, "alloc")
-	want := [][]byte{[]byte("NOMAD_ALLOC_DIR=" + dir), []byte(envSandboxAllocDir + "=" + dir)}
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	found := 0
 	for _, d := range dirs {
@@ -38,16 +37,8 @@ func Reap(ref Ref, runID string) int {
 		if err != nil || groupOf(pid) != pgid {
 			continue
 		}
-		environ, err := os.ReadFile(filepath.Join(d, "environ"))
-		if err != nil {
-			continue
-		}
-		for _, kv := range bytes.Split(environ, []byte{0}) {
-			kv = bytes.TrimRight(kv, "/")
-			if bytes.Equal(kv, want[0]) || bytes.Equal(kv, want[1]) {
-				found++
-				break
-			}
+		if environ, err := os.ReadFile(filepath.Join(d, "environ")); err == nil && carriesAllocDir(environ, dir) {
+			found++
 		}
 	}
 	if found > 0 {
@@ -62,16 +53,7 @@ func groupOf(pid int) int { return statField(pid, 2) }
 // statField reads the n-th number after the command name in /proc/<pid>/stat
 // (0 is the state, 1 the parent pid, 2 the group id), or -1.
 func statField(pid, n int) int {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return -1
-	}
-	// pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return -1
-	}
-	f := bytes.Fields(b[i+1:])
+	f := statFields(pid)
 	if len(f) <= n {
 		return -1
 	}
@@ -80,4 +62,28 @@ func statField(pid, n int) int {
 		return -1
 	}
 	return v
+}
+
+// statState is a process's state letter from /proc/<pid>/stat ("R", "S",
+// "Z", ...), or "" when there is no such process.
+func statState(pid int) string {
+	if f := statFields(pid); len(f) > 0 {
+		return string(f[0])
+	}
+	return ""
+}
+
+// statFields are the fields of /proc/<pid>/stat after the command name
+// (state, parent pid, group id, ...), or none when there is no such process.
+func statFields(pid int) [][]byte {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return nil
+	}
+	// pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return bytes.Fields(b[i+1:])
 }
