@@ -140,7 +140,12 @@ func (d *Driver) watchdogReport(h *taskHandle, step string, run sandbox.RunState
 	msg := fmt.Sprintf("Watchdog: the command in sandbox %s %s (exit code %d) at least %s ago, and %s never reported it: reported by the watchdog (%s; %s)",
 		short(h.state.Claim.AllocID), what, res.ExitCode, waited.Round(time.Second), step, run, helpers)
 	d.logger.Error("task's exit not reported by its watcher; the watchdog reports it", d.taskDump(h)...)
-	if step != stepResults {
+	// As the watcher would: nothing of the sandbox runs on once the exit is
+	// reported (end.go), and the results are copied back only from a tree
+	// that no longer changes.
+	if err := d.endSandboxNow(h); err != nil {
+		res = plugin.ExitResult{ExitCode: max(res.ExitCode, 1), Signal: res.Signal, Err: err.Error()}
+	} else if step != stepResults {
 		d.copyOut(h)
 	}
 	d.emit(h.cfg, msg, map[string]string{"sandbox_alloc_id": h.state.Claim.AllocID, "watchdog": step})

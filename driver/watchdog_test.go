@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -65,7 +66,7 @@ func watchdogEvent(t *testing.T, events <-chan plugin.TaskEvent, taskID string) 
 // A task whose command exited but whose exit the watcher never reports (its
 // follow never returns, as if the shipper had missed the exit) is reported
 // by the watchdog with the recorded exit code, in an event naming the step
-// that failed. A running task beside it is never touched, and its exit is
+// that failed, once the sandbox's processes are ended (as the watcher would). A running task beside it is never touched, and its exit is
 // its watcher's to report.
 func TestWatchdogReportsAnExitNobodyReported(t *testing.T) {
 	e, events := watchdogEnv(t)
@@ -76,6 +77,12 @@ func TestWatchdogReportsAnExitNobodyReported(t *testing.T) {
 	r := e.wait(stuck.Id)
 	if r.Result.GetExitCode() != 7 {
 		t.Errorf("exit code %d, want the recorded 7", r.Result.GetExitCode())
+	}
+	e.runner.mu.Lock()
+	ended := slices.Contains(e.runner.ended, stuckSt.Claim.AllocID)
+	e.runner.mu.Unlock()
+	if !ended {
+		t.Error("the watchdog reported the exit without ending the sandbox's processes")
 	}
 	msg := watchdogEvent(t, events, stuck.Id)
 	if !strings.Contains(msg, "exited (exit code 7)") || !strings.Contains(msg, stepShip+" never reported it") {
