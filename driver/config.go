@@ -3,7 +3,6 @@ package driver
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/url"
@@ -75,7 +74,7 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		}
 	}
 	if c.TokenFile != "" {
-		tok, err := readToken(c.TokenFile)
+		tok, err := pool.ReadTokenFile(c.TokenFile)
 		if err != nil {
 			bad("token_file: %v", err)
 		}
@@ -230,29 +229,4 @@ func duration(v string, def time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("%s: must be positive", d)
 	}
 	return d, nil
-}
-
-const maxTokenFile = 4096
-
-// readToken reads a token file; the token itself never reaches an error or a log.
-func readToken(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	// A token is a few dozen bytes; a bound keeps a wrong path such as /dev/zero
-	// from hanging the plugin.
-	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
-	if err != nil {
-		return "", err
-	}
-	if len(b) > maxTokenFile {
-		return "", fmt.Errorf("%s is larger than %d bytes: not a token file", path, maxTokenFile)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return tok, nil
 }
