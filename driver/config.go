@@ -104,6 +104,10 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		p, perrs := parsePool(name, raw.Pools[name])
 		nss, nerrs := parseNamespaces(name, raw.Pools[name].Namespaces)
 		perrs = append(perrs, nerrs...)
+		dev, derr := parseDevice(name, raw.Pools[name].Device)
+		if derr != nil {
+			perrs = append(perrs, derr)
+		}
 		errs = append(errs, perrs...)
 		if len(perrs) == 0 {
 			c.Pools = append(c.Pools, p)
@@ -112,6 +116,12 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 					c.Namespaces = map[string][]string{}
 				}
 				c.Namespaces[name] = nss
+			}
+			if dev {
+				if c.Devices == nil {
+					c.Devices = map[string]bool{}
+				}
+				c.Devices[name] = true
 			}
 		}
 	}
@@ -194,6 +204,19 @@ func parseNamespaces(pool string, raw []string) ([]string, []error) {
 	}
 	slices.Sort(out)
 	return out, errs
+}
+
+// parseDevice reads a pool's device option: true or false (HCL hands over
+// `device = true` as "true"); empty means false.
+func parseDevice(pool, v string) (bool, error) {
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		return false, fmt.Errorf("pool %q: device: %q: want true or false", pool, v)
+	}
+	return b, nil
 }
 
 // wholeNumber reads a non-negative integer given as a numeric string (HCL hands
