@@ -121,25 +121,21 @@ func (p *Plugin) read(dir, nodeID string) ([]plugin.DeviceGroup, error) {
 // locate asks the local agent for its node ID and data dir until it
 // answers (it does not serve its API until the plugins fingerprinted).
 func (p *Plugin) locate(ctx context.Context, cfg pool.APIConfig) (nodeID, dataDir string, err error) {
-	client, err := pool.NewClient(cfg)
 	backoff := 500 * time.Millisecond
 	for {
-		if err == nil {
-			nodeID, dataDir, err = agentSelf(ctx, client, p.tokenSet)
-			if err == nil {
+		var client *api.Client
+		if client, err = pool.NewClient(cfg); err == nil {
+			if nodeID, dataDir, err = agentSelf(ctx, client, p.tokenSet); err == nil {
 				return nodeID, dataDir, nil
 			}
 		}
-		p.logger.Debug("local agent not answering yet; retrying", "error", err, "in", backoff)
+		p.logger.Debug("local agent not answering yet; retrying", "error", err, "in", backoff.String())
 		select {
 		case <-ctx.Done():
 			return "", "", ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, locateBackoffMax)
-		if client == nil {
-			client, err = pool.NewClient(cfg)
-		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,12 +17,18 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
 )
 
-// fakeAgent answers /v1/agent/self as a client agent with dataDir does.
-func fakeAgent(t *testing.T, dataDir string) *httptest.Server {
+// fakeAgent answers /v1/agent/self as a client agent with dataDir does,
+// after refusing the first refuse requests (an agent still starting).
+func fakeAgent(t *testing.T, dataDir string, refuse int) *httptest.Server {
 	t.Helper()
+	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/agent/self" {
 			http.NotFound(w, r)
+			return
+		}
+		if calls.Add(1) <= int32(refuse) {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
 			return
 		}
 		json.NewEncoder(w).Encode(map[string]any{
@@ -42,12 +49,12 @@ func configure(t *testing.T, p *Plugin, cfg map[string]any) {
 }
 
 // The first set goes at once and empty (the agent does not serve its API
-// before every plugin's first fingerprint); then every state the driver
-// writes arrives as the device groups, and a state of another node is not
-// sent.
+// before every plugin's first fingerprint); once the agent answers (here
+// after refusing twice), every state the driver writes arrives as the
+// device groups, and a state of another node is not sent.
 func TestFingerprintFollowsTheDriversState(t *testing.T) {
 	dataDir := t.TempDir()
-	agent := fakeAgent(t, dataDir)
+	agent := fakeAgent(t, dataDir, 2)
 	p := New(hclog.NewNullLogger(), "0.1.0")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
