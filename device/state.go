@@ -58,10 +58,18 @@ type State struct {
 
 // PoolState is one device pool: its warm sandboxes, and the cold slots that
 // stand for sandboxes the node could still start within the pool's max.
+//
+// Taken lists instances that are no longer free but that an allocation
+// placed a moment ago may still hold: a warm sandbox claimed or gone since,
+// the cold slots beyond the capacity left. They are sent unhealthy: the
+// scheduler gives them to no one, and the client still finds them when it
+// reserves them for a task placed before (it fails such a task for good
+// when the instance is not in the plugin's last fingerprint).
 type PoolState struct {
-	Name string   `json:"name"`
-	Warm []string `json:"warm"` // allocation IDs of warm, unclaimed sandboxes
-	Cold []string `json:"cold"` // cold slot IDs (ColdID)
+	Name  string   `json:"name"`
+	Warm  []string `json:"warm"`  // allocation IDs of warm, unclaimed sandboxes
+	Cold  []string `json:"cold"`  // free cold slot IDs (ColdID)
+	Taken []string `json:"taken"` // warm or cold IDs no longer free
 }
 
 // ColdID names cold slot n of pool.
@@ -78,15 +86,24 @@ const stateFile = "devices.json"
 
 // Groups are the device groups of st: per pool, <pool> with the warm
 // sandboxes (attributes pool = <pool>, warm = true) and <pool>.cold with the
-// cold slots (warm = false). Both are always sent, empty or not: a group
-// appearing or going would change the node's computed class.
+// cold slots (warm = false), the taken ones of each unhealthy. Both are
+// always sent, empty or not: a group appearing or going would change the
+// node's computed class.
 func Groups(st State) []plugin.DeviceGroup {
 	var out []plugin.DeviceGroup
 	for _, p := range st.Pools {
+		warm, cold := healthy(p.Warm), healthy(p.Cold)
+		for _, id := range p.Taken {
+			if IsCold(id) {
+				cold = append(cold, plugin.DeviceInstance{ID: id, HealthDescription: "no capacity left for it"})
+			} else {
+				warm = append(warm, plugin.DeviceInstance{ID: id, HealthDescription: "claimed or gone"})
+			}
+		}
 		out = append(out,
-			plugin.DeviceGroup{Vendor: Vendor, Type: Type, Name: p.Name, Instances: healthy(p.Warm),
+			plugin.DeviceGroup{Vendor: Vendor, Type: Type, Name: p.Name, Instances: warm,
 				Attributes: map[string]any{"pool": p.Name, "warm": true}},
-			plugin.DeviceGroup{Vendor: Vendor, Type: Type, Name: p.Name + coldSuffix, Instances: healthy(p.Cold),
+			plugin.DeviceGroup{Vendor: Vendor, Type: Type, Name: p.Name + coldSuffix, Instances: cold,
 				Attributes: map[string]any{"pool": p.Name, "warm": false}})
 	}
 	return out
@@ -115,7 +132,7 @@ func (st State) Validate() error {
 			return fmt.Errorf("pool %q listed twice", p.Name)
 		}
 		seenPool[p.Name] = true
-		for _, ids := range [][]string{p.Warm, p.Cold} {
+		for _, ids := range [][]string{p.Warm, p.Cold, p.Taken} {
 			for _, id := range ids {
 				n++
 				switch {
@@ -137,6 +154,11 @@ func (st State) Validate() error {
 		for _, id := range p.Cold {
 			if !strings.HasPrefix(id, coldPrefix+p.Name+".") {
 				return fmt.Errorf("pool %q: cold instance %q is not one of its cold slots", p.Name, id)
+			}
+		}
+		for _, id := range p.Taken {
+			if IsCold(id) && !strings.HasPrefix(id, coldPrefix+p.Name+".") {
+				return fmt.Errorf("pool %q: taken instance %q is not one of its cold slots", p.Name, id)
 			}
 		}
 	}

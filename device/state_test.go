@@ -17,8 +17,8 @@ const testNode = "9f4d1c2e-0000-4000-8000-000000000001"
 func TestStateRoundTripAndGroups(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "agentkernel-pool")
 	st := State{NodeID: testNode, Pools: []PoolState{
-		{Name: "py", Warm: []string{"a1", "a2"}, Cold: []string{ColdID("py", 0)}},
-		{Name: "go", Warm: []string{}, Cold: []string{}},
+		{Name: "py", Warm: []string{"a1", "a2"}, Cold: []string{ColdID("py", 0)}, Taken: []string{"a0", ColdID("py", 1)}},
+		{Name: "go", Warm: []string{}, Cold: []string{}, Taken: []string{}},
 	}}
 	if err := WriteState(dir, st); err != nil {
 		t.Fatal(err)
@@ -40,10 +40,10 @@ func TestStateRoundTripAndGroups(t *testing.T) {
 	want := []plugin.DeviceGroup{
 		{Vendor: "agentkernel", Type: "sandbox", Name: "go", Instances: []plugin.DeviceInstance{}, Attributes: map[string]any{"pool": "go", "warm": true}},
 		{Vendor: "agentkernel", Type: "sandbox", Name: "go.cold", Instances: []plugin.DeviceInstance{}, Attributes: map[string]any{"pool": "go", "warm": false}},
-		{Vendor: "agentkernel", Type: "sandbox", Name: "py", Instances: []plugin.DeviceInstance{{ID: "a1", Healthy: true}, {ID: "a2", Healthy: true}},
-			Attributes: map[string]any{"pool": "py", "warm": true}},
-		{Vendor: "agentkernel", Type: "sandbox", Name: "py.cold", Instances: []plugin.DeviceInstance{{ID: "cold.py.0", Healthy: true}},
-			Attributes: map[string]any{"pool": "py", "warm": false}},
+		{Vendor: "agentkernel", Type: "sandbox", Name: "py", Instances: []plugin.DeviceInstance{{ID: "a1", Healthy: true}, {ID: "a2", Healthy: true},
+			{ID: "a0", HealthDescription: "claimed or gone"}}, Attributes: map[string]any{"pool": "py", "warm": true}},
+		{Vendor: "agentkernel", Type: "sandbox", Name: "py.cold", Instances: []plugin.DeviceInstance{{ID: "cold.py.0", Healthy: true},
+			{ID: "cold.py.1", HealthDescription: "no capacity left for it"}}, Attributes: map[string]any{"pool": "py", "warm": false}},
 	}
 	if !reflect.DeepEqual(groups, want) {
 		t.Fatalf("groups\n%+v\nwant\n%+v", groups, want)

@@ -80,11 +80,12 @@ func (d *Driver) claim(ctx context.Context, pl Pool, cfg *plugin.TaskConfig, poo
 func (d *Driver) deviceLoop() {
 	var dir, nodeID string
 	var last *device.State
+	var hist warmHistory
 	t := time.NewTicker(devicePublishEvery)
 	defer t.Stop()
 	for {
 		_, _, changed := d.health.get()
-		if st, ok := d.deviceState(nodeID); ok && (len(st.Pools) > 0 || last != nil) {
+		if st, ok := d.deviceState(nodeID, time.Now(), &hist); ok && (len(st.Pools) > 0 || last != nil) {
 			if dir == "" {
 				var err error
 				if nodeID, dir, err = d.locateDeviceDir(); err != nil {
@@ -144,11 +145,12 @@ func (d *Driver) locateDeviceDir() (nodeID, dir string, err error) {
 //
 // Per device pool: its warm candidates, and cold slots for what the node
 // could still start, max - warm - claimed - failed (none while the pool
-// fails, so the scheduler sends tasks elsewhere). A cold slot a running task
-// holds stays listed, so the scheduler, which counts it as taken by that
-// task's allocation, sees the others free: free cold slots are exactly the
-// capacity left.
-func (d *Driver) deviceState(nodeID string) (device.State, bool) {
+// fails, so the scheduler sends tasks elsewhere). Every cold slot of 0 to
+// max-1 is listed, the free ones healthy: a cold slot a running task holds
+// is never one of them, so the scheduler's count of free cold slots is the
+// capacity left. A warm sandbox no longer free stays listed, unhealthy, for
+// goneGrace (see device.PoolState.Taken).
+func (d *Driver) deviceState(nodeID string, now time.Time, hist *warmHistory) (device.State, bool) {
 	cfg, pl, err := d.currentPool()
 	if err != nil {
 		return device.State{}, false
@@ -162,30 +164,97 @@ func (d *Driver) deviceState(nodeID string) (device.State, bool) {
 	if len(names) == 0 {
 		return st, true
 	}
-	stats, warm, held := pl.Stats(), pl.Warm(), d.heldColdSlots()
-	for _, name := range names {
-		ps := device.PoolState{Name: name, Warm: []string{}, Cold: []string{}}
-		for _, w := range warm {
-			if w.Pool == name {
-				ps.Warm = append(ps.Warm, w.AllocID)
-			}
+	stats, held := pl.Stats(), d.heldColdSlots()
+	warm := map[string][]string{}
+	for _, w := range pl.Warm() {
+		if cfg.Devices[w.Pool] {
+			warm[w.Pool] = append(warm[w.Pool], w.AllocID)
 		}
+	}
+	gone := hist.update(now, warm)
+	for _, name := range names {
+		ps := device.PoolState{Name: name, Warm: append([]string{}, warm[name]...), Cold: []string{}, Taken: append([]string{}, gone[name]...)}
 		s := stats[name]
 		free := s.Max - len(ps.Warm) - s.Claimed - s.Failed
 		if s.Error != "" {
 			free = 0
 		}
 		hs := held[name]
-		ps.Cold = append(ps.Cold, hs...)
-		for i := 0; free > 0; i++ {
-			if id := device.ColdID(name, i); !slices.Contains(hs, id) {
+		for i := 0; i < s.Max; i++ {
+			id := device.ColdID(name, i)
+			if free > 0 && !slices.Contains(hs, id) {
 				ps.Cold = append(ps.Cold, id)
 				free--
+			} else {
+				ps.Taken = append(ps.Taken, id)
 			}
 		}
 		st.Pools = append(st.Pools, ps)
 	}
 	return st, true
+}
+
+// Bounds of how long, and how many, warm sandboxes no longer free stay
+// listed: an allocation is placed on one before its node starts it, which
+// takes well under a second on an idle node and was seen to take 19 s on a
+// saturated one.
+const (
+	goneGrace = 2 * time.Minute
+	maxGone   = 256
+)
+
+// warmHistory remembers, for one deviceLoop, which warm sandboxes it
+// advertised and since when the ones no longer warm are gone.
+type warmHistory struct {
+	last map[string]string    // warm sandbox -> pool, as last advertised
+	gone map[string]goneEntry // sandbox no longer warm -> pool and since when
+}
+
+type goneEntry struct {
+	pool string
+	at   time.Time
+}
+
+// update takes the warm sandboxes by pool now and returns, by pool and
+// sorted, those advertised warm within goneGrace that no longer are (at
+// most maxGone per pool, the newest).
+func (h *warmHistory) update(now time.Time, warm map[string][]string) map[string][]string {
+	if h.gone == nil {
+		h.gone = map[string]goneEntry{}
+	}
+	cur := map[string]string{}
+	for pool, ids := range warm {
+		for _, id := range ids {
+			cur[id] = pool
+			delete(h.gone, id)
+		}
+	}
+	for id, pool := range h.last {
+		if _, ok := cur[id]; !ok {
+			h.gone[id] = goneEntry{pool: pool, at: now}
+		}
+	}
+	h.last = cur
+	byPool := map[string][]string{}
+	for id, e := range h.gone {
+		if now.Sub(e.at) >= goneGrace {
+			delete(h.gone, id)
+			continue
+		}
+		byPool[e.pool] = append(byPool[e.pool], id)
+	}
+	for pool, ids := range byPool {
+		if len(ids) > maxGone {
+			slices.SortFunc(ids, func(a, b string) int { return h.gone[b].at.Compare(h.gone[a].at) })
+			for _, id := range ids[maxGone:] {
+				delete(h.gone, id)
+			}
+			ids = ids[:maxGone]
+		}
+		slices.Sort(ids)
+		byPool[pool] = ids
+	}
+	return byPool
 }
 
 // heldColdSlots lists, by pool, the cold slots of this node's running tasks.

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -100,9 +101,11 @@ func TestReservedSandboxMistakes(t *testing.T) {
 	}
 }
 
-// The state the device plugin advertises: the warm sandboxes, and cold
-// slots for the rest of max (8) less what is claimed; a cold slot a running
-// task holds stays listed beside the free ones.
+// The state the device plugin advertises: the warm sandboxes, and the cold
+// slots 0 to max-1 (8), healthy for max less what is warm and claimed; a
+// cold slot a running task holds is never a free one, and a warm sandbox
+// no longer warm stays listed as taken (a task placed on it may be on its
+// way).
 func TestDeviceStatePublished(t *testing.T) {
 	e := newEnv(t)
 	dataDir := t.TempDir()
@@ -120,24 +123,68 @@ func TestDeviceStatePublished(t *testing.T) {
 					return st.Pools[0]
 				}
 			}
+			e.drv.health.poke() // the fake pool tells no change
 			time.Sleep(20 * time.Millisecond)
 		}
 		t.Fatalf("device state never as wanted; last %+v", last)
 		return device.PoolState{}
 	}
+	cold := func(ns ...int) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, device.ColdID("dev", n))
+		}
+		return out
+	}
 	ps := read(func(ps device.PoolState) bool { return len(ps.Cold) == 6 })
-	if !slices.Equal(ps.Warm, []string{warmA, warmB}) || ps.Cold[0] != "cold.dev.0" || ps.Cold[5] != "cold.dev.5" {
-		t.Fatalf("state %+v: want warm A and B, cold slots 0 to 5", ps)
+	if !slices.Equal(ps.Warm, []string{warmA, warmB}) || !slices.Equal(ps.Cold, cold(0, 1, 2, 3, 4, 5)) || !slices.Equal(ps.Taken, cold(6, 7)) {
+		t.Fatalf("state %+v: want warm A and B, cold slots 0 to 5 free, 6 and 7 taken", ps)
 	}
 
 	tc := e.taskConfig("agent", map[string]any{"pool": "dev", "command": "x"}, nil)
 	tc.DeviceEnv = map[string]string{device.EnvSandbox: "cold.dev.3"}
 	e.start(tc)
-	e.drv.health.poke() // the fake pool tells no change
-	ps = read(func(ps device.PoolState) bool { return len(ps.Cold) == 6 && ps.Cold[0] == "cold.dev.3" })
-	// 8 - 2 warm - 1 claimed = 5 free, and the held one.
-	if want := []string{"cold.dev.3", "cold.dev.0", "cold.dev.1", "cold.dev.2", "cold.dev.4", "cold.dev.5"}; !slices.Equal(ps.Cold, want) {
-		t.Fatalf("cold slots %v, want %v", ps.Cold, want)
+	// 8 - 2 warm - 1 claimed = 5 free, not the held one.
+	ps = read(func(ps device.PoolState) bool { return len(ps.Cold) == 5 })
+	if !slices.Equal(ps.Cold, cold(0, 1, 2, 4, 5)) || !slices.Equal(ps.Taken, cold(3, 6, 7)) {
+		t.Fatalf("cold %v taken %v: want 0 1 2 4 5 free, the held 3 and 6 7 taken", ps.Cold, ps.Taken)
+	}
+
+	e.pool.mu.Lock()
+	e.pool.warm = e.pool.warm[:1]
+	e.pool.mu.Unlock()
+	ps = read(func(ps device.PoolState) bool { return len(ps.Warm) == 1 })
+	if ps.Warm[0] != warmA || !slices.Contains(ps.Taken, warmB) {
+		t.Fatalf("state %+v: want A warm and B taken", ps)
+	}
+}
+
+// A warm sandbox no longer warm is listed for goneGrace, the newest
+// maxGone of a pool at most, and not once it is warm again.
+func TestWarmHistory(t *testing.T) {
+	var h warmHistory
+	t0 := time.Now()
+	h.update(t0, map[string][]string{"p": {"a", "b"}})
+	if got := h.update(t0.Add(time.Second), map[string][]string{"p": {"b"}}); !slices.Equal(got["p"], []string{"a"}) {
+		t.Fatalf("gone after a left: %v", got)
+	}
+	if got := h.update(t0.Add(2*time.Second), map[string][]string{"p": {"a", "b"}}); len(got["p"]) != 0 {
+		t.Fatalf("gone after a came back: %v", got)
+	}
+	h.update(t0.Add(3*time.Second), map[string][]string{})
+	if got := h.update(t0.Add(3*time.Second+goneGrace), nil); len(got["p"]) != 0 {
+		t.Fatalf("still gone after the grace: %v", got)
+	}
+	many := make([]string, maxGone+10)
+	for i := range many {
+		many[i] = fmt.Sprintf("s%03d", i)
+	}
+	for i, id := range many { // one leaves per second, oldest first
+		h.update(t0.Add(time.Hour+time.Duration(i)*time.Millisecond), map[string][]string{"p": {id}})
+	}
+	got := h.update(t0.Add(time.Hour+time.Second), nil)["p"]
+	if len(got) != maxGone || slices.Contains(got, "s000") || !slices.Contains(got, many[len(many)-1]) {
+		t.Fatalf("%d gone kept (want the newest %d): first %v", len(got), maxGone, got[:3])
 	}
 }
 
