@@ -29,22 +29,36 @@ const clusterPool = "burst"
 // size warm sandboxes.
 func sandboxCluster(tb testing.TB, clients, size, max int) *nomadtest.Cluster {
 	tb.Helper()
+	c := startSandboxCluster(tb, clients, size, max, func(int) string { return rawExecTemplate(tb) })
+	waitAdvertised(tb, c, size, 3*time.Minute)
+	return c
+}
+
+// startSandboxCluster starts the cluster, client i's pool on template(i).
+func startSandboxCluster(tb testing.TB, clients, size, max int, template func(i int) string) *nomadtest.Cluster {
+	tb.Helper()
 	if _, err := nomadtest.Binary(); err != nil {
 		tb.Skipf("skipping e2e: %v", err)
 	}
-	block := "config {\n  pool \"" + clusterPool + "\" {\n    jobspec = \"" + rawExecTemplate(tb) + "\"\n    size = " + itoa(size) +
-		"\n    max = " + itoa(max) + "\n    claim_timeout = \"60s\"\n    device = true\n  }\n}"
-	c := nomadtest.StartCluster(tb, nomadtest.ClusterOptions{Clients: clients, Client: nomadtest.Options{
-		PluginDir: nomadtest.BuildPlugin(tb), PluginConfig: block,
+	block := func(jobspec string) string {
+		return "config {\n  pool \"" + clusterPool + "\" {\n    jobspec = \"" + jobspec + "\"\n    size = " + itoa(size) +
+			"\n    max = " + itoa(max) + "\n    claim_timeout = \"60s\"\n    device = true\n  }\n}"
+	}
+	return nomadtest.StartCluster(tb, nomadtest.ClusterOptions{Clients: clients, Client: nomadtest.Options{
+		PluginDir:   nomadtest.BuildPlugin(tb),
 		ExtraConfig: "plugin \"" + nomadtest.DevicePluginName + "\" {\n  args = [\"" + device.Arg + "\"]\n  config {}\n}\n",
-	}})
-	waitAdvertised(tb, c, size, 3*time.Minute)
-	return c
+	}, PerClient: func(i int, o *nomadtest.Options) { o.PluginConfig = block(template(i)) }})
 }
 
 // advertised is the healthy warm instances of the pool each node has
 // registered with the servers (what the scheduler sees), by node ID.
 func advertised(ctx context.Context, c *nomadtest.Cluster) (map[string][]string, error) {
+	return advertisedGroup(ctx, c, clusterPool)
+}
+
+// advertisedGroup is the healthy instances of device group
+// agentkernel/sandbox/<name> of each node, by node ID.
+func advertisedGroup(ctx context.Context, c *nomadtest.Cluster, name string) (map[string][]string, error) {
 	out := map[string][]string{}
 	for _, a := range c.Clients {
 		n, _, err := c.Server.Client.Nodes().Info(a.NodeID, (&api.QueryOptions{}).WithContext(ctx))
@@ -56,7 +70,7 @@ func advertised(ctx context.Context, c *nomadtest.Cluster) (map[string][]string,
 			continue
 		}
 		for _, d := range n.NodeResources.Devices {
-			if d.Vendor != device.Vendor || d.Type != device.Type || d.Name != clusterPool {
+			if d.Vendor != device.Vendor || d.Type != device.Type || d.Name != name {
 				continue
 			}
 			for _, in := range d.Instances {

@@ -21,6 +21,9 @@ type ClusterOptions struct {
 	Client Options
 	// StartTimeout bounds each agent's start (default 90s).
 	StartTimeout time.Duration
+	// PerClient, when set, adjusts client i's options (a pool broken on
+	// one node only, for instance).
+	PerClient func(i int, o *Options)
 }
 
 // Cluster is one server and its clients, each its own agent process with
@@ -43,6 +46,9 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		o := opts.Client
 		o.role, o.servers, o.name = roleClient, []string{c.Server.RPCAddr}, fmt.Sprintf("client-%d", i)
 		o.Persistent, o.ACL, o.StartTimeout = false, false, opts.StartTimeout
+		if opts.PerClient != nil {
+			opts.PerClient(i, &o)
+		}
 		wg.Go(func() { c.Clients[i], errs[i] = start(t, o) })
 	}
 	wg.Wait()
