@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/nomad/api"
 )
 
 // A pool whose template is broken on one node only: that node advertises no
@@ -66,6 +68,45 @@ func TestClusterBrokenTemplateOnOneNode(t *testing.T) {
 		t.Errorf("%d warm hits, want the good nodes' %d", tl.hits, want)
 	}
 	if blocked := blockedEvals(t, c, "broken-burst"); len(blocked) > 0 {
+		t.Errorf("evaluations left blocked: %v", blocked)
+	}
+}
+
+// A burst while one of three nodes is drained: Nomad places nothing there,
+// so the jobs run on the two other nodes, whose 4 warm sandboxes are all
+// used, all succeed, and nothing is left blocked.
+func TestClusterBurstWhileANodeDrains(t *testing.T) {
+	const (
+		clients = 3
+		size    = 2
+		jobs    = 6
+	)
+	c := sandboxCluster(t, clients, size, 8)
+	drained := c.Clients[0].NodeID
+	if _, err := c.Server.Client.Nodes().UpdateDrain(drained, &api.DrainSpec{Deadline: time.Second}, false, nil); err != nil {
+		t.Fatalf("drain node %s: %v", drained[:8], err)
+	}
+	waitFor(t, 2*time.Minute, "the node drained and ineligible", func() bool {
+		n, _, err := c.Server.Client.Nodes().Info(drained, nil)
+		return err == nil && n.SchedulingEligibility == api.NodeSchedulingIneligible && n.DrainStrategy == nil
+	})
+
+	samples, errs := burst(c, burstJobs(t, c, "drain-burst", jobs))
+	tl := tally(samples, errs, t.Logf)
+	t.Logf("burst of %d with node %s drained: %s", jobs, drained[:8], tl)
+	if tl.ok != jobs {
+		t.Errorf("%d of %d jobs succeeded", tl.ok, jobs)
+	}
+	if n := tl.byNode[drained[:8]]; n != 0 {
+		t.Errorf("%d jobs placed on the drained node", n)
+	}
+	if want := (clients - 1) * size; tl.hits < want {
+		t.Errorf("%d warm hits, want the other nodes' %d", tl.hits, want)
+	}
+	if tl.twice != 0 {
+		t.Errorf("%d sandboxes handed out twice", tl.twice)
+	}
+	if blocked := blockedEvals(t, c, "drain-burst"); len(blocked) > 0 {
 		t.Errorf("evaluations left blocked: %v", blocked)
 	}
 }
