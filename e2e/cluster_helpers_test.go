@@ -83,8 +83,10 @@ func advertisedGroup(ctx context.Context, c *nomadtest.Cluster, name string) (ma
 	return out, nil
 }
 
-// waitAdvertised waits until every node advertises want warm sandboxes and
-// its pool has nothing claimed.
+// waitAdvertised waits until every node advertises want warm sandboxes,
+// the very ones its driver has warm (the servers' view trails the node by
+// its 5-10 s node updates: the sandboxes of the burst before may still be
+// offered), and its pool has nothing claimed.
 func waitAdvertised(tb testing.TB, c *nomadtest.Cluster, want int, within time.Duration) {
 	tb.Helper()
 	deadline := time.Now().Add(within)
@@ -97,9 +99,14 @@ func waitAdvertised(tb testing.TB, c *nomadtest.Cluster, want int, within time.D
 		if err != nil {
 			why = err.Error()
 		}
-		for node, ids := range adv {
+		for _, a := range c.Clients {
+			ids := adv[a.NodeID]
 			if len(ids) != want {
-				why += fmt.Sprintf("node %s advertises %d warm; ", node[:8], len(ids))
+				why += fmt.Sprintf("node %s advertises %d warm; ", a.NodeID[:8], len(ids))
+				continue
+			}
+			if local := localWarm(a); !slices.Equal(slices.Sorted(slices.Values(ids)), local) {
+				why += fmt.Sprintf("node %s advertises %v, its driver has %v warm; ", a.NodeID[:8], ids, local)
 			}
 		}
 		for _, a := range c.Clients {
@@ -113,6 +120,21 @@ func waitAdvertised(tb testing.TB, c *nomadtest.Cluster, want int, within time.D
 		time.Sleep(500 * time.Millisecond)
 	}
 	tb.Fatalf("cluster not at %d warm per node after %s: %s", want, within, why)
+}
+
+// localWarm is the pool's warm sandboxes as the node's driver published
+// them for its device plugin, sorted.
+func localWarm(a *nomadtest.Agent) []string {
+	st, err := device.ReadState(device.StateDir(a.DataDir))
+	if err != nil {
+		return nil
+	}
+	for _, p := range st.Pools {
+		if p.Name == clusterPool {
+			return slices.Sorted(slices.Values(p.Warm))
+		}
+	}
+	return nil
 }
 
 // poolAttr reads one of the pool's driver attributes of a node.
@@ -241,6 +263,8 @@ func tally(samples []clusterSample, errs []error, logf func(string, ...any)) bur
 			byOutput[got]++
 			if got == reserved {
 				t.exact++
+			} else if s.hit {
+				logf("job %s on %s: a hit in sandbox %s, reserved %s", s.jobID, s.node[:8], got[:8], reserved)
 			}
 		}
 		if s.first > 0 {
