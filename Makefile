@@ -14,9 +14,10 @@ BUF         := github.com/bufbuild/buf/cmd/buf@v1.75.0
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-build: ## build the plugin into build/plugins/
+build: ## build the plugin into build/plugins/ (and its device plugin, a symlink: README, Cluster)
 	@mkdir -p $(PLUGIN_DIR)
 	go build -o $(PLUGIN_DIR)/$(NAME) .
+	ln -sf $(NAME) $(PLUGIN_DIR)/$(NAME)-device
 
 test: ## unit tests only (-short: no real agent, whether or not nomad is on PATH)
 	go test -short -count=1 ./...
@@ -55,7 +56,7 @@ bench: ## benchmarks against a real Nomad dev agent: prints the table, writes BE
 	go test -run '^$$' -bench StartTaskWarm -benchtime 20x -timeout 40m ./e2e/ 2>&1 | tee $(BENCH_OUT)/2-starttask.txt || status=1; \
 	go test -run '^$$' -bench Tree -benchtime 3x -timeout 20m ./driver/taskfiles/ 2>&1 | tee $(BENCH_OUT)/2-taskfiles.txt || status=1; \
 	go test -run '^$$' -bench InSmall -benchtime 300x -timeout 20m ./driver/taskfiles/ 2>&1 | tee -a $(BENCH_OUT)/2-taskfiles.txt || status=1; \
-	go test -run '^$$' -bench 'JobStart|Storm|StepLoad|IdleTasks|MetricsOverhead' -benchtime 1x -timeout 90m ./e2e/ 2>&1 | tee $(BENCH_OUT)/3-jobs.txt || status=1; \
+	go test -run '^$$' -bench 'JobStart|Storm|StepLoad|ClusterBurst|IdleTasks|MetricsOverhead' -benchtime 1x -timeout 90m ./e2e/ 2>&1 | tee $(BENCH_OUT)/3-jobs.txt || status=1; \
 	go run ./e2e/benchreport -nomad "$$NOMAD_BIN" -notes e2e/benchreport/notes.md -o BENCHMARKS.md $(BENCH_OUT)/*.txt || status=1; \
 	exit $$status
 

@@ -1,6 +1,7 @@
 // Command agentkernel-pool is a Nomad task driver plugin that runs sandbox tasks
-// in pre-warmed allocations. Launched by Nomad it serves the plugin protocol;
-// run by hand it is a small CLI (status, version).
+// in pre-warmed allocations. Launched by Nomad it serves the plugin protocol
+// (with the argument "device", the device plugin of package device); run by
+// hand it is a small CLI (status, version).
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/device"
 	"github.com/agentkernel/agentkernel-pool/driver"
 	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/plugin"
@@ -21,6 +23,12 @@ import (
 
 func main() {
 	if plugin.LaunchedByNomad() {
+		if len(os.Args) > 1 && os.Args[1] == device.Arg {
+			// The same binary under a second plugin_dir name (README, Cluster).
+			logger := plugin.NewLogger(device.Name)
+			plugin.ServeDevice(device.New(logger, driver.Version), logger)
+			return
+		}
 		logger := plugin.NewLogger(driver.Name)
 		d := driver.New(logger, nil)
 		// SIGUSR1 logs what the plugin knows of every task (Driver.LogState),

@@ -76,6 +76,7 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"namespaces":       hclspec.NewAttr("namespaces", "list(string)", false),
 		"max_warm":         hclspec.NewAttr("max_warm", "string", false),
 		"scale_down_after": hclspec.NewAttr("scale_down_after", "string", false),
+		"device":           hclspec.NewAttr("device", "string", false),
 	})),
 })
 
@@ -100,6 +101,7 @@ type rawPool struct {
 	Namespaces   []string `codec:"namespaces"`
 	MaxWarm      string   `codec:"max_warm"`
 	ScaleDown    string   `codec:"scale_down_after"`
+	Device       string   `codec:"device"`
 }
 
 // Config is the validated plugin configuration.
@@ -111,6 +113,9 @@ type Config struct {
 	// Namespaces lists, per pool, the Nomad namespaces whose tasks may use
 	// it; a pool without an entry serves every namespace.
 	Namespaces map[string][]string
+	// Devices holds the pools with `device = true`: device groups of the
+	// device plugin (driver/device.go).
+	Devices map[string]bool
 	// MetricsAddress is where /metrics is served (host:port); "" is off.
 	MetricsAddress string
 	// observer is told of the pools' warm-ups, dispatches and purges

@@ -3,7 +3,6 @@ package driver
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/url"
@@ -75,7 +74,7 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		}
 	}
 	if c.TokenFile != "" {
-		tok, err := readToken(c.TokenFile)
+		tok, err := pool.ReadTokenFile(c.TokenFile)
 		if err != nil {
 			bad("token_file: %v", err)
 		}
@@ -105,6 +104,10 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		p, perrs := parsePool(name, raw.Pools[name])
 		nss, nerrs := parseNamespaces(name, raw.Pools[name].Namespaces)
 		perrs = append(perrs, nerrs...)
+		dev, derr := parseDevice(name, raw.Pools[name].Device)
+		if derr != nil {
+			perrs = append(perrs, derr)
+		}
 		errs = append(errs, perrs...)
 		if len(perrs) == 0 {
 			c.Pools = append(c.Pools, p)
@@ -113,6 +116,12 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 					c.Namespaces = map[string][]string{}
 				}
 				c.Namespaces[name] = nss
+			}
+			if dev {
+				if c.Devices == nil {
+					c.Devices = map[string]bool{}
+				}
+				c.Devices[name] = true
 			}
 		}
 	}
@@ -197,6 +206,19 @@ func parseNamespaces(pool string, raw []string) ([]string, []error) {
 	return out, errs
 }
 
+// parseDevice reads a pool's device option: true or false (HCL hands over
+// `device = true` as "true"); empty means false.
+func parseDevice(pool, v string) (bool, error) {
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		return false, fmt.Errorf("pool %q: device: %q: want true or false", pool, v)
+	}
+	return b, nil
+}
+
 // wholeNumber reads a non-negative integer given as a numeric string (HCL hands
 // over `size = 3` as "3"); empty means def.
 func wholeNumber(v string, def int) (int, error) {
@@ -230,29 +252,4 @@ func duration(v string, def time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("%s: must be positive", d)
 	}
 	return d, nil
-}
-
-const maxTokenFile = 4096
-
-// readToken reads a token file; the token itself never reaches an error or a log.
-func readToken(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	// A token is a few dozen bytes; a bound keeps a wrong path such as /dev/zero
-	// from hanging the plugin.
-	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
-	if err != nil {
-		return "", err
-	}
-	if len(b) > maxTokenFile {
-		return "", fmt.Errorf("%s is larger than %d bytes: not a token file", path, maxTokenFile)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return tok, nil
 }

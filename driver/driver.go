@@ -20,6 +20,8 @@ import (
 // Pool is what the driver needs of a warm pool.
 type Pool interface {
 	Claim(ctx context.Context, pool string, owner pool.Owner) (*pool.Claim, error)
+	// ClaimAlloc claims allocID if it is warm, else as Claim does (see pool.Manager.ClaimAlloc).
+	ClaimAlloc(ctx context.Context, pool, allocID string, owner pool.Owner) (*pool.Claim, error)
 	Release(ctx context.Context, c *pool.Claim) error
 	// Adopt makes sure a recovered claim's record exists (see pool.Manager.Adopt).
 	Adopt(ctx context.Context, c *pool.Claim) error
@@ -177,10 +179,14 @@ func (d *Driver) SetConfig(_ context.Context, msgpackConfig []byte, agent *plugi
 	d.restartBackendLocked()
 	if !d.reloading {
 		d.reloading = true
-		d.wg.Add(1)
+		d.wg.Add(2)
 		go func() {
 			defer d.wg.Done()
 			d.reloadLoop()
+		}()
+		go func() {
+			defer d.wg.Done()
+			d.deviceLoop()
 		}()
 	}
 	return nil

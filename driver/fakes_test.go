@@ -34,6 +34,8 @@ type fakePool struct {
 	released []string
 	adopted  []string
 	adoptErr error
+	// warm is what Warm lists; ClaimAlloc hands out one of them when asked.
+	warm []pool.WarmAlloc
 }
 
 func newFakePool() *fakePool { return &fakePool{claims: map[string]*pool.Claim{}} }
@@ -47,6 +49,11 @@ func (p *fakePool) Claim(_ context.Context, name string, owner pool.Owner) (*poo
 	p.next++
 	c := &pool.Claim{Pool: name, AllocID: fmt.Sprintf("a%d-0000-0000-0000-000000000000", p.next), JobID: fmt.Sprintf("warm/dispatch-%d", p.next),
 		TaskName: "sandbox", NodeID: "node1", Owner: owner, Hit: !p.miss, ClaimedAt: time.Now()}
+	return p.handOut(c)
+}
+
+// handOut records c as claimed and, with dir set, makes its sandbox's dirs.
+func (p *fakePool) handOut(c *pool.Claim) (*pool.Claim, error) {
 	p.claims[c.AllocID] = c
 	if p.dir != "" {
 		for _, d := range []string{"sandbox/local", "sandbox/secrets", "alloc/data"} {
@@ -56,6 +63,19 @@ func (p *fakePool) Claim(_ context.Context, name string, owner pool.Owner) (*poo
 		}
 	}
 	return c, nil
+}
+
+func (p *fakePool) ClaimAlloc(ctx context.Context, name, allocID string, owner pool.Owner) (*pool.Claim, error) {
+	p.mu.Lock()
+	i := slices.IndexFunc(p.warm, func(w pool.WarmAlloc) bool { return w.AllocID == allocID && w.Pool == name })
+	if i < 0 || p.claimErr != nil {
+		p.mu.Unlock()
+		return p.Claim(ctx, name, owner)
+	}
+	w := p.warm[i]
+	p.warm = slices.Delete(p.warm, i, i+1)
+	defer p.mu.Unlock()
+	return p.handOut(&pool.Claim{Pool: name, AllocID: w.AllocID, JobID: w.JobID, TaskName: w.TaskName, NodeID: "node1", Owner: owner, Hit: true, ClaimedAt: time.Now()})
 }
 
 func (p *fakePool) Release(_ context.Context, c *pool.Claim) error {
@@ -82,7 +102,11 @@ func (p *fakePool) Stats() map[string]pool.Stats {
 	return map[string]pool.Stats{"dev": {Size: 2, Max: 8, Target: 3, Warm: 2, Claimed: len(p.claims), Error: p.poolErr}}
 }
 
-func (p *fakePool) Warm() []pool.WarmAlloc { return nil }
+func (p *fakePool) Warm() []pool.WarmAlloc {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.warm)
+}
 
 // adoptedIDs lists the allocations whose claims were adopted.
 func (p *fakePool) adoptedIDs() []string {

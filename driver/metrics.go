@@ -196,6 +196,13 @@ func (p meteredPool) Claim(ctx context.Context, name string, owner pool.Owner) (
 	return c, err
 }
 
+func (p meteredPool) ClaimAlloc(ctx context.Context, name, allocID string, owner pool.Owner) (*pool.Claim, error) {
+	began := time.Now()
+	c, err := p.Pool.ClaimAlloc(ctx, name, allocID, owner)
+	p.m.observeClaim(name, c, err, time.Since(began))
+	return c, err
+}
+
 // poolCollector reports every pool's counts at scrape time.
 type poolCollector struct{ m *metrics }
 

@@ -48,17 +48,16 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 	if tc.Command == "" && len(tc.Args) > 0 {
 		return nil, nil, errors.New("config: args given without command")
 	}
-	if len(cfg.DeviceEnv) > 0 {
-		// What cannot work is refused, not ignored: the command would run
-		// without the device the scheduler reserved for it.
-		return nil, nil, fmt.Errorf("resources: device requests cannot reach a sandbox (the command runs in pool %q's warm allocation, which holds no device); request the device in the pool's warm template instead", tc.Pool)
+	want, err := reservedSandbox(cfg, tc.Pool)
+	if err != nil {
+		return nil, nil, err
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, pc.ClaimTimeout)
 	defer cancel()
 	owner := pool.Owner{AllocID: cfg.AllocID, TaskName: cfg.Name, TaskID: cfg.ID, JobID: cfg.JobID, Namespace: cfg.Namespace}
 	begin := time.Now()
-	claim, err := pl.Claim(cctx, tc.Pool, owner)
+	claim, err := d.claim(cctx, pl, cfg, tc.Pool, want, owner)
 	if err != nil {
 		d.emit(cfg, fmt.Sprintf("No sandbox from pool %s after %s", tc.Pool, time.Since(begin).Round(time.Millisecond)), map[string]string{"pool": tc.Pool})
 		return nil, nil, plugin.Recoverable(err) // the pool's error names the pool and the call

@@ -23,6 +23,8 @@ plugin "agentkernel-pool" {
       max_warm      = 8     # under load keep up to 8 warm, as claim rate and warm-up call for (default: size)
       scale_down_after = "5m" # back toward size after 5 minutes of lower demand
       # namespaces  = ["agents"] # only tasks of these namespaces may use it (default: all)
+      device        = true  # on more than one node: a device group, so jobs find the warm sandboxes
+                            # wherever they are (README, Cluster; needs the block below)
     }
 
     # Development only: raw_exec is not isolated.
@@ -31,6 +33,16 @@ plugin "agentkernel-pool" {
       size    = 2
       max     = 8
     }
+  }
+}
+
+# The device plugin of the pools with device = true: the same binary under a
+# second name in plugin_dir (ln -s agentkernel-pool agentkernel-pool-device).
+plugin "agentkernel-pool-device" {
+  args = ["device"]
+  config {
+    # address    = "http://127.0.0.1:4646"                # as the driver's: the local agent
+    # token_file = "/etc/nomad.d/agentkernel-pool.token" # needs agent read only
   }
 }
 

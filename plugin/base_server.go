@@ -5,21 +5,32 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 )
 
-// baseServer serves hashicorp.nomad.plugins.base.proto.BasePlugin.
+// configurable is what BasePlugin needs of a driver or a device plugin.
+type configurable interface {
+	PluginInfo() Info
+	ConfigSchema() *hclspec.Spec
+	SetConfig(ctx context.Context, msgpackConfig []byte, agent *AgentConfig) error
+}
+
+// baseServer serves hashicorp.nomad.plugins.base.proto.BasePlugin for a
+// plugin of type typ speaking API version api.
 type baseServer struct {
 	base.UnimplementedBasePluginServer
-	d      Driver
+	d      configurable
+	typ    base.PluginType
+	api    string
 	logger hclog.Logger
 }
 
 func (s *baseServer) PluginInfo(context.Context, *base.PluginInfoRequest) (*base.PluginInfoResponse, error) {
 	info := s.d.PluginInfo()
 	return &base.PluginInfoResponse{
-		Type:              base.PluginType_DRIVER,
-		PluginApiVersions: []string{APIVersion},
+		Type:              s.typ,
+		PluginApiVersions: []string{s.api},
 		PluginVersion:     info.Version,
 		Name:              info.Name,
 	}, nil
@@ -32,9 +43,9 @@ func (s *baseServer) ConfigSchema(context.Context, *base.ConfigSchemaRequest) (*
 }
 
 func (s *baseServer) SetConfig(ctx context.Context, req *base.SetConfigRequest) (*base.SetConfigResponse, error) {
-	if v := req.GetPluginApiVersion(); v != "" && v != APIVersion {
+	if v := req.GetPluginApiVersion(); v != "" && v != s.api {
 		// Only warn: failing SetConfig would stop the Nomad agent from starting.
-		s.logger.Warn("client negotiated an unexpected plugin API version", "version", v, "supported", APIVersion)
+		s.logger.Warn("client negotiated an unexpected plugin API version", "version", v, "supported", s.api)
 	}
 	agent := agentConfigFromProto(req.GetNomadConfig())
 	s.logger.Debug("set config", "bytes", len(req.GetMsgpackConfig()), "validation_only", agent == nil)

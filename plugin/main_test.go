@@ -15,14 +15,20 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
 )
 
-// serveEnv makes the test binary act as a plugin binary serving fakeDriver, so
-// the handshake is tested against a real process without building another one.
+// serveEnv makes the test binary act as a plugin binary serving fakeDriver
+// ("1") or fakeDevice ("device"), so the handshake is tested against a real
+// process without building another one.
 const serveEnv = "AGENTKERNEL_PLUGINTEST_SERVE"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(serveEnv) == "1" {
+	switch os.Getenv(serveEnv) {
+	case "1":
 		logger := plugin.NewLogger("fake")
 		plugin.Serve(newFakeDriver(), logger)
+		os.Exit(0)
+	case "device":
+		logger := plugin.NewLogger("fake-device")
+		plugin.ServeDevice(newFakeDevice(), logger)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())

@@ -32,6 +32,7 @@ var Handshake = goplugin.HandshakeConfig{
 const (
 	PluginNameBase   = "base"
 	PluginNameDriver = "driver"
+	PluginNameDevice = "device"
 )
 
 // NewLogger returns the JSON logger the Nomad client parses from the plugin's
@@ -67,7 +68,9 @@ func ServeConfig(d Driver, logger hclog.Logger) *goplugin.ServeConfig {
 	return &goplugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins: goplugin.PluginSet{
-			PluginNameBase:   &grpcPlugin{register: func(s *grpc.Server) { base.RegisterBasePluginServer(s, &baseServer{d: d, logger: logger}) }},
+			PluginNameBase: &grpcPlugin{register: func(s *grpc.Server) {
+				base.RegisterBasePluginServer(s, &baseServer{d: d, typ: base.PluginType_DRIVER, api: APIVersion, logger: logger})
+			}},
 			PluginNameDriver: &grpcPlugin{register: func(s *grpc.Server) { drivers.RegisterDriverServer(s, &driverServer{d: d, logger: logger}) }},
 		},
 		GRPCServer: newGRPCServer(logger),

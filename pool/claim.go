@@ -47,6 +47,12 @@ var errGone = errors.New("allocation gone")
 // dispatches one at once (within the pool's max) and waits for it until ctx
 // ends; a ctx without deadline waits the pool's ClaimTimeout.
 func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, error) {
+	return m.claim(ctx, pool, owner, "")
+}
+
+// claim is Claim, taking the warm allocation want first when it is a
+// candidate (see ClaimAlloc).
+func (m *Manager) claim(ctx context.Context, pool string, owner Owner, want string) (*Claim, error) {
 	mctx, err := m.running()
 	if err != nil {
 		return nil, fmt.Errorf("claim warm allocation in pool %q: %w", pool, err)
@@ -89,7 +95,7 @@ func (m *Manager) Claim(ctx context.Context, pool string, owner Owner) (*Claim, 
 			m.mu.Unlock()
 			return nil, fmt.Errorf("claim warm allocation in pool %q: pool is not usable: %w", pool, err)
 		}
-		cand := m.takeCandidateLocked(p)
+		cand := m.takeCandidateLocked(p, want)
 		if cand != nil && waiting {
 			waiting = false
 			p.waiters--
@@ -173,8 +179,13 @@ func (m *Manager) timeoutErr(p *pool, waited time.Duration, ctx, mctx context.Co
 	return err
 }
 
-// takeCandidateLocked reserves the oldest warm candidate of p, or returns nil.
-func (m *Manager) takeCandidateLocked(p *pool) *instance {
+// takeCandidateLocked reserves the warm candidate want of p if it is one,
+// else the oldest, or returns nil.
+func (m *Manager) takeCandidateLocked(p *pool, want string) *instance {
+	if in := takeWanted(p, want); in != nil && !m.inv.reserved[in.allocID] {
+		m.inv.reserved[in.allocID] = true
+		return in
+	}
 	for len(p.view.candidates) > 0 {
 		in := p.view.candidates[0]
 		p.view.candidates = p.view.candidates[1:]

@@ -1,6 +1,12 @@
 package pool
 
-import "sync/atomic"
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync/atomic"
+)
 
 // Token is the ACL token sent with every Nomad API call the pool core makes.
 // It is a value read by each call, not part of the client: Set swaps it for
@@ -29,4 +35,30 @@ func (t *Token) Secret() string {
 		return *s
 	}
 	return ""
+}
+
+const maxTokenFile = 4096
+
+// ReadTokenFile reads a token file (token_file); the token itself never
+// reaches an error or a log.
+func ReadTokenFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	// A token is a few dozen bytes; a bound keeps a wrong path such as /dev/zero
+	// from hanging the plugin.
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxTokenFile {
+		return "", fmt.Errorf("%s is larger than %d bytes: not a token file", path, maxTokenFile)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return tok, nil
 }

@@ -1,7 +1,14 @@
 package main
 
-// about describes the other benchmarks make bench runs.
+// about describes the other benchmarks make bench runs, and the cluster burst.
 var about = map[string]string{
+	"BenchmarkClusterBurst": "B sandbox jobs registered at once, through the server, on a cluster of one server and three clients " +
+		"on this machine (each its own agent process, data dir and ports) whose raw_exec pool `burst` (size 2 per node, max 8) is a device group: " +
+		"W = 6 warm sandboxes in the cluster, the jobs asking for `device \"agentkernel/sandbox\"` as README's Cluster section says. " +
+		"Then the same burst of plain `raw_exec` jobs on the same cluster, the floor. Each job prints a line and sleeps 5 s; its clock starts " +
+		"before its registration and stops when its first line is in its log file on its node, and the burst is complete (`all`) when every job printed. " +
+		"Goals: warm hits = min(B, W), whichever nodes hold them; p90 at most 1.5x the raw_exec burst's; for B > W the jobs beyond W start cold " +
+		"on some node at once (none left blocked).",
 	"BenchmarkClaim": "Claim latency (pool package, `go test ./pool -bench Claim`): the Manager's claim " +
 		"(a warm candidate from the watched inventory, one check-and-set write) beside a naive one " +
 		"(list the dispatched jobs, read each one's allocations, then the same write), at pool sizes 5, 50 and 200.",

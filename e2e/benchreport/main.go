@@ -137,7 +137,7 @@ func (r *results) has(family string) bool {
 
 // expected are the benchmarks make bench runs; a missing one is listed as not run
 // (go test prints nothing for a skipped benchmark without -v).
-var expected = []string{"BenchmarkJobStart", "BenchmarkJobStartGVisor", "BenchmarkStorm", "BenchmarkStepLoad", "BenchmarkIdleTasks", "BenchmarkClaim", "BenchmarkStartTaskWarm", "BenchmarkMetricsOverhead"}
+var expected = []string{"BenchmarkJobStart", "BenchmarkJobStartGVisor", "BenchmarkStorm", "BenchmarkStepLoad", "BenchmarkClusterBurst", "BenchmarkIdleTasks", "BenchmarkClaim", "BenchmarkStartTaskWarm", "BenchmarkMetricsOverhead"}
 
 func render(r *results, nomad, notes string) string {
 	var b strings.Builder
@@ -175,6 +175,7 @@ func render(r *results, nomad, notes string) string {
 	if m := r.metrics["BenchmarkStepLoad"]; m != nil {
 		stepLoad(w, m)
 	}
+	clusterBurst(w, r)
 	others(w, r)
 	for _, e := range expected {
 		if !r.has(e) && !slices.ContainsFunc(r.notRun, func(s string) bool { return strings.HasPrefix(s, e+" ") }) {
@@ -363,7 +364,7 @@ func others(w func(string, ...any), r *results) {
 	rows := map[string][]string{}
 	for _, name := range r.order {
 		fam, _, _ := strings.Cut(name, "/")
-		if fam == "BenchmarkJobStart" || fam == "BenchmarkJobStartGVisor" || fam == "BenchmarkStorm" || fam == "BenchmarkStepLoad" {
+		if fam == "BenchmarkJobStart" || fam == "BenchmarkJobStartGVisor" || fam == "BenchmarkStorm" || fam == "BenchmarkStepLoad" || fam == "BenchmarkClusterBurst" {
 			continue
 		}
 		if rows[fam] == nil {

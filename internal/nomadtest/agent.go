@@ -37,7 +37,22 @@ type Options struct {
 	Persistent bool
 	// StartTimeout bounds how long to wait for the node to be ready (default 90s).
 	StartTimeout time.Duration
+
+	// role and servers are set by StartCluster: a server without a client,
+	// or a client joining servers (RPC addresses); name names the node.
+	role    role
+	servers []string
+	name    string
 }
+
+// role is what an agent of a cluster runs.
+type role int
+
+const (
+	roleDev    role = iota // -dev, or one server+client agent when Persistent
+	roleServer             // a server only
+	roleClient             // a client only, joining Options.servers
+)
 
 // Agent is a running Nomad dev agent.
 type Agent struct {
@@ -48,6 +63,7 @@ type Agent struct {
 	ConfigPath string
 	LogPath    string
 	Token      string // bootstrap token when ACLs are on
+	RPCAddr    string // 127.0.0.1:<rpc port>
 
 	t    testing.TB
 	bin  string
@@ -82,16 +98,29 @@ func Binary() (string, error) {
 // when no nomad binary exists, and stops the agent when the test ends.
 func Start(t testing.TB, opts Options) *Agent {
 	t.Helper()
+	if _, err := Binary(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	a, err := start(t, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// start is Start without skipping or failing the test, so StartCluster can
+// start clients at once from goroutines of its own.
+func start(t testing.TB, opts Options) (*Agent, error) {
 	bin, err := Binary()
 	if err != nil {
-		t.Skipf("skipping: %v", err)
+		return nil, err
 	}
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 90 * time.Second
 	}
 	dir, err := os.MkdirTemp("", "akp-nomad-")
 	if err != nil {
-		t.Fatalf("make agent dir: %v", err)
+		return nil, fmt.Errorf("make agent dir: %w", err)
 	}
 	a := &Agent{t: t, bin: bin, opts: opts, dir: dir,
 		DataDir:    filepath.Join(dir, "data"),
@@ -111,23 +140,30 @@ func Start(t testing.TB, opts Options) *Agent {
 	})
 	ports, err := freePorts(3)
 	if err != nil {
-		t.Fatalf("find free ports: %v", err)
+		return nil, fmt.Errorf("find free ports: %w", err)
 	}
 	a.Addr = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	a.RPCAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	if err := os.WriteFile(a.ConfigPath, []byte(a.config(ports)), 0o600); err != nil {
-		t.Fatalf("write agent config: %v", err)
+		return nil, fmt.Errorf("write agent config: %w", err)
 	}
 	if err := a.launch(); err != nil {
-		t.Fatalf("start nomad agent: %v", err)
+		return nil, fmt.Errorf("start nomad agent: %w", err)
 	}
 	if err := a.waitReady(opts.StartTimeout); err != nil {
-		t.Fatalf("nomad agent not ready: %v\nlog tail:\n%s", err, a.LogTail(40))
+		return nil, fmt.Errorf("nomad agent %s not ready: %w\nlog tail:\n%s", opts.name, err, a.LogTail(40))
 	}
-	return a
+	return a, nil
 }
 
 func (a *Agent) config(ports []int) string {
 	var b strings.Builder
+	if a.opts.name != "" {
+		fmt.Fprintf(&b, "name = %q\n", a.opts.name)
+	}
+	if a.opts.role == roleServer {
+		return a.serverConfig(&b, ports)
+	}
 	fmt.Fprintf(&b, `data_dir  = %q
 bind_addr = "127.0.0.1"
 log_level = "DEBUG"
@@ -154,7 +190,10 @@ plugin "raw_exec" {
   }
 }
 `, a.DataDir, ports[0], ports[1], ports[2])
-	if a.opts.Persistent {
+	switch {
+	case a.opts.role == roleClient:
+		fmt.Fprintf(&b, "client {\n  servers = [%q]\n}\n", strings.Join(a.opts.servers, `", "`))
+	case a.opts.Persistent:
 		fmt.Fprintf(&b, "server {\n  enabled = true\n  bootstrap_expect = 1\n}\nclient {\n  servers = [\"127.0.0.1:%d\"]\n}\n", ports[1])
 	}
 	if a.opts.PluginDir != "" {
@@ -176,7 +215,7 @@ func (a *Agent) launch() error {
 		return err
 	}
 	args := []string{"agent", "-config=" + a.ConfigPath}
-	if !a.opts.Persistent {
+	if !a.opts.Persistent && a.opts.role == roleDev {
 		args = append(args, "-dev")
 	}
 	cmd := exec.Command(a.bin, args...)
@@ -235,9 +274,8 @@ func (a *Agent) waitReady(timeout time.Duration) error {
 				continue
 			}
 		}
-		nodes, _, err := a.Client.Nodes().List((&api.QueryOptions{}).WithContext(ctx))
-		if err == nil && len(nodes) > 0 && nodes[0].Status == "ready" {
-			a.NodeID = nodes[0].ID
+		ready, err := a.ready(ctx)
+		if ready {
 			return nil
 		}
 		lastErr = err

@@ -16,8 +16,12 @@ var (
 	buildOut  []byte
 )
 
-// PluginName is the binary name Nomad must see in plugin_dir.
-const PluginName = "agentkernel-pool"
+// PluginName is the binary name Nomad must see in plugin_dir, and
+// DevicePluginName the device plugin's (a symlink to it).
+const (
+	PluginName       = "agentkernel-pool"
+	DevicePluginName = "agentkernel-pool-device"
+)
 
 // Main runs a test binary's tests and then removes the plugin BuildPlugin
 // built: every package calling BuildPlugin has
@@ -47,7 +51,12 @@ func BuildPlugin(t testing.TB) string {
 		// With the fault points compiled in (driver/failpoint_on.go).
 		cmd := exec.Command("go", "build", "-tags", "failpoint", "-o", filepath.Join(buildDir, PluginName), ".")
 		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
-		buildOut, buildErr = cmd.CombinedOutput()
+		if buildOut, buildErr = cmd.CombinedOutput(); buildErr != nil {
+			return
+		}
+		// The device plugin is the same binary under a second name; an
+		// agent without its plugin block skips it.
+		buildErr = os.Symlink(PluginName, filepath.Join(buildDir, DevicePluginName))
 	})
 	if buildErr != nil {
 		t.Fatalf("build plugin: %v\n%s", buildErr, buildOut)
