@@ -24,9 +24,6 @@ type DeviceClient struct {
 	rpc goplugin.ClientProtocol
 }
 
-// Ping checks the connection through go-plugin's health service.
-func (c *DeviceClient) Ping() error { return c.rpc.Ping() }
-
 // ServeDevice starts d in this process behind go-plugin's gRPC server, as
 // plugin.ServeDevice configures it, and connects a client. Both stop when
 // the test ends.
