@@ -74,8 +74,12 @@ func (d *Driver) adopt(ctx context.Context, h *taskHandle) error {
 // claimLost ends a task whose sandbox another claimer holds.
 func (d *Driver) claimLost(ctx context.Context, h *taskHandle, b Backend, err error) {
 	ref := h.state.ref()
+	msg := fmt.Sprintf("Sandbox %s is claimed by another task: the command was stopped (%v)", short(ref.AllocID), err)
 	h.mu.Lock()
-	h.ending = true // the sandbox's other processes are another claimer's: never ended for this task (end.go)
+	// The sandbox's other processes are another claimer's: never ended for
+	// this task (end.go). Its tree is another's too: nothing is copied back,
+	// and the exit the killed command reports carries this reason.
+	h.ending, h.endErr, h.filesOut = true, errors.New(msg), true
 	h.mu.Unlock()
 	d.logger.Error("sandbox claimed by someone else; stopping the task's command", "task_id", h.cfg.ID, "sandbox_alloc_id", ref.AllocID, "error", err)
 	if h.state.Command {
@@ -85,7 +89,6 @@ func (d *Driver) claimLost(ctx context.Context, h *taskHandle, b Backend, err er
 		}
 		cancel()
 	}
-	msg := fmt.Sprintf("Sandbox %s is claimed by another task: the command was stopped (%v)", short(ref.AllocID), err)
 	d.emit(h.cfg, msg, map[string]string{"sandbox_alloc_id": ref.AllocID})
 	h.setExit(plugin.ExitResult{ExitCode: 1, Err: msg})
 }
