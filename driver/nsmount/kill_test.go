@@ -177,18 +177,21 @@ func TestKillAllEndsTheSandboxOnly(t *testing.T) {
 		{"pid namespace, processes out of the mount namespace", unix.CLONE_NEWPID, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Tokens unique to this test process: two test binaries
+			// running at once must not count each other's trees.
+			run := fmt.Sprintf("%s-%d", tc.name, os.Getpid())
 			// Bystanders: a process of the plugin's namespace, another sandbox.
 			host := spawn("sleep", "-", nil)
-			host.Env = append(host.Env, killTokenEnv+"=host-"+tc.name)
+			host.Env = append(host.Env, killTokenEnv+"=host-"+run)
 			if err := host.Start(); err != nil {
 				t.Fatal(err)
 			}
 			defer func() { _ = host.Process.Kill(); _ = host.Wait() }()
 			otherDir := t.TempDir()
-			startTree(t, "other-"+tc.name, otherDir, unix.CLONE_NEWNS, false)
+			startTree(t, "other-"+run, otherDir, unix.CLONE_NEWNS, false)
 
 			dir := t.TempDir()
-			token := "sandbox-" + tc.name
+			token := "sandbox-" + run
 			startTree(t, token, dir, tc.flags, tc.split)
 			want := 2
 			if tc.split {
@@ -215,8 +218,8 @@ func TestKillAllEndsTheSandboxOnly(t *testing.T) {
 			if after := files(t, dir); after != before {
 				t.Errorf("the host dir went from %d to %d files after KillAll", before, after)
 			}
-			if len(withToken("other-"+tc.name)) != 2 {
-				t.Errorf("another sandbox's processes were hit: %v left", withToken("other-"+tc.name))
+			if len(withToken("other-"+run)) != 2 {
+				t.Errorf("another sandbox's processes were hit: %v left", withToken("other-"+run))
 			}
 			if err := unix.Kill(host.Process.Pid, 0); err != nil {
 				t.Errorf("a process of the test's own namespace was hit: %v", err)
