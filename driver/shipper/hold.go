@@ -52,7 +52,7 @@ func holdMain(args []string, stderr io.Writer) int {
 			held = append(held, &heldFIFO{path: path, f: os.NewFile(uintptr(3+i), path)})
 		}
 	}
-	gone := func() bool { ok, err := job.Ref.RunExists(job.RunID); return err == nil && !ok }
+	gone := func() bool { gone, _ := runGone(job); return gone }
 	if err := holdFIFOs(ctx, held, gone); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(stderr, "hold logs of run %s: %v\n", job.RunID, err)
 		return 1

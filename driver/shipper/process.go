@@ -97,12 +97,33 @@ func follow(ctx context.Context, job Job) (sandbox.ExitStatus, error) {
 		if st, exited, err := host.Status(job.Ref, job.RunID); err == nil && exited {
 			return st, nil
 		}
-		if ok, err := job.Ref.RunExists(job.RunID); err != nil || !ok {
+		if gone, err := runGone(job); err != nil || gone {
 			if err == nil {
 				err = fmt.Errorf("run %s is gone from sandbox %s", job.RunID, short(job.Ref.AllocID))
 			}
 			return sandbox.ExitStatus{}, err
 		}
+	}
+}
+
+// runGoneRecheck is how long a run's dir must stay absent to be gone.
+const runGoneRecheck = 2 * time.Second
+
+// runGone reports whether the run's dir is gone from the host for good
+// (its sandbox purged): absent on two looks runGoneRecheck apart. A command
+// that renames its run dir and puts something else in its place shows the
+// dir absent for an instant; what it put there is what tells tampering (an
+// error here, or the next shipper's), not the instant.
+func runGone(job Job) (bool, error) {
+	for look := 0; ; look++ {
+		ok, err := job.Ref.RunExists(job.RunID)
+		if err != nil || ok {
+			return false, err
+		}
+		if look == 1 {
+			return true, nil
+		}
+		time.Sleep(runGoneRecheck)
 	}
 }
 
@@ -228,7 +249,7 @@ func shipMain(args []string, stderr io.Writer) int {
 	defer cancel()
 	go func() { // a purged sandbox ends the shipper, so none outlives its task
 		for ctx.Err() == nil {
-			if ok, err := job.Ref.RunExists(job.RunID); err == nil && !ok {
+			if gone, _ := runGone(job); gone {
 				cancel()
 				return
 			}

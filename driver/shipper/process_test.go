@@ -2,6 +2,7 @@ package shipper
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 )
 
@@ -134,5 +136,58 @@ func TestLastWordsAreQuoted(t *testing.T) {
 	got := lastWords(log)
 	if strings.ContainsAny(got, "\x1b\x07\r") || len(got) > 600 || !strings.HasPrefix(got, `: "ship run r: \x1b[2J`) {
 		t.Errorf("last words %d bytes: %.100q", len(got), got)
+	}
+}
+
+// A command that renames its run dir away and puts a symlink to a host dir
+// in its place is caught tampering, not taken for a purged sandbox: the
+// instant its run dir is absent does not end the shipping as "gone".
+func TestRunDirSwappedForASymlinkIsTampering(t *testing.T) {
+	dir := t.TempDir()
+	ref := sandbox.Ref{AllocID: "b3000000-0000-0000-0000-000000000000", Task: "sandbox", HostAllocDir: filepath.Join(dir, "sandbox-alloc")}
+	const runID = "ship3"
+	run := ref.RunDir(runID)
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(run, "pid"), []byte("999999998 999999999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(run, "stdout"), []byte("before\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	job := Job{Ref: ref, RunID: runID, Stdout: filepath.Join(dir, "stdout.fifo"), Stderr: filepath.Join(dir, "stderr.fifo"),
+		Offsets: filepath.Join(dir, "offsets")}
+	for _, p := range []string{job.Stdout, job.Stderr} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, _ := logReader(t, job.Stdout), logReader(t, job.Stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(ctx, job)
+		done <- err
+	}()
+	expectLine(t, stdout, "before")
+	// Absent for longer than the shipper's purge watch looks (every
+	// second), as a command on a loaded machine may leave it.
+	if err := os.Rename(run, run+".old"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	hostDir := t.TempDir()
+	if err := os.Symlink(hostDir, run); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, allocfs.ErrTampered) {
+			t.Fatalf("Run = %v; want the run's dir named as tampered with", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run did not return after the run dir was swapped")
 	}
 }
