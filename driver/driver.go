@@ -56,10 +56,8 @@ type Backend interface {
 // Runner runs processes inside an allocation (see package sandbox).
 type Runner interface {
 	Start(ctx context.Context, ref sandbox.Ref, s sandbox.Spec) (started <-chan error, err error)
-	Follow(ctx context.Context, ref sandbox.Ref, runID string, from sandbox.Offsets, stdout, stderr io.Writer, progress func(sandbox.Offsets)) (sandbox.ExitStatus, error)
 	Signal(ctx context.Context, ref sandbox.Ref, runID, sig string) error
 	Exec(ctx context.Context, ref sandbox.Ref, runID string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)
-	Cleanup(ctx context.Context, ref sandbox.Ref, runID string) error
 	// End ends the sandbox's processes the host can reach (see
 	// sandbox.Runner.End) and says how many it signalled.
 	End(ref sandbox.Ref, runID string, nsPID int) (int, error)

@@ -243,8 +243,6 @@ func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd 
 	return len(cmd), nil
 }
 
-func (r *fakeRunner) Cleanup(context.Context, sandbox.Ref, string) error { return nil }
-
 // End records the sandbox it ends, and runs onEnd when set (a test's look
 // at what is done when the sandbox's processes are ended).
 func (r *fakeRunner) End(ref sandbox.Ref, runID string, nsPID int) (int, error) {
