@@ -7,14 +7,16 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // The single source of truth for the plugin's identity and defaults.
 const (
-	// Name is the driver name, the binary name and the plugin block label.
-	Name = "agentkernel-pool"
+	// Name is the driver name, the binary name and the plugin block label;
+	// its node attributes are named after it (package nodeattr).
+	Name = nodeattr.Driver
 	// Version is the plugin's semantic version.
 	Version = "0.1.0"
 
@@ -28,9 +30,6 @@ const (
 	maxPerSize = 4
 	// minDefaultMax is the smallest default `max`, so a size-1 pool can still absorb a burst.
 	minDefaultMax = 4
-
-	// attrPrefix prefixes every node attribute the driver publishes.
-	attrPrefix = "driver." + Name
 )
 
 // PluginInfo implements plugin.Driver.

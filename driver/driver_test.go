@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 
 	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
@@ -191,16 +192,16 @@ func TestHealthyWithPoolAttributes(t *testing.T) {
 	e := newEnv(t)
 	fp := e.configure(e.devPool())
 	attrs := fp.Attributes
-	if got := attrs["driver.agentkernel-pool.version"].GetStringVal(); got != Version {
+	if got := attrs[nodeattr.Version].GetStringVal(); got != Version {
 		t.Errorf("version attribute = %q, want %q", got, Version)
 	}
-	if got := attrs["driver.agentkernel-pool.pool.dev.warm"].GetIntVal(); got != 2 {
+	if got := attrs[nodeattr.Pool("dev", nodeattr.Warm)].GetIntVal(); got != 2 {
 		t.Errorf("warm attribute = %d, want 2", got)
 	}
-	if got := attrs["driver.agentkernel-pool.pool.dev.max"].GetIntVal(); got != 8 {
+	if got := attrs[nodeattr.Pool("dev", nodeattr.Max)].GetIntVal(); got != 8 {
 		t.Errorf("max attribute = %d, want 8", got)
 	}
-	if got := attrs["driver.agentkernel-pool.pool.dev.target"].GetIntVal(); got != 3 {
+	if got := attrs[nodeattr.Pool("dev", nodeattr.Target)].GetIntVal(); got != 3 {
 		t.Errorf("target attribute = %d, want the pool's target 3", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
@@ -182,7 +183,7 @@ func TestFailingPoolInHealthAndAttributes(t *testing.T) {
 	if fp.Health != drivers.FingerprintResponse_HEALTHY {
 		t.Errorf("health %v with one failing pool, want healthy", fp.Health)
 	}
-	if got := fp.Attributes["driver.agentkernel-pool.pool.dev.error"].GetStringVal(); got != why {
+	if got := fp.Attributes[nodeattr.Pool("dev", nodeattr.Error)].GetStringVal(); got != why {
 		t.Errorf("error attribute = %q, want %q", got, why)
 	}
 	_, err := e.c.Driver.StartTask(context.Background(), &drivers.StartTaskRequest{
@@ -198,7 +199,7 @@ func TestFailingPoolInHealthAndAttributes(t *testing.T) {
 	fp = e.waitFingerprint("the pool working again", func(fp *drivers.FingerprintResponse) bool {
 		return fp.HealthDescription == "ready"
 	})
-	if got := fp.Attributes["driver.agentkernel-pool.pool.dev.error"].GetStringVal(); got != "" {
+	if got := fp.Attributes[nodeattr.Pool("dev", nodeattr.Error)].GetStringVal(); got != "" {
 		t.Errorf("error attribute %q once the pool works, want empty", got)
 	}
 }
