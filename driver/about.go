@@ -4,15 +4,15 @@
 package driver
 
 import (
-	"time"
-
 	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
-// The single source of truth for the plugin's identity and defaults.
+// The plugin's identity and the plugin block's defaults. A default that a
+// pool.Manager applies too has its home in package pool (pool/pool.go): the
+// driver's name for it refers there.
 const (
 	// Name is the driver name, the binary name and the plugin block label;
 	// its node attributes are named after it (package nodeattr).
@@ -21,11 +21,11 @@ const (
 	Version = "0.1.0"
 
 	// DefaultNamespace is where warm jobs live unless the plugin block says otherwise.
-	DefaultNamespace = "default"
+	DefaultNamespace = pool.DefaultNamespace
 	// DefaultPoolSize is the warm target of a pool without `size`.
 	DefaultPoolSize = 1
 	// DefaultClaimTimeout is how long a start waits for a warm allocation without `claim_timeout`.
-	DefaultClaimTimeout = 30 * time.Second
+	DefaultClaimTimeout = pool.DefaultClaimTimeout
 	// maxPerSize sets a pool's default `max` to this many times its size.
 	maxPerSize = 4
 	// minDefaultMax is the smallest default `max`, so a size-1 pool can still absorb a burst.
