@@ -175,7 +175,7 @@ func (b *nomadBackend) Stop() {
 // localNode asks the local agent for its node id and its allocation dir,
 // retrying until it answers.
 func localNode(ctx context.Context, c *api.Client, token *pool.Token, logger hclog.Logger) (string, string, error) {
-	backoff := 500 * time.Millisecond
+	backoff := localNodeRetryFirst
 	for {
 		self, err := agentSelf(ctx, c, token)
 		if err == nil {
@@ -190,7 +190,7 @@ func localNode(ctx context.Context, c *api.Client, token *pool.Token, logger hcl
 			return "", "", fmt.Errorf("nomad api at %s: %w", c.Address(), err)
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 15*time.Second)
+		backoff = min(backoff*2, localNodeRetryMax)
 	}
 }
 

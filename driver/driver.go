@@ -247,11 +247,6 @@ func (d *Driver) restartBackendLocked() {
 	}()
 }
 
-// startProbeEvery is how often the API is probed while the pools are starting.
-const startProbeEvery = 2 * time.Second
-
-const defaultStartRetry = 15 * time.Second
-
 // startPool starts the backend's pools, and again after every failure until
 // it works or ctx ends (then it returns nil). While it fails, the driver is
 // unhealthy with the error, which names what to fix.

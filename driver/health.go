@@ -13,13 +13,6 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
-const (
-	apiCheckInterval = 15 * time.Second
-	apiCallTimeout   = 10 * time.Second
-	// fingerprintDebounce batches bursts of pool changes into one node update.
-	fingerprintDebounce = 250 * time.Millisecond
-)
-
 var (
 	errNotReady      = errors.New("driver not ready: still connecting to the nomad api or starting pools")
 	errNotConfigured = errors.New("driver not configured yet: no plugin config received")

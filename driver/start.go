@@ -14,10 +14,6 @@ import (
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
-// backendWait bounds how long a start waits for a plugin that is still
-// connecting to the Nomad API.
-const backendWait = 15 * time.Second
-
 // StartTask implements plugin.Driver: claim a warm allocation of the task's pool and
 // start the task's command inside it.
 func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plugin.TaskHandle, _ *plugin.NetworkOverride, err error) {
@@ -132,8 +128,6 @@ func (d *Driver) StartTask(ctx context.Context, cfg *plugin.TaskConfig) (_ *plug
 		"events", filesBegin.Sub(begin)-latency, "files", launchBegin.Sub(filesBegin), "launch", launched.Sub(launchBegin), "track", time.Since(launched), "total", time.Since(entered))
 	return th, nil, nil
 }
-
-const launchTimeout = 30 * time.Second
 
 func (d *Driver) emitClaim(cfg *plugin.TaskConfig, c *pool.Claim, latency time.Duration) {
 	ann := map[string]string{"pool": c.Pool, "sandbox_alloc_id": c.AllocID, "claim_latency": latency.String()}

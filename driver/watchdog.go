@@ -25,14 +25,6 @@ import (
 // wait is the design (recover.go), and its output is shipped once the config
 // is fixed.
 
-const (
-	// watchdogEvery is how often the watchdog looks at the running tasks.
-	watchdogEvery = 10 * time.Second
-	// watchdogGrace is how long an exited command's task may stay
-	// unreported, with no output moving, before the watchdog reports it.
-	watchdogGrace = 30 * time.Second
-)
-
 // Steps of a task's watcher, named in the watchdog's event.
 const (
 	stepLaunch  = "the launch session's answer"

@@ -30,11 +30,6 @@ import (
 // HoldCommand is the hidden CLI command that runs a task's log holder.
 const HoldCommand = "__hold"
 
-// holdCheckEvery is how often a holder looks whether its run is gone (its
-// sandbox purged without the plugin to stop it); it wakes at once when a
-// FIFO's reader goes away.
-const holdCheckEvery = 5 * time.Second
-
 // holdMain is the log holder process: it keeps the task's log FIFOs, which it
 // inherits as fds 3 (stdout) and 4 (stderr), open for writing until it is told
 // to stop or its run is gone. When logmon goes away it opens the FIFOs again for
@@ -129,11 +124,6 @@ func holdFIFOs(ctx context.Context, held []*heldFIFO, gone func() bool) error {
 func hasFIFO(path string) bool { return path != "" && path != os.DevNull }
 
 func holderPIDPath(job Job) string { return job.Offsets + ".holder.pid" }
-
-// holderOpenWait bounds how long a start waits for logmon's reader before it
-// starts a shipper without a holder (the reader is there from the task's
-// start; none means logmon is gone, and the shipper waits for it anyway).
-const holderOpenWait = 10 * time.Second
 
 // ensureHolder starts the task's log holder unless one runs, waiting at most
 // wait for the FIFOs' reader. The plugin opens the FIFOs itself and hands them

@@ -145,10 +145,6 @@ func Stop(job Job) {
 	forget(job)
 }
 
-// stopWait bounds how long Stop waits for a helper to end on SIGTERM before
-// it SIGKILLs it.
-const stopWait = 5 * time.Second
-
 // stopProcess sends SIGTERM to a helper and waits for its exit; SIGKILL after
 // stopWait.
 func stopProcess(pid int, alive func() bool) {
@@ -234,7 +230,7 @@ func shipMain(args []string, stderr io.Writer) int {
 			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(runGoneCheckEvery):
 			}
 		}
 	}()
@@ -310,13 +306,13 @@ func shipperPID(job Job) int {
 	return recordedPID(shipperPIDPath(job), ShipCommand, job.RunID)
 }
 
-// pollProcessExit checks alive every 50 ms until it is false or ctx ends.
+// pollProcessExit checks alive every exitPollEvery until it is false or ctx ends.
 func pollProcessExit(ctx context.Context, alive func() bool) error {
 	for alive() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(exitPollEvery):
 		}
 	}
 	return nil
