@@ -117,9 +117,6 @@ type Config struct {
 	Devices map[string]bool
 	// MetricsAddress is where /metrics is served (host:port); "" is off.
 	MetricsAddress string
-	// observer is told of the pools' warm-ups, dispatches and purges
-	// (/metrics); set by the driver, not by the plugin block.
-	observer pool.Observer
 }
 
 // taskSpec is the task config schema: a task names a pool, never an allocation.

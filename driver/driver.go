@@ -69,8 +69,16 @@ type Runner interface {
 
 // BackendFactory builds the backend for a validated config, without any remote
 // call. Every API call it makes sends token as it is at that call: a rotated
-// token_file changes the value, never the backend.
-type BackendFactory func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error)
+// token_file changes the value, never the backend. The backend tells metrics
+// of its pools' warm-ups, dispatches and purges and of its API calls.
+type BackendFactory func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), metrics Metrics) (Backend, error)
+
+// Metrics is told of what a backend's pools do and of every Nomad API call it
+// makes (/metrics).
+type Metrics interface {
+	pool.Observer
+	pool.CallObserver
+}
 
 // Driver implements plugin.Driver.
 type Driver struct {
@@ -212,9 +220,7 @@ func (d *Driver) restartBackendLocked() {
 		d.metricsErr = fmt.Sprintf("metrics_address %s: %v", d.cfg.MetricsAddress, err)
 		d.logger.Error("cannot serve /metrics", "metrics_address", d.cfg.MetricsAddress, "error", err)
 	}
-	d.cfg.observer = d.metrics
-	d.cfg.API.Calls = d.metrics
-	b, err := d.newBackend(d.cfg, d.token, d.logger, d.health.poke)
+	b, err := d.newBackend(d.cfg, d.token, d.logger, d.health.poke, d.metrics)
 	if err != nil {
 		d.cfgErr = err
 		d.logger.Error("cannot build the nomad api backend", "error", err)

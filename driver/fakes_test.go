@@ -319,7 +319,7 @@ func (n *fakeNomad) Stop() {}
 
 // fakeBackend builds a backend over the fakes; check, when set, answers health probes.
 func fakeBackend(p *fakePool, r *fakeRunner, check func(context.Context) error) BackendFactory {
-	return func(*Config, *pool.Token, hclog.Logger, func()) (Backend, error) {
+	return func(*Config, *pool.Token, hclog.Logger, func(), Metrics) (Backend, error) {
 		return &fakeNomad{fakeRunner: r, check: check, startPool: func(context.Context) (Pool, error) { return p, nil }}, nil
 	}
 }

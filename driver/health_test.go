@@ -30,7 +30,7 @@ func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 	var mu sync.Mutex
 	denied := true
 	starts := 0
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error) {
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), _ Metrics) (Backend, error) {
 		return &fakeNomad{fakeRunner: e.runner,
 			startPool: func(context.Context) (Pool, error) {
 				mu.Lock()
@@ -80,7 +80,7 @@ func TestTokenFileReloaded(t *testing.T) {
 	var mu sync.Mutex
 	var builds, starts int
 	var tok *pool.Token
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error) {
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), _ Metrics) (Backend, error) {
 		mu.Lock()
 		builds++
 		tok = token
