@@ -9,7 +9,8 @@
 // offsets.
 //
 // The driver needs three functions: Run ships a run through these processes
-// until it has exited, Stop ends them when the task goes, and Main is the
+// until it has exited (supervise.go: a small state machine whose actions are
+// the shipper's, here, and the log holder's, hold.go), Stop ends them when the task goes, and Main is the
 // processes' side, which the binary runs for ShipCommand and HoldCommand.
 // Copy is the copying itself, in the calling process.
 package shipper
@@ -45,66 +46,6 @@ type Job struct {
 
 // ShipCommand is the hidden CLI command that runs an output shipper process.
 const ShipCommand = "__ship"
-
-// maxShipperStarts bounds how often one task's shipper is restarted.
-const maxShipperStarts = 5
-
-// Run adopts or starts the task's shipper process and waits until the run has
-// exited and its output is shipped. Ending ctx leaves the shipper and the log
-// holder running; otherwise the holder is stopped before Run returns, so logmon
-// has read the end of the logs when the exit is reported.
-func Run(ctx context.Context, job Job) (sandbox.ExitStatus, error) {
-	st, err := follow(ctx, job)
-	if ctx.Err() == nil {
-		stopHolder(job)
-	}
-	return st, err
-}
-
-// follow keeps a shipper running, and the log holder behind it, until the run
-// has exited and its output is shipped.
-func follow(ctx context.Context, job Job) (sandbox.ExitStatus, error) {
-	var host sandbox.Runner // reads the run's files on the host, as the shipper does: no API call
-	for starts := 0; ; {
-		pid := shipperPID(job)
-		if err := tampered(job); pid == 0 && err != nil {
-			return sandbox.ExitStatus{}, err
-		}
-		if pid == 0 {
-			if st, exited, err := host.Status(job.Ref, job.RunID); err == nil && exited && starts > 0 {
-				return st, nil
-			}
-			if starts >= maxShipperStarts {
-				return sandbox.ExitStatus{}, fmt.Errorf("output shipper of run %s exited %d times before the run ended%s (see %s.shipper.log)", job.RunID, starts, lastWords(job.Offsets+".shipper.log"), job.Offsets)
-			}
-			// The holder first: from now on a shipper's death does not end the
-			// logs. Without one (no reader: logmon gone) the shipper still runs:
-			// it waits for a reader, and the run's exit code is reported.
-			_ = ensureHolder(ctx, job, holderOpenWait)
-			var err error
-			if pid, err = startShipper(job); err != nil {
-				return sandbox.ExitStatus{}, err
-			}
-			starts++
-		}
-		if err := waitShipper(ctx, job, pid); err != nil {
-			return sandbox.ExitStatus{}, err
-		}
-		_ = os.Remove(shipperPIDPath(job))
-		if err := tampered(job); err != nil {
-			return sandbox.ExitStatus{}, err
-		}
-		if st, exited, err := host.Status(job.Ref, job.RunID); err == nil && exited {
-			return st, nil
-		}
-		if ok, err := job.Ref.RunExists(job.RunID); err != nil || !ok {
-			if err == nil {
-				err = fmt.Errorf("run %s is gone from sandbox %s", job.RunID, short(job.Ref.AllocID))
-			}
-			return sandbox.ExitStatus{}, err
-		}
-	}
-}
 
 // lastWords is ": " and the last line of a helper's log (what it said before
 // it exited), quoted and cut, or nothing. The log is the plugin's own file in
@@ -143,23 +84,6 @@ func Stop(job Job) {
 	}
 	stopHolder(job)
 	forget(job)
-}
-
-// stopProcess sends SIGTERM to a helper and waits for its exit; SIGKILL after
-// stopWait.
-func stopProcess(pid int, alive func() bool) {
-	if syscall.Kill(pid, syscall.SIGTERM) != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), stopWait)
-	defer cancel()
-	if waitProcessExit(ctx, pid, alive) == nil || !alive() {
-		return
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	ctx, cancel = context.WithTimeout(context.Background(), stopWait)
-	defer cancel()
-	_ = waitProcessExit(ctx, pid, alive)
 }
 
 // forget removes a run's files in the task's private dir: its offsets and
@@ -304,18 +228,6 @@ func startShipper(job Job) (int, error) {
 // shipperPID is the pid of the task's running shipper, or 0.
 func shipperPID(job Job) int {
 	return recordedPID(shipperPIDPath(job), ShipCommand, job.RunID)
-}
-
-// pollProcessExit checks alive every exitPollEvery until it is false or ctx ends.
-func pollProcessExit(ctx context.Context, alive func() bool) error {
-	for alive() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(exitPollEvery):
-		}
-	}
-	return nil
 }
 
 func short(id string) string {
