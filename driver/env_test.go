@@ -73,7 +73,14 @@ func (e *env) configure(pools map[string]any) *drivers.FingerprintResponse {
 	return e.waitHealth(drivers.FingerprintResponse_HEALTHY)
 }
 
+// waitHealth returns the first fingerprint with health want.
 func (e *env) waitHealth(want drivers.FingerprintResponse_HealthState) *drivers.FingerprintResponse {
+	e.t.Helper()
+	return e.waitFingerprint("health "+want.String(), func(fp *drivers.FingerprintResponse) bool { return fp.Health == want })
+}
+
+// waitFingerprint returns the first fingerprint that satisfies ok.
+func (e *env) waitFingerprint(what string, ok func(*drivers.FingerprintResponse) bool) *drivers.FingerprintResponse {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -85,10 +92,9 @@ func (e *env) waitHealth(want drivers.FingerprintResponse_HealthState) *drivers.
 	for {
 		fp, err := s.Recv()
 		if err != nil {
-			e.t.Fatalf("no fingerprint with health %v; last %v: %v", want, last, err)
+			e.t.Fatalf("no fingerprint with %s; last %v: %v", what, last, err)
 		}
-		last = fp
-		if fp.Health == want {
+		if last = fp; ok(fp) {
 			return fp
 		}
 	}

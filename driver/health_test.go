@@ -142,27 +142,6 @@ func TestTokenFileReloaded(t *testing.T) {
 	}
 }
 
-// waitFingerprint returns the first fingerprint that satisfies ok.
-func (e *env) waitFingerprint(what string, ok func(*drivers.FingerprintResponse) bool) *drivers.FingerprintResponse {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := e.c.Driver.Fingerprint(ctx, &drivers.FingerprintRequest{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var last *drivers.FingerprintResponse
-	for {
-		fp, err := s.Recv()
-		if err != nil {
-			e.t.Fatalf("no fingerprint with %s; last %v: %v", what, last, err)
-		}
-		if last = fp; ok(fp) {
-			return fp
-		}
-	}
-}
-
 // A pool whose template fails is named, with the reason, in the health
 // description and its node attribute; the driver stays healthy (other
 // pools serve), a task on that pool fails at once and recoverably with the

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
@@ -33,11 +32,10 @@ const HoldCommand = "__hold"
 // to stop or its run is gone. When logmon goes away it opens the FIFOs again for
 // the next logmon, as a shipper does.
 func holdMain(args []string, stderr io.Writer) int {
-	job, ok := parseJob(HoldCommand, args, stderr, false)
+	job, ctx, cancel, ok := helperStart(HoldCommand, args, stderr, false)
 	if !ok {
 		return 2
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	var held []*heldFIFO
 	for i, path := range []string{job.Stdout, job.Stderr} {

@@ -114,6 +114,17 @@ func Main(args []string, stderr io.Writer) int {
 	return 2
 }
 
+// helperStart is how a helper process begins: its job from its command line
+// (parseJob), and a context that SIGTERM or SIGINT ends, which is how the
+// plugin stops it (stopProcess). ok is false after it said what is wrong.
+func helperStart(name string, args []string, stderr io.Writer, offsets bool) (job Job, ctx context.Context, cancel context.CancelFunc, ok bool) {
+	if job, ok = parseJob(name, args, stderr, offsets); !ok {
+		return job, nil, nil, false
+	}
+	ctx, cancel = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	return job, ctx, cancel, true
+}
+
 // parseJob reads a shipper's or log holder's command line (offsets: the
 // shipper's offsets file too); ok is false after it said what is wrong.
 func parseJob(name string, args []string, stderr io.Writer, offsets bool) (job Job, ok bool) {
@@ -140,11 +151,10 @@ func parseJob(name string, args []string, stderr io.Writer, offsets bool) (job J
 // shipMain is the shipper process: it copies one run's output into the task's log
 // FIFOs until the run exits, its sandbox disappears, or it is told to stop.
 func shipMain(args []string, stderr io.Writer) int {
-	job, ok := parseJob(ShipCommand, args, stderr, true)
+	job, ctx, cancel, ok := helperStart(ShipCommand, args, stderr, true)
 	if !ok {
 		return 2
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	go func() { // a purged sandbox ends the shipper, so none outlives its task
 		for ctx.Err() == nil {
