@@ -10,7 +10,7 @@ import (
 )
 
 // The watchdog: no task hangs silently, whatever path failed. A task's exit
-// is reported by its watcher (start.go: the launch session's answer, then the
+// is reported by its watcher (watch.go: the launch session's answer, then the
 // output shipper, then the copy back), and each of those steps has its own
 // bounds; the watchdog is the net under all of them. At a low rate it looks
 // at every running task from the host alone (the run's records through the
