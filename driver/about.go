@@ -4,33 +4,32 @@
 package driver
 
 import (
-	"time"
-
 	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
-// The single source of truth for the plugin's identity and defaults.
+// The plugin's identity and the plugin block's defaults. A default that a
+// pool.Manager applies too has its home in package pool (pool/pool.go): the
+// driver's name for it refers there.
 const (
-	// Name is the driver name, the binary name and the plugin block label.
-	Name = "agentkernel-pool"
+	// Name is the driver name, the binary name and the plugin block label;
+	// its node attributes are named after it (package nodeattr).
+	Name = nodeattr.Driver
 	// Version is the plugin's semantic version.
 	Version = "0.1.0"
 
 	// DefaultNamespace is where warm jobs live unless the plugin block says otherwise.
-	DefaultNamespace = "default"
+	DefaultNamespace = pool.DefaultNamespace
 	// DefaultPoolSize is the warm target of a pool without `size`.
 	DefaultPoolSize = 1
 	// DefaultClaimTimeout is how long a start waits for a warm allocation without `claim_timeout`.
-	DefaultClaimTimeout = 30 * time.Second
+	DefaultClaimTimeout = pool.DefaultClaimTimeout
 	// maxPerSize sets a pool's default `max` to this many times its size.
 	maxPerSize = 4
 	// minDefaultMax is the smallest default `max`, so a size-1 pool can still absorb a burst.
 	minDefaultMax = 4
-
-	// attrPrefix prefixes every node attribute the driver publishes.
-	attrPrefix = "driver." + Name
 )
 
 // PluginInfo implements plugin.Driver.
@@ -118,9 +117,6 @@ type Config struct {
 	Devices map[string]bool
 	// MetricsAddress is where /metrics is served (host:port); "" is off.
 	MetricsAddress string
-	// observer is told of the pools' warm-ups, dispatches and purges
-	// (/metrics); set by the driver, not by the plugin block.
-	observer pool.Observer
 }
 
 // taskSpec is the task config schema: a task names a pool, never an allocation.

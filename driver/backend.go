@@ -28,6 +28,7 @@ type nomadBackend struct {
 	token    *pool.Token
 	logger   hclog.Logger
 	onChange func()
+	observer pool.Observer // nil: none
 
 	mu        sync.Mutex
 	mgr       *pool.Manager
@@ -39,25 +40,28 @@ type nomadBackend struct {
 var _ Backend = (*nomadBackend)(nil)
 
 // newNomadBackend is the BackendFactory of production.
-func newNomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error) {
+func newNomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), metrics Metrics) (Backend, error) {
 	apiCfg := cfg.API
 	apiCfg.Token = "" // not baked into the client: each call reads token
-	client, err := pool.NewClient(apiCfg)
-	if err != nil {
-		return nil, fmt.Errorf("nomad api client: %w", err)
-	}
 	// The execs' websockets need the API client's own transport, not a
 	// metered one: the Runner tells of its execs itself.
-	calls := apiCfg.Calls
 	apiCfg.Calls = nil
 	execClient, err := pool.NewClient(apiCfg)
 	if err != nil {
 		return nil, fmt.Errorf("nomad api client: %w", err)
 	}
+	if metrics != nil {
+		apiCfg.Calls = metrics
+	}
+	client, err := pool.NewClient(apiCfg)
+	if err != nil {
+		return nil, fmt.Errorf("nomad api client: %w", err)
+	}
 	b := &nomadBackend{cfg: cfg, client: client, token: token, logger: logger, onChange: onChange, ready: make(chan struct{})}
 	b.Runner = &sandbox.Runner{Client: execClient, Token: token, Logger: logger.Named("sandbox"), OnSessionLost: b.unprepare}
-	if calls != nil {
-		b.Runner.OnCall = func(op string, took time.Duration, err error) { calls.APICall(op, pool.CallResult(err), took) }
+	if metrics != nil {
+		b.observer = metrics
+		b.Runner.OnCall = func(op string, took time.Duration, err error) { metrics.APICall(op, pool.CallResult(err), took) }
 	}
 	return b, nil
 }
@@ -119,7 +123,7 @@ func (b *nomadBackend) StartPool(ctx context.Context) (Pool, error) {
 	}
 	m, err := pool.New(pool.Options{
 		Client: b.client, Token: b.token, NodeID: nodeID, Namespace: b.cfg.Namespace, Pools: b.cfg.Pools,
-		Logger: b.logger.Named("pool"), OnChange: b.onChange, Observer: b.cfg.observer,
+		Logger: b.logger.Named("pool"), OnChange: b.onChange, Observer: b.observer,
 		// A claim's record is written behind it (driver/claim.go): a
 		// sandbox handed out is in use, whatever the records say.
 		WriteBehind: true,
@@ -175,7 +179,7 @@ func (b *nomadBackend) Stop() {
 // localNode asks the local agent for its node id and its allocation dir,
 // retrying until it answers.
 func localNode(ctx context.Context, c *api.Client, token *pool.Token, logger hclog.Logger) (string, string, error) {
-	backoff := 500 * time.Millisecond
+	backoff := localNodeRetryFirst
 	for {
 		self, err := agentSelf(ctx, c, token)
 		if err == nil {
@@ -190,7 +194,7 @@ func localNode(ctx context.Context, c *api.Client, token *pool.Token, logger hcl
 			return "", "", fmt.Errorf("nomad api at %s: %w", c.Address(), err)
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 15*time.Second)
+		backoff = min(backoff*2, localNodeRetryMax)
 	}
 }
 

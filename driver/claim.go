@@ -19,12 +19,6 @@ import (
 // in use (handOutCheck), so it is never handed out again, until the task,
 // recovered, adopts its claim.
 
-// Bounds of the backoff between two attempts to put a claim on record.
-const (
-	keepClaimBase = time.Second
-	keepClaimMax  = 30 * time.Second
-)
-
 // keepClaim makes sure the task's claim is on record while the task runs: it
 // waits for a record written behind the claim, and adopts a recovered task's
 // claim (the plugin before may have ended between hand-out and record). A
@@ -51,7 +45,7 @@ func (d *Driver) keepClaim(ctx context.Context, h *taskHandle, b Backend) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(min(keepClaimBase<<min(attempt, 5), keepClaimMax)):
+			case <-time.After(min(keepClaimFirst<<min(attempt, 5), keepClaimMax)):
 			}
 		}
 		if err = d.adopt(ctx, h); err == nil {

@@ -20,13 +20,6 @@ import (
 // state file the device plugin follows, and a task the scheduler gave one
 // of them claims exactly that sandbox.
 
-// devicePublishEvery re-publishes without a change signal: the pool tells
-// count changes, and a warm sandbox replaced by another leaves the counts.
-const devicePublishEvery = 5 * time.Second
-
-// deviceSettle gathers a burst of pool changes into one write.
-const deviceSettle = 50 * time.Millisecond
-
 // reservedSandbox is the instance the scheduler reserved for the task, from
 // the env the device plugin's Reserve gave it (never from the task's own
 // env: a task can only name a pool). "" when the task asked for no sandbox
@@ -194,14 +187,9 @@ func (d *Driver) deviceState(nodeID string, now time.Time, hist *warmHistory) (d
 	return st, true
 }
 
-// Bounds of how long, and how many, warm sandboxes no longer free stay
-// listed: an allocation is placed on one before its node starts it, which
-// takes well under a second on an idle node and was seen to take 19 s on a
-// saturated one.
-const (
-	goneGrace = 2 * time.Minute
-	maxGone   = 256
-)
+// maxGone bounds how many warm sandboxes no longer free stay listed, and
+// goneGrace (timeouts.go) for how long.
+const maxGone = 256
 
 // warmHistory remembers, for one deviceLoop, which warm sandboxes it
 // advertised and since when the ones no longer warm are gone.

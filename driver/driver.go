@@ -4,75 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/nomad/api"
 
-	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
-	"github.com/agentkernel/agentkernel-pool/driver/shipper"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
-
-// Pool is what the driver needs of a warm pool.
-type Pool interface {
-	Claim(ctx context.Context, pool string, owner pool.Owner) (*pool.Claim, error)
-	// ClaimAlloc claims allocID if it is warm, else as Claim does (see pool.Manager.ClaimAlloc).
-	ClaimAlloc(ctx context.Context, pool, allocID string, owner pool.Owner) (*pool.Claim, error)
-	Release(ctx context.Context, c *pool.Claim) error
-	// Adopt makes sure a recovered claim's record exists (see pool.Manager.Adopt).
-	Adopt(ctx context.Context, c *pool.Claim) error
-	Stats() map[string]pool.Stats
-	Warm() []pool.WarmAlloc
-}
-
-// Backend is how the driver reaches Nomad and the sandboxes (nomadBackend in
-// production; tests substitute a fake). Everything but StartPool works without
-// the Nomad API answering: at agent start Nomad recovers tasks before its HTTP
-// API listens, so recovery must not wait for the API.
-type Backend interface {
-	Runner
-	// AllocDone blocks until the allocation is terminal or gone and says which; it
-	// returns an error only when ctx ends or the backend stops.
-	AllocDone(ctx context.Context, namespace, allocID string) (string, error)
-	// Usage reads a task's resource usage inside an allocation; nil when there
-	// is none yet.
-	Usage(ctx context.Context, namespace, allocID, task string) (*plugin.TaskResourceUsage, error)
-	// Ship copies a run's output into the task's logs until the run has exited
-	// and its output is drained. Ending ctx leaves the shipping to go on.
-	Ship(ctx context.Context, job shipper.Job) (sandbox.ExitStatus, error)
-	// Check probes the Nomad API for the fingerprint; nil error means it answers.
-	Check(ctx context.Context) error
-	// StartPool connects to the Nomad API and starts the pools; it blocks until the
-	// API answers or ctx ends.
-	StartPool(ctx context.Context) (Pool, error)
-	// Stop stops what StartPool started.
-	Stop()
-}
-
-// Runner runs processes inside an allocation (see package sandbox).
-type Runner interface {
-	Start(ctx context.Context, ref sandbox.Ref, s sandbox.Spec) (started <-chan error, err error)
-	Follow(ctx context.Context, ref sandbox.Ref, runID string, from sandbox.Offsets, stdout, stderr io.Writer, progress func(sandbox.Offsets)) (sandbox.ExitStatus, error)
-	Signal(ctx context.Context, ref sandbox.Ref, runID, sig string) error
-	Exec(ctx context.Context, ref sandbox.Ref, runID string, cmd []string, tty bool, stdin io.Reader, stdout, stderr io.Writer, resize <-chan api.TerminalSize) (int, error)
-	Cleanup(ctx context.Context, ref sandbox.Ref, runID string) error
-	// End ends the sandbox's processes the host can reach (see
-	// sandbox.Runner.End) and says how many it signalled.
-	End(ref sandbox.Ref, runID string, nsPID int) (int, error)
-	SessionInfo(allocID string) (sandbox.SessionInfo, bool)
-	// LaunchState says what a launch whose outcome Start has not delivered
-	// yet is doing (for the task dumps); ok is false when none awaits one.
-	LaunchState(allocID string) (state string, ok bool)
-}
-
-// BackendFactory builds the backend for a validated config, without any remote
-// call. Every API call it makes sends token as it is at that call: a rotated
-// token_file changes the value, never the backend.
-type BackendFactory func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error)
 
 // Driver implements plugin.Driver.
 type Driver struct {
@@ -214,9 +153,7 @@ func (d *Driver) restartBackendLocked() {
 		d.metricsErr = fmt.Sprintf("metrics_address %s: %v", d.cfg.MetricsAddress, err)
 		d.logger.Error("cannot serve /metrics", "metrics_address", d.cfg.MetricsAddress, "error", err)
 	}
-	d.cfg.observer = d.metrics
-	d.cfg.API.Calls = d.metrics
-	b, err := d.newBackend(d.cfg, d.token, d.logger, d.health.poke)
+	b, err := d.newBackend(d.cfg, d.token, d.logger, d.health.poke, d.metrics)
 	if err != nil {
 		d.cfgErr = err
 		d.logger.Error("cannot build the nomad api backend", "error", err)
@@ -248,11 +185,6 @@ func (d *Driver) restartBackendLocked() {
 		d.watchAPI(ctx, b)
 	}()
 }
-
-// startProbeEvery is how often the API is probed while the pools are starting.
-const startProbeEvery = 2 * time.Second
-
-const defaultStartRetry = 15 * time.Second
 
 // startPool starts the backend's pools, and again after every failure until
 // it works or ctx ends (then it returns nil). While it fails, the driver is

@@ -243,8 +243,6 @@ func (r *fakeRunner) Exec(_ context.Context, ref sandbox.Ref, runID string, cmd 
 	return len(cmd), nil
 }
 
-func (r *fakeRunner) Cleanup(context.Context, sandbox.Ref, string) error { return nil }
-
 // End records the sandbox it ends, and runs onEnd when set (a test's look
 // at what is done when the sandbox's processes are ended).
 func (r *fakeRunner) End(ref sandbox.Ref, runID string, nsPID int) (int, error) {
@@ -321,7 +319,7 @@ func (n *fakeNomad) Stop() {}
 
 // fakeBackend builds a backend over the fakes; check, when set, answers health probes.
 func fakeBackend(p *fakePool, r *fakeRunner, check func(context.Context) error) BackendFactory {
-	return func(*Config, *pool.Token, hclog.Logger, func()) (Backend, error) {
+	return func(*Config, *pool.Token, hclog.Logger, func(), Metrics) (Backend, error) {
 		return &fakeNomad{fakeRunner: r, check: check, startPool: func(context.Context) (Pool, error) { return p, nil }}, nil
 	}
 }

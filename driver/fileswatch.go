@@ -23,8 +23,6 @@ type filesWatch struct {
 }
 
 const (
-	// refreshDelay gathers the writes of one render into one refresh.
-	refreshDelay = 100 * time.Millisecond
 	// maxWatchedDirs bounds the dirs watched for one task.
 	maxWatchedDirs = 64
 	// watchDepth is how deep under local/ and secrets/ dirs are watched.

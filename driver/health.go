@@ -3,21 +3,14 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/plugin"
-)
-
-const (
-	apiCheckInterval = 15 * time.Second
-	apiCallTimeout   = 10 * time.Second
-	// fingerprintDebounce batches bursts of pool changes into one node update.
-	fingerprintDebounce = 250 * time.Millisecond
 )
 
 var (
@@ -100,23 +93,22 @@ func (d *Driver) Fingerprint(ctx context.Context) (<-chan plugin.Fingerprint, er
 
 func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 	health, desc, changed := d.health.get()
-	attrs := map[string]any{attrPrefix + ".version": Version}
+	attrs := map[string]any{nodeattr.Version: Version}
 	d.mu.Lock()
 	p, metricsErr := d.pool, d.metricsErr
 	d.mu.Unlock()
 	var failing []string
 	if p != nil {
 		for name, st := range p.Stats() {
-			p := fmt.Sprintf("%s.pool.%s.", attrPrefix, name)
-			attrs[p+"size"] = int64(st.Size)
-			attrs[p+"target"] = int64(st.Target)
-			attrs[p+"max"] = int64(st.Max)
-			attrs[p+"warm"] = int64(st.Warm)
-			attrs[p+"claimed"] = int64(st.Claimed)
-			attrs[p+"prime_failures"] = int64(st.PrepareFailures)
+			attrs[nodeattr.Pool(name, nodeattr.Size)] = int64(st.Size)
+			attrs[nodeattr.Pool(name, nodeattr.Target)] = int64(st.Target)
+			attrs[nodeattr.Pool(name, nodeattr.Max)] = int64(st.Max)
+			attrs[nodeattr.Pool(name, nodeattr.Warm)] = int64(st.Warm)
+			attrs[nodeattr.Pool(name, nodeattr.Claimed)] = int64(st.Claimed)
+			attrs[nodeattr.Pool(name, nodeattr.PrimeFailures)] = int64(st.PrepareFailures)
 			// Always published, empty while the pool works: Nomad keeps a
 			// node attribute a fingerprint leaves out at its last value.
-			attrs[p+"error"] = st.Error
+			attrs[nodeattr.Pool(name, nodeattr.Error)] = st.Error
 			if st.Error != "" {
 				failing = append(failing, st.Error)
 			}

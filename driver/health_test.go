@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
@@ -29,7 +30,7 @@ func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 	var mu sync.Mutex
 	denied := true
 	starts := 0
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error) {
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), _ Metrics) (Backend, error) {
 		return &fakeNomad{fakeRunner: e.runner,
 			startPool: func(context.Context) (Pool, error) {
 				mu.Lock()
@@ -79,7 +80,7 @@ func TestTokenFileReloaded(t *testing.T) {
 	var mu sync.Mutex
 	var builds, starts int
 	var tok *pool.Token
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func()) (Backend, error) {
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), _ Metrics) (Backend, error) {
 		mu.Lock()
 		builds++
 		tok = token
@@ -141,27 +142,6 @@ func TestTokenFileReloaded(t *testing.T) {
 	}
 }
 
-// waitFingerprint returns the first fingerprint that satisfies ok.
-func (e *env) waitFingerprint(what string, ok func(*drivers.FingerprintResponse) bool) *drivers.FingerprintResponse {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := e.c.Driver.Fingerprint(ctx, &drivers.FingerprintRequest{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var last *drivers.FingerprintResponse
-	for {
-		fp, err := s.Recv()
-		if err != nil {
-			e.t.Fatalf("no fingerprint with %s; last %v: %v", what, last, err)
-		}
-		if last = fp; ok(fp) {
-			return fp
-		}
-	}
-}
-
 // A pool whose template fails is named, with the reason, in the health
 // description and its node attribute; the driver stays healthy (other
 // pools serve), a task on that pool fails at once and recoverably with the
@@ -182,7 +162,7 @@ func TestFailingPoolInHealthAndAttributes(t *testing.T) {
 	if fp.Health != drivers.FingerprintResponse_HEALTHY {
 		t.Errorf("health %v with one failing pool, want healthy", fp.Health)
 	}
-	if got := fp.Attributes["driver.agentkernel-pool.pool.dev.error"].GetStringVal(); got != why {
+	if got := fp.Attributes[nodeattr.Pool("dev", nodeattr.Error)].GetStringVal(); got != why {
 		t.Errorf("error attribute = %q, want %q", got, why)
 	}
 	_, err := e.c.Driver.StartTask(context.Background(), &drivers.StartTaskRequest{
@@ -198,7 +178,7 @@ func TestFailingPoolInHealthAndAttributes(t *testing.T) {
 	fp = e.waitFingerprint("the pool working again", func(fp *drivers.FingerprintResponse) bool {
 		return fp.HealthDescription == "ready"
 	})
-	if got := fp.Attributes["driver.agentkernel-pool.pool.dev.error"].GetStringVal(); got != "" {
+	if got := fp.Attributes[nodeattr.Pool("dev", nodeattr.Error)].GetStringVal(); got != "" {
 		t.Errorf("error attribute %q once the pool works, want empty", got)
 	}
 }

@@ -10,12 +10,8 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
-const (
-	// defaultKillSignal is sent when the task sets no kill_signal.
-	defaultKillSignal = "SIGTERM"
-	// killGrace is how long a SIGKILLed command may take to be reported dead.
-	killGrace = 10 * time.Second
-)
+// defaultKillSignal is sent when the task sets no kill_signal.
+const defaultKillSignal = "SIGTERM"
 
 // WaitTask implements plugin.Driver.
 func (d *Driver) WaitTask(ctx context.Context, taskID string) (*plugin.ExitResult, error) {
@@ -178,7 +174,7 @@ func (d *Driver) TaskStats(ctx context.Context, taskID string, interval time.Dur
 		return nil, err
 	}
 	if interval <= 0 {
-		interval = time.Second
+		interval = defaultStatsInterval
 	}
 	ch := make(chan *plugin.TaskResourceUsage)
 	go func() {

@@ -164,13 +164,13 @@ func (m *metrics) serve(addr string) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	m.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	m.server = &http.Server{Handler: mux, ReadHeaderTimeout: metricsReadHeaderTimeout, WriteTimeout: metricsWriteTimeout}
 	m.addr = ln.Addr()
 	go func() { _ = m.server.Serve(ln) }() // ends with Shutdown
 	return nil
 }
 
-// stop closes the listener and waits up to 5 s for scrapes in flight.
+// stop closes the listener and waits up to metricsStopWait for scrapes in flight.
 func (m *metrics) stop() {
 	m.mu.Lock()
 	srv := m.server
@@ -178,7 +178,7 @@ func (m *metrics) stop() {
 	if srv == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), metricsStopWait)
 	defer cancel()
 	_ = srv.Shutdown(ctx)
 }

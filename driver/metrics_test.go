@@ -165,8 +165,8 @@ func TestBackendMetersNomadAPIRequests(t *testing.T) {
 	}))
 	defer agent.Close()
 	m := newMetrics()
-	cfg := &Config{API: pool.APIConfig{Address: agent.URL, Calls: m}}
-	b, err := newNomadBackend(cfg, pool.NewToken(""), hclog.NewNullLogger(), func() {})
+	cfg := &Config{API: pool.APIConfig{Address: agent.URL}}
+	b, err := newNomadBackend(cfg, pool.NewToken(""), hclog.NewNullLogger(), func() {}, m)
 	if err != nil {
 		t.Fatal(err)
 	}

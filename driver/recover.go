@@ -63,7 +63,7 @@ func (d *Driver) waitPool(ctx context.Context, limit time.Duration) (*Config, Po
 		select {
 		case <-ctx.Done():
 			return nil, nil, err
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(poolPollEvery):
 		}
 	}
 }

@@ -10,9 +10,6 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
-// reloadEvery is how often the files the plugin block names are read again.
-const reloadEvery = 15 * time.Second
-
 // reloadLoop reads the plugin config again every reloadEvery, so that a token
 // written to token_file (a rotation, or a token_file that did not exist yet)
 // takes effect without an agent restart. The config's own text cannot change

@@ -10,7 +10,7 @@ import (
 )
 
 // The watchdog: no task hangs silently, whatever path failed. A task's exit
-// is reported by its watcher (start.go: the launch session's answer, then the
+// is reported by its watcher (watch.go: the launch session's answer, then the
 // output shipper, then the copy back), and each of those steps has its own
 // bounds; the watchdog is the net under all of them. At a low rate it looks
 // at every running task from the host alone (the run's records through the
@@ -24,14 +24,6 @@ import (
 // A task whose watcher waits for a usable plugin config is left alone: that
 // wait is the design (recover.go), and its output is shipped once the config
 // is fixed.
-
-const (
-	// watchdogEvery is how often the watchdog looks at the running tasks.
-	watchdogEvery = 10 * time.Second
-	// watchdogGrace is how long an exited command's task may stay
-	// unreported, with no output moving, before the watchdog reports it.
-	watchdogGrace = 30 * time.Second
-)
 
 // Steps of a task's watcher, named in the watchdog's event.
 const (

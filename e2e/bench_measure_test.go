@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -206,7 +207,7 @@ func purgeJob(tb testing.TB, a *nomadtest.Agent, id string) {
 func settle(tb testing.TB, a *nomadtest.Agent, pool string, want int) bool {
 	tb.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
-	key := "driver." + driver.Name + ".pool." + pool + ".warm"
+	key := nodeattr.Pool(pool, nodeattr.Warm)
 	var why string
 	for time.Now().Before(deadline) {
 		why = busy(a, key, want, pool != "")

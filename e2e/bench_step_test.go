@@ -16,7 +16,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
-	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -216,12 +216,11 @@ func sleepUntil(ctx context.Context, at time.Time) bool {
 // and returns when they were.
 func waitBackToSize(b *testing.B, a *nomadtest.Agent, pool string, size int, within time.Duration) time.Time {
 	began := time.Now()
-	prefix := "driver." + driver.Name + ".pool." + pool + "."
 	for time.Since(began) < within {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		n, err := a.Node(ctx)
 		cancel()
-		if err == nil && n.Attributes[prefix+"target"] == strconv.Itoa(size) && n.Attributes[prefix+"warm"] == strconv.Itoa(size) {
+		if err == nil && n.Attributes[nodeattr.Pool(pool, nodeattr.Target)] == strconv.Itoa(size) && n.Attributes[nodeattr.Pool(pool, nodeattr.Warm)] == strconv.Itoa(size) {
 			return time.Now()
 		}
 		time.Sleep(time.Second)
@@ -238,7 +237,7 @@ func peakTarget(b *testing.B, a *nomadtest.Agent, pool string) int {
 		b.Logf("read node: %v", err)
 		return 0
 	}
-	t, _ := strconv.Atoi(n.Attributes["driver."+driver.Name+".pool."+pool+".target"])
+	t, _ := strconv.Atoi(n.Attributes[nodeattr.Pool(pool, nodeattr.Target)])
 	return t
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
@@ -247,7 +248,7 @@ func waitWarmAttr(b *testing.B, d *driver.Driver, pool string, want int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	key := "driver." + driver.Name + ".pool." + pool + ".warm"
+	key := nodeattr.Pool(pool, nodeattr.Warm)
 	for fp := range ch {
 		if v, ok := fp.Attributes[key].(int64); ok && v >= int64(want) {
 			return

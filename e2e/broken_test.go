@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -105,11 +106,11 @@ func TestBrokenTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	attr := "driver." + driver.Name + ".pool.broken.error"
+	attr := nodeattr.Pool("broken", nodeattr.Error)
 	if got := node.Attributes[attr]; !strings.Contains(got, missing) {
 		t.Errorf("%s = %q, want the reason naming %s", attr, got, missing)
 	}
-	if got := node.Attributes["driver."+driver.Name+".pool.good.error"]; got != "" {
+	if got := node.Attributes[nodeattr.Pool("good", nodeattr.Error)]; got != "" {
 		t.Errorf("the working pool has an error attribute: %q", got)
 	}
 	out := pluginStatus(t, a)

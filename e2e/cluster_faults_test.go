@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 )
 
 // A pool whose template is broken on one node only: that node advertises no
@@ -37,7 +39,7 @@ func TestClusterBrokenTemplateOnOneNode(t *testing.T) {
 		defer cancel()
 		warm, err1 := advertised(ctx, c)
 		cold, err2 := advertisedGroup(ctx, c, clusterPool+".cold")
-		if err1 != nil || err2 != nil || poolAttr(c, badNode, "error") == "" {
+		if err1 != nil || err2 != nil || poolAttr(c, badNode, nodeattr.Error) == "" {
 			return false
 		}
 		for _, a := range c.Clients {

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/device"
-	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -110,7 +110,7 @@ func waitAdvertised(tb testing.TB, c *nomadtest.Cluster, want int, within time.D
 			}
 		}
 		for _, a := range c.Clients {
-			if got := poolAttr(c, a.NodeID, "claimed"); got != "0" {
+			if got := poolAttr(c, a.NodeID, nodeattr.Claimed); got != "0" {
 				why += fmt.Sprintf("node %s has %q claimed; ", a.NodeID[:8], got)
 			}
 		}
@@ -138,14 +138,14 @@ func localWarm(a *nomadtest.Agent) []string {
 }
 
 // poolAttr reads one of the pool's driver attributes of a node.
-func poolAttr(c *nomadtest.Cluster, nodeID, name string) string {
+func poolAttr(c *nomadtest.Cluster, nodeID string, f nodeattr.Field) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	n, _, err := c.Server.Client.Nodes().Info(nodeID, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return err.Error()
 	}
-	return n.Attributes["driver."+driver.Name+".pool."+clusterPool+"."+name]
+	return n.Attributes[nodeattr.Pool(clusterPool, f)]
 }
 
 // clusterSample is one job of a burst.

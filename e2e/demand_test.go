@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -36,7 +36,7 @@ func TestDemandDrivenTarget(t *testing.T) {
 	block = strings.Replace(block, "config {", "config {\n  metrics_address = \""+addr+"\"", 1)
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block})
 	waitWarm(t, a, "dev", 1)
-	if got := attr(t, a, "target"); got != "1" {
+	if got := attr(t, a, nodeattr.Target); got != "1" {
 		t.Fatalf("idle target attribute %q, want size 1", got)
 	}
 
@@ -47,7 +47,7 @@ func TestDemandDrivenTarget(t *testing.T) {
 		allocs = append(allocs, runJob(t, a, commandJob(t, "burst-"+strconv.Itoa(i), "dev", "sleep 2")).ID)
 	}
 	waitFor(t, 30*time.Second, "target attribute above size", func() bool {
-		n, _ := strconv.Atoi(attr(t, a, "target"))
+		n, _ := strconv.Atoi(attr(t, a, nodeattr.Target))
 		return n > 1
 	})
 	for _, id := range allocs {
@@ -55,7 +55,7 @@ func TestDemandDrivenTarget(t *testing.T) {
 			t.Errorf("burst task without a sandbox:\n%s", events(ts))
 		}
 	}
-	target, _ := strconv.Atoi(attr(t, a, "target"))
+	target, _ := strconv.Atoi(attr(t, a, nodeattr.Target))
 	t.Logf("target after a burst of %d jobs: %d", burst, target)
 	if target <= 1 || target > 4 {
 		t.Fatalf("target %d after the burst, want 2..4 (above size 1, within max_warm 4)", target)
@@ -87,7 +87,7 @@ func TestDemandDrivenTarget(t *testing.T) {
 
 	// Idle: back to size after scale_down_after (20 s), the surplus purged.
 	began := time.Now()
-	waitFor(t, 90*time.Second, "target attribute back to 1", func() bool { return attr(t, a, "target") == "1" })
+	waitFor(t, 90*time.Second, "target attribute back to 1", func() bool { return attr(t, a, nodeattr.Target) == "1" })
 	waitWarm(t, a, "dev", 1)
 	waitFor(t, 60*time.Second, "1 live warm instance", func() bool { return len(warmJobs(t, a)) == 1 })
 	t.Logf("back to size %s after the burst's tasks ended", time.Since(began).Round(time.Second))
@@ -98,8 +98,8 @@ func TestDemandDrivenTarget(t *testing.T) {
 	}
 }
 
-// attr reads the node attribute driver.agentkernel-pool.pool.dev.<name>.
-func attr(t *testing.T, a *nomadtest.Agent, name string) string {
+// attr reads the node attribute f of pool dev.
+func attr(t *testing.T, a *nomadtest.Agent, f nodeattr.Field) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -107,7 +107,7 @@ func attr(t *testing.T, a *nomadtest.Agent, name string) string {
 	if err != nil {
 		return ""
 	}
-	return n.Attributes["driver."+driver.Name+".pool.dev."+name]
+	return n.Attributes[nodeattr.Pool("dev", f)]
 }
 
 func scrapeMetrics(t testing.TB, addr string) string {

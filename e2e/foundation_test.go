@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -32,7 +33,7 @@ func TestDriverDetectedAndHealthy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := n.Attributes["driver."+driver.Name+".version"]; got != driver.Version {
+	if got := n.Attributes[nodeattr.Version]; got != driver.Version {
 		t.Errorf("node attribute driver.%s.version = %q, want %q", driver.Name, got, driver.Version)
 	}
 
@@ -41,7 +42,7 @@ func TestDriverDetectedAndHealthy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nomad node status: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), driver.Name) || !strings.Contains(string(out), "driver."+driver.Name+".version") {
+	if !strings.Contains(string(out), driver.Name) || !strings.Contains(string(out), nodeattr.Version) {
 		t.Errorf("nomad node status -verbose does not show the driver:\n%s", out)
 	}
 }

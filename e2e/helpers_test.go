@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -37,7 +38,7 @@ func waitWarm(t testing.TB, a *nomadtest.Agent, pool string, want int) {
 // waitWarmWithin is waitWarm for templates that may take longer to start.
 func waitWarmWithin(t testing.TB, a *nomadtest.Agent, pool string, want int, within time.Duration) {
 	t.Helper()
-	key := "driver." + driver.Name + ".pool." + pool + ".warm"
+	key := nodeattr.Pool(pool, nodeattr.Warm)
 	deadline := time.Now().Add(within)
 	var got string
 	for time.Now().Before(deadline) {

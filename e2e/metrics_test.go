@@ -88,6 +88,20 @@ func TestMetrics(t *testing.T) {
 	if !strings.Contains(string(body), `agentkernel_pool_nomad_api_request_duration_seconds_count{operation="jobs.dispatch",result="ok"}`) {
 		t.Errorf("no latency of the dispatches:\n%s", grepLines(string(body), "agentkernel_pool_nomad_api_request_duration_seconds_count"))
 	}
+	// The pools' own events reach /metrics (the driver hands its metrics to
+	// the backend, which gives them to the pool manager): a dispatch for each
+	// claimed sandbox, and the warm-ups.
+	events := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		for _, series := range []string{`agentkernel_pool_dispatches_total{pool="dev",result="ok"}`, `agentkernel_pool_warmup_duration_seconds_count{pool="dev"}`} {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				events[series], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	if events[`agentkernel_pool_dispatches_total{pool="dev",result="ok"}`] < jobs || events[`agentkernel_pool_warmup_duration_seconds_count{pool="dev"}`] < 1 {
+		t.Errorf("pool events %v: want %d dispatches and a warm-up at least:\n%s", events, jobs, grepLines(string(body), "agentkernel_pool_dispatches_total", "agentkernel_pool_warmup_duration_seconds_count"))
+	}
 	// The pool works: status lists it with no error.
 	if out := pluginStatus(t, a); !strings.Contains(out, " dev ") || strings.Contains(out, "Pool errors") {
 		t.Errorf("status of a working pool:\n%s", out)

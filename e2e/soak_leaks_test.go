@@ -14,8 +14,8 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
-	"github.com/agentkernel/agentkernel-pool/driver"
 	"github.com/agentkernel/agentkernel-pool/driver/shipper"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -58,7 +58,7 @@ func soakLeftover(a *nomadtest.Agent) error {
 	if err != nil {
 		return err
 	}
-	target, _ := strconv.Atoi(n.Attributes["driver."+driver.Name+".pool."+soakPool+".target"])
+	target, _ := strconv.Atoi(n.Attributes[nodeattr.Pool(soakPool, nodeattr.Target)])
 	live, warm := map[string]bool{}, 0
 	allocs, _, err := a.Client.Allocations().List((&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver"
 	"github.com/agentkernel/agentkernel-pool/driver/shipper"
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -266,7 +267,7 @@ func nthIndex(s, sub string, n int) int {
 // loaded machine).
 func soakWaitWarm(t *testing.T, a *nomadtest.Agent) {
 	t.Helper()
-	key := "driver." + driver.Name + ".pool." + soakPool + ".warm"
+	key := nodeattr.Pool(soakPool, nodeattr.Warm)
 	var got string
 	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

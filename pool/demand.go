@@ -17,9 +17,6 @@ import (
 // the last scale_down_after, so a lull shorter than that drops nothing.
 
 const (
-	// DefaultScaleDownAfter is how long demand must stay lower before the
-	// warm target falls (Config.ScaleDownAfter's default).
-	DefaultScaleDownAfter = 5 * time.Minute
 	// rateTau is the time constant of the claim rate estimate: a step in
 	// the rate shows 63% of itself after rateTau.
 	rateTau = 5 * time.Second

@@ -17,10 +17,16 @@ import (
 	"github.com/hashicorp/nomad/api"
 )
 
-// Defaults for optional Config and Options fields.
+// Defaults for optional Config and Options fields: the one home of each,
+// which the driver's plugin block refers to (driver/about.go).
 const (
-	DefaultNamespace    = "default"
+	// DefaultNamespace is where warm jobs and claim records live.
+	DefaultNamespace = "default"
+	// DefaultClaimTimeout bounds a claim whose context has no deadline.
 	DefaultClaimTimeout = 30 * time.Second
+	// DefaultScaleDownAfter is how long demand must stay lower before the
+	// warm target falls (demand.go).
+	DefaultScaleDownAfter = 5 * time.Minute
 )
 
 // ErrUnknownPool is returned (wrapped, with the pools this node has) by calls

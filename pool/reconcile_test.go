@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/pool/pooltest"
 )
 
@@ -150,7 +151,7 @@ func TestStatusAndPrint(t *testing.T) {
 	}
 
 	// The plugin on the node publishes the pool's demand-driven target.
-	srv.SetDriverAttr(pooltest.NodeID, "agentkernel-pool", TargetAttribute("py"), "3")
+	srv.SetDriverAttr(pooltest.NodeID, nodeattr.Driver, nodeattr.Pool("py", nodeattr.Target), "3")
 	st, err = Status(ctx(t, 5*time.Second), srv.Client(), "")
 	if err != nil || len(st) != 1 || st[0].Target != 3 || !st[0].HasTarget {
 		t.Fatalf("status with the target attribute: %+v, %v", st, err)

@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 )
 
 // NodePoolStatus is one pool on one node, as Nomad shows it.
@@ -20,32 +22,14 @@ type NodePoolStatus struct {
 	NodeName string
 	Pool     string
 	// Stats.Target and Stats.Error are read from the node's driver
-	// attributes (TargetAttribute, ErrorAttribute); Error is the driver's
+	// attributes (nodeattr.Target, nodeattr.Error); Error is the driver's
 	// health description while the driver on the node is unhealthy.
 	Stats
 	// HasTarget says Stats.Target was read from the node's attribute
-	// (TargetAttribute); false when the node does not publish it or the
+	// (nodeattr.Target); false when the node does not publish it or the
 	// token may not read nodes.
 	HasTarget bool
 }
-
-// TargetAttribute is the node attribute in which the plugin on a node
-// publishes a pool's current warm target.
-func TargetAttribute(pool string) string {
-	return attrPrefix + pool + ".target"
-}
-
-// ErrorAttribute is the node attribute in which the plugin on a node
-// publishes why a pool fails (Stats.Error), empty while it works.
-func ErrorAttribute(pool string) string {
-	return attrPrefix + pool + ".error"
-}
-
-// attrPrefix starts the node attributes of the plugin's pools.
-const attrPrefix = "driver." + driverName + ".pool."
-
-// driverName is the task driver's name, which prefixes its node attributes.
-const driverName = "agentkernel-pool"
 
 // Status reads every node's pools in namespace from the Nomad API: the
 // template jobs, their dispatched children, live allocations and claims.
@@ -122,25 +106,24 @@ func addNodeAttrs(st []NodePoolStatus, nodes []*api.NodeListStub) []NodePoolStat
 		if st[i].NodeName == "" {
 			st[i].NodeName = n.Name
 		}
-		if d := n.Drivers[driverName]; d != nil {
+		if d := n.Drivers[nodeattr.Driver]; d != nil {
 			fillFromDriver(&st[i], d)
 		}
 	}
 	for _, n := range nodes {
-		d := n.Drivers[driverName]
+		d := n.Drivers[nodeattr.Driver]
 		if d == nil {
 			continue
 		}
 		for attr := range d.Attributes {
-			rest, ours := strings.CutPrefix(attr, attrPrefix)
-			name, isSize := strings.CutSuffix(rest, ".size")
-			if !ours || !isSize || seen[key{n.ID, name}] {
+			name, f, ours := nodeattr.ParsePool(attr)
+			if !ours || f != nodeattr.Size || seen[key{n.ID, name}] {
 				continue
 			}
 			seen[key{n.ID, name}] = true
 			r := NodePoolStatus{NodeID: n.ID, NodeName: n.Name, Pool: name}
 			r.Size, _ = strconv.Atoi(d.Attributes[attr])
-			r.Max, _ = strconv.Atoi(d.Attributes[attrPrefix+name+".max"])
+			r.Max, _ = strconv.Atoi(d.Attributes[nodeattr.Pool(name, nodeattr.Max)])
 			fillFromDriver(&r, d)
 			st = append(st, r)
 		}
@@ -161,10 +144,10 @@ func fillFromDriver(r *NodePoolStatus, d *api.DriverInfo) {
 		r.Error = "driver unhealthy: " + cmp.Or(d.HealthDescription, "no description")
 		return
 	}
-	if t, err := strconv.Atoi(d.Attributes[TargetAttribute(r.Pool)]); err == nil {
+	if t, err := strconv.Atoi(d.Attributes[nodeattr.Pool(r.Pool, nodeattr.Target)]); err == nil {
 		r.Target, r.HasTarget = t, true
 	}
-	r.Error = d.Attributes[ErrorAttribute(r.Pool)]
+	r.Error = d.Attributes[nodeattr.Pool(r.Pool, nodeattr.Error)]
 }
 
 func buildStatus(jobs []*api.JobListStub, allocs []*api.AllocationListStub, vars []*api.VariableMetadata) []NodePoolStatus {

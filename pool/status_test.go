@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
 	"github.com/agentkernel/agentkernel-pool/pool/pooltest"
 )
 
@@ -32,12 +33,12 @@ func printed(t *testing.T, st []NodePoolStatus) string {
 func TestStatusShowsPoolErrors(t *testing.T) {
 	m, srv := fakeManager(t, nil, Config{Name: "py", Size: 1, Max: 3})
 	waitFor(t, 5*time.Second, "1 warm", func() bool { return m.Stats()["py"].Warm == 1 })
-	attr := func(pool, what, v string) {
-		srv.SetDriverAttr(pooltest.NodeID, driverName, attrPrefix+pool+"."+what, v)
+	attr := func(pool string, f nodeattr.Field, v string) {
+		srv.SetDriverAttr(pooltest.NodeID, nodeattr.Driver, nodeattr.Pool(pool, f), v)
 	}
-	attr("py", "target", "1")
-	attr("py", "error", "pool \"py\": template failing: 3 instances in a row died before turning warm: task \"sandbox\": Driver Failure:\n\tfailed to launch command with executable \"/bin/nope\"")
-	for what, v := range map[string]string{"size": "2", "max": "4", "target": "2", "error": `pool "broken": read jobspec /etc/nomad.d/pools/broken.nomad.hcl: no such file or directory`} {
+	attr("py", nodeattr.Target, "1")
+	attr("py", nodeattr.Error, "pool \"py\": template failing: 3 instances in a row died before turning warm: task \"sandbox\": Driver Failure:\n\tfailed to launch command with executable \"/bin/nope\"")
+	for what, v := range map[nodeattr.Field]string{nodeattr.Size: "2", nodeattr.Max: "4", nodeattr.Target: "2", nodeattr.Error: `pool "broken": read jobspec /etc/nomad.d/pools/broken.nomad.hcl: no such file or directory`} {
 		attr("broken", what, v)
 	}
 
@@ -60,7 +61,7 @@ fake-node py pool "py": template failing: 3 instances in a row died before turni
 	}
 
 	// An unhealthy driver publishes no pool attributes: those there are old.
-	srv.SetDriverHealth(pooltest.NodeID, driverName, false, "starting: connecting to the nomad api")
+	srv.SetDriverHealth(pooltest.NodeID, nodeattr.Driver, false, "starting: connecting to the nomad api")
 	st, err = Status(ctx(t, 5*time.Second), srv.Client(), "")
 	if err != nil {
 		t.Fatal(err)
@@ -72,9 +73,9 @@ fake-node py driver unhealthy: starting: connecting to the nomad api`) {
 	}
 
 	// Both fixed: the plugin publishes empty errors.
-	srv.SetDriverHealth(pooltest.NodeID, driverName, true, "ready")
-	attr("py", "error", "")
-	attr("broken", "error", "")
+	srv.SetDriverHealth(pooltest.NodeID, nodeattr.Driver, true, "ready")
+	attr("py", nodeattr.Error, "")
+	attr("broken", nodeattr.Error, "")
 	st, err = Status(ctx(t, 5*time.Second), srv.Client(), "")
 	if err != nil {
 		t.Fatal(err)

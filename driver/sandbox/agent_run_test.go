@@ -90,9 +90,6 @@ func agentOutput(t *testing.T, r *Runner, ref Ref, pfx string) {
 	if err != nil || code != 0 || string(o) != env["GREETING"] {
 		t.Errorf("exec env: %q code %d err %v", o, code, err)
 	}
-	if err := r.Cleanup(ctx, ref, spec.ID); err != nil {
-		t.Error(err)
-	}
 }
 
 // agentDetached: the command runs on after the launch's exec session ends.

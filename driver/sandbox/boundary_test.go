@@ -200,9 +200,6 @@ func TestRunningCommandCannotMakeThePluginReachTheHost(t *testing.T) {
 							noLeak(t, "signal error", err.Error())
 						}
 					}
-					if err := r.Cleanup(ctx, ref, "evil"); err != nil {
-						noLeak(t, "cleanup error", err.Error())
-					}
 				})
 				checkUnopened()
 				if after := h.state(t); after != before {

@@ -16,10 +16,6 @@ import (
 	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
 )
 
-// hangupGrace is how long a hung-up exec'd process gets before SIGKILL (the
-// hangup script's own loop), plus room for the exec round trip.
-const hangupGrace = 2 * time.Second
-
 // Exec runs cmd in the sandbox with the run's env, like nomad alloc exec: stdin
 // and its close, tty and resizes, stdout and stderr, and the exit code. When ctx
 // ends first, the remote process is hung up on (SIGHUP, then SIGKILL), since
@@ -69,7 +65,7 @@ func (r *Runner) hangup(ref Ref, pidPath string) {
 			pid = fields[0]
 			break
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(execPidPollEvery)
 	}
 	if _, err := strconv.Atoi(pid); err != nil {
 		r.logger().Warn("exec session cancelled before its process recorded a pid; it may run on", "alloc_id", ref.AllocID)

@@ -87,7 +87,7 @@ func floodSandbox(t *testing.T) (*Runner, Ref, *syncWriter) {
 }
 
 // Every exec the plugin runs into a sandbox after its command started
-// (signal, clean-up, launch, prime, the hang-up of a cancelled exec) meets a
+// (signal, launch, prime, the hang-up of a cancelled exec) meets a
 // /bin/sh that prints 256 MiB on stdout and stderr: the error and the log
 // lines stay a few KiB, with no control character raw, and the plugin
 // allocates a few MiB, not what was printed.
@@ -98,7 +98,6 @@ func TestExecFloodIsBounded(t *testing.T) {
 		log  string // what the log says of the flooding exec, if anything
 	}{
 		{"signal", func(r *Runner, ref Ref) error { return r.Signal(context.Background(), ref, "run1", "SIGTERM") }, ""},
-		{"cleanup", func(r *Runner, ref Ref) error { return r.Cleanup(context.Background(), ref, "run1") }, ""},
 		{"launch", func(r *Runner, ref Ref) error {
 			return r.Launch(context.Background(), ref, Spec{ID: "run2", Command: "/bin/true"})
 		}, ""},

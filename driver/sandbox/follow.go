@@ -115,15 +115,11 @@ func (r *Runner) Follow(ctx context.Context, ref Ref, runID string, from Offsets
 	}
 }
 
-// pidRecordWait bounds how long a run that has a run dir may take to record
-// its pid: a launch session answers before the run records it.
-const pidRecordWait = 30 * time.Second
-
 // awaitPidRecord waits until the run in dir has recorded its pid. A run
 // without a dir is not waited for: ErrNoRun at once.
 func awaitPidRecord(ctx context.Context, files allocfs.Dir, dir string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	for delay := 100 * time.Microsecond; ; delay = min(delay*2, 20*time.Millisecond) {
+	for delay := pidRecordPollFirst; ; delay = min(delay*2, pidRecordPollMax) {
 		_, ok, err := readRecord(files, path.Join(dir, filePid))
 		if err != nil || ok {
 			return err

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"path"
 	"time"
 
@@ -194,32 +193,4 @@ func orExit(stderr *untrusted.Buffer, code int) string {
 		return fmt.Sprintf("exit code %d", code)
 	}
 	return fmt.Sprintf("%s (exit code %d)", msg, code)
-}
-
-// Cleanup removes the run's env file from the sandbox, best effort: the sandbox
-// is single-use and purged anyway, this only shortens the secrets' life.
-func (r *Runner) Cleanup(ctx context.Context, ref Ref, runID string) error {
-	if err := checkRunID(runID); err != nil {
-		return fmt.Errorf("clean up run in allocation %s: %w", ref.short(), err)
-	}
-	// The secrets dir is a host dir (or a tmpfs mounted there) under every driver
-	// that has one: remove the file from the host when the dir is visible.
-	if ref.HostAllocDir != "" {
-		files := ref.files()
-		if ok, err := files.Exists(ref.secretsRel()); err == nil && ok {
-			return files.Remove(ref.envRel(runID))
-		}
-	}
-	ctx, cancel := withTimeout(ctx, orDefault(r.CallTimeout, DefaultCallTimeout))
-	defer cancel()
-	var stderr untrusted.Buffer // the sandbox's shell prints what it likes
-	code, err := r.call(ctx, ref, false, []string{"/bin/sh", "-c", cleanupScript, "akp-cleanup", runID},
-		bytes.NewReader(nil), io.Discard, &stderr, nil)
-	if err != nil {
-		return fmt.Errorf("clean up run %s in allocation %s: %w", runID, ref.short(), err)
-	}
-	if code != 0 {
-		return fmt.Errorf("clean up run %s in allocation %s: %s", runID, ref.short(), orExit(&stderr, code))
-	}
-	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/agentkernel/agentkernel-pool/driver/nsmount"
 	"github.com/agentkernel/agentkernel-pool/internal/untrusted"
@@ -119,8 +118,6 @@ const (
 	// DefaultMaxSessions bounds the launch sessions a Runner holds open: half
 	// of Nomad's default connection limit per client address.
 	DefaultMaxSessions = 50
-	// sessionReadyWait bounds how long Prime waits for the session's shell.
-	sessionReadyWait = 30 * time.Second
 	// maxAnswer bounds a line the session's shell answers: "ready" with a
 	// path, or a run id; maxAnswers the lines (it answers two).
 	maxAnswer  = 8 << 10

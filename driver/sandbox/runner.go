@@ -18,13 +18,6 @@ import (
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
 
-// Defaults for the Runner's zero-valued fields.
-const (
-	DefaultLaunchTimeout = 30 * time.Second
-	DefaultCallTimeout   = 10 * time.Second
-	DefaultPollInterval  = 50 * time.Millisecond
-)
-
 var (
 	// ErrAlreadyLaunched means the run id was launched before in this allocation:
 	// nothing was started again; follow the earlier run instead.
@@ -125,7 +118,7 @@ type Runner struct {
 
 	// Zero values take the Default* constants.
 	LaunchTimeout time.Duration // one launch exec round trip
-	CallTimeout   time.Duration // signal, cleanup, allocation lookups
+	CallTimeout   time.Duration // signal, allocation lookups
 	PollInterval  time.Duration // how often Follow looks for output
 	MaxSessions   int           // launch sessions held open at most (DefaultMaxSessions)
 

@@ -138,9 +138,6 @@ done
 // tree; other signals go to the command alone, as Nomad delivers them to a task.
 const signalScript = `if [ "$1" = 9 ]; then kill -9 -"$2" 2>/dev/null || kill -9 "$2"; else kill -"$1" "$2"; fi`
 
-// cleanupScript runs as sh -c <it> akp-cleanup <run id>.
-const cleanupScript = `rm -f "` + shEnvFile + `"`
-
 // catAbove is the env size from which cat, one exec, beats the shell's read
 // loop, which reads a byte per syscall.
 const catAbove = 4 << 10

@@ -15,7 +15,7 @@ import (
 // Operations of the Nomad API calls a Runner makes (OnCall).
 const (
 	// OpExec is an exec round trip: a launch without a session, a
-	// signal, a cleanup.
+	// signal.
 	OpExec = "alloc.exec"
 	// OpExecSession is an exec that stays open: a launch session, or a
 	// user's exec into the task. It lasts as long as the session.

@@ -3,16 +3,11 @@ package sandbox
 import (
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/agentkernel/agentkernel-pool/driver/allocfs"
 )
-
-// WatchedPollInterval is how often Follow looks for output anyway while a
-// file watch tells it about writes: a safety net, not the way output arrives.
-const WatchedPollInterval = 500 * time.Millisecond
 
 // dirWatch wakes a follower when anything in a run dir is written or created,
 // so output reaches the task log as it is written instead of at the next

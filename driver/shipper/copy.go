@@ -42,10 +42,6 @@ func Copy(ctx context.Context, follow FollowFunc, job Job) (sandbox.ExitStatus, 
 	return st, err
 }
 
-// fifoReopenWait bounds how long a writer waits for a log FIFO's reader to come
-// back (logmon restarts with the agent and makes a new FIFO).
-const fifoReopenWait = 2 * time.Minute
-
 // fifoWriter writes to a log FIFO, reopening it when its reader goes away.
 type fifoWriter struct {
 	ctx  context.Context
@@ -131,7 +127,7 @@ func openFIFO(ctx context.Context, path string, wait time.Duration) (*os.File, e
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(fifoReopenPoll):
 		}
 	}
 }

@@ -1,16 +1,13 @@
 package shipper
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -30,21 +27,15 @@ import (
 // HoldCommand is the hidden CLI command that runs a task's log holder.
 const HoldCommand = "__hold"
 
-// holdCheckEvery is how often a holder looks whether its run is gone (its
-// sandbox purged without the plugin to stop it); it wakes at once when a
-// FIFO's reader goes away.
-const holdCheckEvery = 5 * time.Second
-
 // holdMain is the log holder process: it keeps the task's log FIFOs, which it
 // inherits as fds 3 (stdout) and 4 (stderr), open for writing until it is told
 // to stop or its run is gone. When logmon goes away it opens the FIFOs again for
 // the next logmon, as a shipper does.
 func holdMain(args []string, stderr io.Writer) int {
-	job, ok := parseJob(HoldCommand, args, stderr, false)
+	job, ctx, cancel, ok := helperStart(HoldCommand, args, stderr, false)
 	if !ok {
 		return 2
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	var held []*heldFIFO
 	for i, path := range []string{job.Stdout, job.Stderr} {
@@ -130,11 +121,6 @@ func hasFIFO(path string) bool { return path != "" && path != os.DevNull }
 
 func holderPIDPath(job Job) string { return job.Offsets + ".holder.pid" }
 
-// holderOpenWait bounds how long a start waits for logmon's reader before it
-// starts a shipper without a holder (the reader is there from the task's
-// start; none means logmon is gone, and the shipper waits for it anyway).
-const holderOpenWait = 10 * time.Second
-
 // ensureHolder starts the task's log holder unless one runs, waiting at most
 // wait for the FIFOs' reader. The plugin opens the FIFOs itself and hands them
 // to the holder, so they are held from the moment it exists.
@@ -191,39 +177,6 @@ func ensureHolder(ctx context.Context, job Job, wait time.Duration) error {
 	return nil
 }
 
-// waitShipper waits until the shipper pid exits, and starts the log holder
-// again whenever it dies meanwhile (the shipper holds the FIFOs in between), so
-// that a holder killed first and a shipper killed later lose nothing either.
-func waitShipper(ctx context.Context, job Job, pid int) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the waits below
-	shipper := make(chan error, 1)
-	go func() {
-		shipper <- waitProcessExit(ctx, pid, func() bool { return processAlive(pid, ShipCommand, job.RunID) })
-	}()
-	for starts := 0; starts <= maxShipperStarts; starts++ {
-		if ensureHolder(ctx, job, 0) != nil {
-			break // no reader now (logmon gone): the shipper waits for the next one
-		}
-		holder := make(chan error, 1)
-		if hpid := holderPID(job); hpid != 0 {
-			go func() {
-				holder <- waitProcessExit(ctx, hpid, func() bool { return processAlive(hpid, HoldCommand, job.RunID) })
-			}()
-		}
-		select {
-		case err := <-shipper:
-			return err
-		case <-holder:
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			_ = os.Remove(holderPIDPath(job))
-		}
-	}
-	return <-shipper
-}
-
 // holderPID is the pid of the task's running log holder, or 0.
 func holderPID(job Job) int {
 	return recordedPID(holderPIDPath(job), HoldCommand, job.RunID)
@@ -236,53 +189,4 @@ func stopHolder(job Job) {
 		stopProcess(pid, func() bool { return processAlive(pid, HoldCommand, job.RunID) })
 	}
 	_ = os.Remove(holderPIDPath(job))
-}
-
-// recordedPID reads a helper's pid file and returns the pid while it is a live
-// process running command for runID, else 0.
-func recordedPID(path, command, runID string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || !processAlive(pid, command, runID) {
-		return 0
-	}
-	return pid
-}
-
-// processAlive reports whether pid is a live helper (command) of runID: pids
-// get reused.
-func processAlive(pid int, command, runID string) bool {
-	dir := "/proc/" + strconv.Itoa(pid)
-	cmdline, err := os.ReadFile(dir + "/cmdline")
-	if err != nil {
-		return false
-	}
-	stat, _ := os.ReadFile(dir + "/stat")
-	var exe, self string
-	if len(cmdline) == 0 { // only then does the executable tell
-		exe, _ = os.Readlink(dir + "/exe")
-		self, _ = os.Executable()
-	}
-	return helperAlive(cmdline, stat, exe, self, command, runID)
-}
-
-// helperAlive is processAlive's rule, from what /proc says of the process:
-// not a zombie, and either the helper's command line, or none at all while
-// its executable is this plugin's. The latter is a helper in the middle of
-// its exec: os/exec's Start returns once the exec is past the point of no
-// return, before the kernel has set up the new command line, and a process
-// there reads as having none (a loaded machine keeps it there for a while;
-// taking it for gone started shippers over and over, then failed the task).
-func helperAlive(cmdline, stat []byte, exe, self, command, runID string) bool {
-	if i := bytes.LastIndexByte(stat, ')'); i > 0 && bytes.HasPrefix(stat[i+1:], []byte(" Z")) {
-		return false // a zombie is done
-	}
-	if len(cmdline) == 0 {
-		return exe != "" && exe == self
-	}
-	args := strings.Split(string(cmdline), "\x00")
-	return len(args) > 1 && args[1] == command && strings.Contains(string(cmdline), "\x00"+runID+"\x00")
 }

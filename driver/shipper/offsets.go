@@ -9,10 +9,6 @@ import (
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 )
 
-// offsetSaveEvery bounds how much output a plugin restart can repeat: offsets are
-// saved at most this often, and always when following ends.
-const offsetSaveEvery = time.Second
-
 type offsetSaver struct {
 	path  string
 	mu    sync.Mutex

@@ -9,7 +9,8 @@
 // offsets.
 //
 // The driver needs three functions: Run ships a run through these processes
-// until it has exited, Stop ends them when the task goes, and Main is the
+// until it has exited (supervise.go: a small state machine whose actions are
+// the shipper's, here, and the log holder's, hold.go), Stop ends them when the task goes, and Main is the
 // processes' side, which the binary runs for ShipCommand and HoldCommand.
 // Copy is the copying itself, in the calling process.
 package shipper
@@ -45,87 +46,6 @@ type Job struct {
 
 // ShipCommand is the hidden CLI command that runs an output shipper process.
 const ShipCommand = "__ship"
-
-// maxShipperStarts bounds how often one task's shipper is restarted.
-const maxShipperStarts = 5
-
-// Run adopts or starts the task's shipper process and waits until the run has
-// exited and its output is shipped. Ending ctx leaves the shipper and the log
-// holder running; otherwise the holder is stopped before Run returns, so logmon
-// has read the end of the logs when the exit is reported.
-func Run(ctx context.Context, job Job) (sandbox.ExitStatus, error) {
-	st, err := follow(ctx, job)
-	if ctx.Err() == nil {
-		stopHolder(job)
-	}
-	return st, err
-}
-
-// follow keeps a shipper running, and the log holder behind it, until the run
-// has exited and its output is shipped.
-func follow(ctx context.Context, job Job) (sandbox.ExitStatus, error) {
-	var host sandbox.Runner // reads the run's files on the host, as the shipper does: no API call
-	for starts := 0; ; {
-		pid := shipperPID(job)
-		if err := tampered(job); pid == 0 && err != nil {
-			return sandbox.ExitStatus{}, err
-		}
-		if pid == 0 {
-			if st, exited, err := host.Status(job.Ref, job.RunID); err == nil && exited && starts > 0 {
-				return st, nil
-			}
-			if starts >= maxShipperStarts {
-				return sandbox.ExitStatus{}, fmt.Errorf("output shipper of run %s exited %d times before the run ended%s (see %s.shipper.log)", job.RunID, starts, lastWords(job.Offsets+".shipper.log"), job.Offsets)
-			}
-			// The holder first: from now on a shipper's death does not end the
-			// logs. Without one (no reader: logmon gone) the shipper still runs:
-			// it waits for a reader, and the run's exit code is reported.
-			_ = ensureHolder(ctx, job, holderOpenWait)
-			var err error
-			if pid, err = startShipper(job); err != nil {
-				return sandbox.ExitStatus{}, err
-			}
-			starts++
-		}
-		if err := waitShipper(ctx, job, pid); err != nil {
-			return sandbox.ExitStatus{}, err
-		}
-		_ = os.Remove(shipperPIDPath(job))
-		if err := tampered(job); err != nil {
-			return sandbox.ExitStatus{}, err
-		}
-		if st, exited, err := host.Status(job.Ref, job.RunID); err == nil && exited {
-			return st, nil
-		}
-		if gone, err := runGone(job); err != nil || gone {
-			if err == nil {
-				err = fmt.Errorf("run %s is gone from sandbox %s", job.RunID, short(job.Ref.AllocID))
-			}
-			return sandbox.ExitStatus{}, err
-		}
-	}
-}
-
-// runGoneRecheck is how long a run's dir must stay absent to be gone.
-const runGoneRecheck = 2 * time.Second
-
-// runGone reports whether the run's dir is gone from the host for good
-// (its sandbox purged): absent on two looks runGoneRecheck apart. A command
-// that renames its run dir and puts something else in its place shows the
-// dir absent for an instant; what it put there is what tells tampering (an
-// error here, or the next shipper's), not the instant.
-func runGone(job Job) (bool, error) {
-	for look := 0; ; look++ {
-		ok, err := job.Ref.RunExists(job.RunID)
-		if err != nil || ok {
-			return false, err
-		}
-		if look == 1 {
-			return true, nil
-		}
-		time.Sleep(runGoneRecheck)
-	}
-}
 
 // lastWords is ": " and the last line of a helper's log (what it said before
 // it exited), quoted and cut, or nothing. The log is the plugin's own file in
@@ -166,27 +86,6 @@ func Stop(job Job) {
 	forget(job)
 }
 
-// stopWait bounds how long Stop waits for a helper to end on SIGTERM before
-// it SIGKILLs it.
-const stopWait = 5 * time.Second
-
-// stopProcess sends SIGTERM to a helper and waits for its exit; SIGKILL after
-// stopWait.
-func stopProcess(pid int, alive func() bool) {
-	if syscall.Kill(pid, syscall.SIGTERM) != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), stopWait)
-	defer cancel()
-	if waitProcessExit(ctx, pid, alive) == nil || !alive() {
-		return
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	ctx, cancel = context.WithTimeout(context.Background(), stopWait)
-	defer cancel()
-	_ = waitProcessExit(ctx, pid, alive)
-}
-
 // forget removes a run's files in the task's private dir: its offsets and
 // its helpers' pid files, log and tampering record. Each run has its own (a
 // restarted task's next attempt ships its run from the start).
@@ -215,6 +114,17 @@ func Main(args []string, stderr io.Writer) int {
 	return 2
 }
 
+// helperStart is how a helper process begins: its job from its command line
+// (parseJob), and a context that SIGTERM or SIGINT ends, which is how the
+// plugin stops it (stopProcess). ok is false after it said what is wrong.
+func helperStart(name string, args []string, stderr io.Writer, offsets bool) (job Job, ctx context.Context, cancel context.CancelFunc, ok bool) {
+	if job, ok = parseJob(name, args, stderr, offsets); !ok {
+		return job, nil, nil, false
+	}
+	ctx, cancel = signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	return job, ctx, cancel, true
+}
+
 // parseJob reads a shipper's or log holder's command line (offsets: the
 // shipper's offsets file too); ok is false after it said what is wrong.
 func parseJob(name string, args []string, stderr io.Writer, offsets bool) (job Job, ok bool) {
@@ -241,11 +151,10 @@ func parseJob(name string, args []string, stderr io.Writer, offsets bool) (job J
 // shipMain is the shipper process: it copies one run's output into the task's log
 // FIFOs until the run exits, its sandbox disappears, or it is told to stop.
 func shipMain(args []string, stderr io.Writer) int {
-	job, ok := parseJob(ShipCommand, args, stderr, true)
+	job, ctx, cancel, ok := helperStart(ShipCommand, args, stderr, true)
 	if !ok {
 		return 2
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	go func() { // a purged sandbox ends the shipper, so none outlives its task
 		for ctx.Err() == nil {
@@ -255,7 +164,7 @@ func shipMain(args []string, stderr io.Writer) int {
 			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(runGoneCheckEvery):
 			}
 		}
 	}()
@@ -329,18 +238,6 @@ func startShipper(job Job) (int, error) {
 // shipperPID is the pid of the task's running shipper, or 0.
 func shipperPID(job Job) int {
 	return recordedPID(shipperPIDPath(job), ShipCommand, job.RunID)
-}
-
-// pollProcessExit checks alive every 50 ms until it is false or ctx ends.
-func pollProcessExit(ctx context.Context, alive func() bool) error {
-	for alive() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
 }
 
 func short(id string) string {
