@@ -40,7 +40,10 @@ func (s *deviceServer) Fingerprint(_ *device.FingerprintRequest, stream device.D
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			// The client went: say why, as its own end would. A nil here
+			// ends the stream as finished, which reaches a client whose own
+			// deadline has not fired yet as a clean end of fingerprinting.
+			return status.FromContextError(ctx.Err()).Err()
 		case groups, ok := <-ch:
 			if !ok {
 				ch = nil // a nil channel blocks: hold the stream open (see above)
