@@ -83,7 +83,7 @@ func (s *deviceServer) Reserve(ctx context.Context, req *device.ReserveRequest) 
 
 func (s *deviceServer) Stats(_ *device.StatsRequest, stream device.DevicePlugin_StatsServer) error {
 	<-stream.Context().Done()
-	return nil
+	return status.FromContextError(stream.Context().Err()).Err() // the client's reason, as in Fingerprint
 }
 
 func deviceGroupsToProto(groups []DeviceGroup) *device.FingerprintResponse {

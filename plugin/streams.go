@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"google.golang.org/grpc/status"
 	"io"
 	"sync"
 	"time"
@@ -43,7 +44,8 @@ func forward[V, M any](ctx context.Context, ch <-chan V, conv func(V) M, send fu
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			// The client's reason: a nil would end the stream as finished.
+			return status.FromContextError(ctx.Err()).Err()
 		case v, ok := <-ch:
 			if !ok {
 				ch = nil // a nil channel blocks; wait for ctx alone
