@@ -118,6 +118,8 @@ func clientKilledMidBurst(t *testing.T, c *nomadtest.Cluster, victim *nomadtest.
 
 	// The client returns on its data dir: what it left is cleaned up.
 	if waitDown {
+		// Its warm sandboxes were lost too, and their jobs are pinned to it.
+		t.Logf("while the node is down, evaluations blocked: %v", blockedEvals(t, c, ""))
 		victim.Restart()
 	}
 	waitAdvertised(t, c, size, 3*time.Minute)
