@@ -71,6 +71,9 @@ type Agent struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	// killed holds the process groups of agents Kill ended: their plugins
+	// and helpers outlive them, and Stop ends them too.
+	killed []int
 }
 
 // Binary finds the nomad binary: NOMAD_BIN, else nomad on PATH; none in a

@@ -4,10 +4,39 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 )
+
+// Kill ends the agent process alone with SIGKILL, as a crash would, and
+// waits for it: its plugins, helpers and tasks keep running, as they do
+// under a service manager that kills only the main process (Nomad's
+// systemd unit, KillMode=process). Restart starts it again on the same
+// data dir; Stop also ends what the killed agent left.
+func (a *Agent) Kill() {
+	a.mu.Lock()
+	cmd, done := a.cmd, a.done
+	a.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+	a.mu.Lock()
+	a.killed = append(a.killed, cmd.Process.Pid)
+	a.mu.Unlock()
+}
+
+// KilledProcesses lists the pids of processes left in the groups of
+// agents Kill ended whose executable has the given base name.
+func (a *Agent) KilledProcesses(name string) []int {
+	a.mu.Lock()
+	groups := slices.Clone(a.killed)
+	a.mu.Unlock()
+	return groupProcesses(name, groups)
+}
 
 // Processes lists the pids of processes in the agent's process group whose
 // executable has the given base name (for example the plugin's).
@@ -18,6 +47,12 @@ func (a *Agent) Processes(name string) []int {
 	if cmd == nil {
 		return nil
 	}
+	return groupProcesses(name, []int{cmd.Process.Pid})
+}
+
+// groupProcesses lists the pids of processes in one of the process groups
+// whose executable has the given base name.
+func groupProcesses(name string, groups []int) []int {
 	var pids []int
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
@@ -29,7 +64,7 @@ func (a *Agent) Processes(name string) []int {
 		if err != nil {
 			continue
 		}
-		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == cmd.Process.Pid {
+		if pgid, err := syscall.Getpgid(pid); err == nil && slices.Contains(groups, pgid) {
 			pids = append(pids, pid)
 		}
 	}

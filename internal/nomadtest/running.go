@@ -106,6 +106,13 @@ func (a *Agent) Stop() {
 	a.stopAgentOnly()
 	// Tasks and plugins were started in the agent's process group; end them too.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	a.mu.Lock()
+	killed := a.killed
+	a.killed = nil
+	a.mu.Unlock()
+	for _, pgid := range killed {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
 	// Tasks and detached helpers live outside the group.
 	for _, pid := range a.detached() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
