@@ -112,6 +112,7 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 			attrs[p+"target"] = int64(st.Target)
 			attrs[p+"max"] = int64(st.Max)
 			attrs[p+"warm"] = int64(st.Warm)
+			attrs[p+"preparing"] = int64(st.Preparing)
 			attrs[p+"claimed"] = int64(st.Claimed)
 			attrs[p+"prime_failures"] = int64(st.PrepareFailures)
 			// Always published, empty while the pool works: Nomad keeps a
