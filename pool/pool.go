@@ -141,6 +141,11 @@ type pool struct {
 	// readyFail counts allocations replaced for readiness since start
 	// (Stats.ReadyFailures).
 	readyFail int
+	// readyErr says why the last allocation was replaced for readiness,
+	// until one turns warm (resetFailures): Stats.Error shows it at once,
+	// since a ready_timeout may be minutes long, while claims still wait
+	// until the pool is failing (failure.go).
+	readyErr string
 	// failures counts template failures in a row (failure.go); failReason
 	// is Nomad's reason for the last; unplaced holds starting instances the
 	// scheduler cannot place, by job ID; denied is set while Prepare is

@@ -222,6 +222,7 @@ func (m *Manager) readyDueLocked(now time.Time) (todo []readyJob, late []*instan
 					err := fmt.Errorf("warm allocation %s of pool %q not ready within ready_timeout %s of its task's start: %s", in.allocID, in.pool, p.readyTimeout(), why)
 					p.noteFailure(now, err, err.Error())
 					p.readyFail++
+					p.readyErr = err.Error()
 					st.timedOut = true
 					m.inv.busy[in.jobID] = true
 					late = append(late, in)
@@ -281,6 +282,7 @@ func (m *Manager) checkReady(j readyJob) {
 		stale = fmt.Errorf("warm allocation %s of pool %q is no longer ready: %s", in.allocID, in.pool, why)
 		p.noteFailure(now, stale, stale.Error())
 		p.readyFail++
+		p.readyErr = stale.Error()
 		m.inv.busy[in.jobID] = true
 		m.rebuildLocked()
 	default:

@@ -120,6 +120,11 @@ func TestNotReadyInTimeIsATemplateFailure(t *testing.T) {
 		}
 		return first != ""
 	})
+	waitFor(t, 10*time.Second, "a sandbox replaced", func() bool { return m.Stats()["py"].ReadyFailures >= 1 })
+	// Said at once, though the pool is not failing yet: claims still wait.
+	if s := m.Stats()["py"]; s.ReadyFailures == 1 && !strings.Contains(s.Error, "fatal: repository not found") {
+		t.Errorf("pool error after the first sandbox replaced: %q; want the ready command's output", s.Error)
+	}
 	waitFor(t, 30*time.Second, "3 sandboxes replaced", func() bool { return m.Stats()["py"].ReadyFailures >= 3 })
 	if srv.Job(first) != nil {
 		t.Errorf("the first sandbox %s is still there; want it replaced", first)

@@ -50,6 +50,8 @@ func (p *pool) stats() Stats {
 	}
 	if why := p.failing(); why != "" {
 		errs = append(errs, fmt.Sprintf("pool %q is failing: %s", p.cfg.Name, why))
+	} else if p.readyErr != "" {
+		errs = append(errs, p.readyErr)
 	}
 	s.Error = strings.Join(errs, "; ")
 	return s
