@@ -114,6 +114,7 @@ type readyState struct {
 	checking bool      // a check is in flight
 	next     time.Time // when the next check is due
 	why      string    // why the last check did not pass (quoted)
+	answered bool      // a check has ended since tracking began
 	timedOut bool      // retired for it
 }
 
@@ -215,9 +216,11 @@ func (m *Manager) readyDueLocked(now time.Time) (todo []readyJob, late []*instan
 			if st == nil || !(in.preparing || in.state == stateWarm) || m.inv.busy[in.jobID] || m.inv.reserved[in.allocID] {
 				continue
 			}
+			// Past its ReadyTimeout, and asked at least once: a sandbox a
+			// restarted plugin adopts started long ago, and may be ready.
 			if in.preparing {
 				deadline := st.began.Add(p.readyTimeout())
-				if !now.Before(deadline) {
+				if !now.Before(deadline) && st.answered {
 					why := cmp.Or(st.why, "no check has answered")
 					err := fmt.Errorf("warm allocation %s of pool %q not ready within ready_timeout %s of its task's start: %s", in.allocID, in.pool, p.readyTimeout(), why)
 					p.noteFailure(now, err, err.Error())
@@ -258,7 +261,7 @@ func (m *Manager) checkReady(j readyJob) {
 	now := time.Now()
 	p, in, st := j.p, j.in, j.st
 	m.mu.Lock()
-	st.checking = false
+	st.checking, st.answered = false, true
 	st.next = now.Add(j.spec.interval)
 	if m.inv.readiness[in.allocID] != st || m.inv.busy[in.jobID] || m.inv.reserved[in.allocID] {
 		// Claimed, gone or being removed meanwhile: the verdict is moot.

@@ -277,3 +277,33 @@ func TestReadinessSettingsValidated(t *testing.T) {
 		t.Errorf("start without CheckReady: %v", err)
 	}
 }
+
+// A restarted Manager adopts the ready sandboxes of the one before: their
+// tasks started longer ago than ready_timeout, and they are asked before
+// anything is decided, so they stay and turn warm.
+func TestAdoptedSandboxesAreAskedBeforeTheirTimeout(t *testing.T) {
+	fr := &fakeReady{}
+	meta := map[string]string{metaReady: "true", metaReadyInterval: "100ms"}
+	cfg := Config{Name: "py", Size: 2, Max: 3, ReadyTimeout: 200 * time.Millisecond}
+	m, srv := readyManager(t, fr, meta, cfg)
+	waitFor(t, 10*time.Second, "2 warm", func() bool { return m.Stats()["py"].Warm == 2 })
+	before := srv.LiveAllocs()
+	m.Stop()
+	time.Sleep(300 * time.Millisecond) // past ready_timeout since their tasks started
+	m2 := newManager(t, srv, func(m *Manager) {
+		m.prepare = func(context.Context, WarmAlloc) error { return nil }
+		m.checkReadyFn = fr.check
+	}, cfg)
+	if err := m2.Start(ctx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "2 warm again", func() bool { return m2.Stats()["py"].Warm == 2 })
+	if s := m2.Stats()["py"]; s.ReadyFailures != 0 {
+		t.Errorf("ready failures %d; want none", s.ReadyFailures)
+	}
+	for id := range before {
+		if _, live := srv.LiveAllocs()[id]; !live {
+			t.Errorf("adopted sandbox %s replaced", id)
+		}
+	}
+}
