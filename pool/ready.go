@@ -115,7 +115,6 @@ type readyState struct {
 	next     time.Time // when the next check is due
 	why      string    // why the last check did not pass (quoted)
 	answered bool      // a check has ended since tracking began
-	timedOut bool      // retired for it
 }
 
 // readyGateLocked starts tracking the readiness of a running instance of a
@@ -226,12 +225,13 @@ func (m *Manager) readyDueLocked(now time.Time) (todo []readyJob, late []*instan
 					p.noteFailure(now, err, err.Error())
 					p.readyFail++
 					p.readyErr = err.Error()
-					st.timedOut = true
 					m.inv.busy[in.jobID] = true
 					late = append(late, in)
 					continue
 				}
-				next = earliest(next, deadline)
+				if now.Before(deadline) { // else the check in flight wakes the loop
+					next = earliest(next, deadline)
+				}
 			}
 			if st.checking {
 				continue
