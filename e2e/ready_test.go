@@ -154,7 +154,9 @@ func TestReadyCommandGatesHandOut(t *testing.T) {
   }
 }
 `
-	a := readyAgent(t, template, "    size = 4\n    max = 8\n    claim_timeout = \"5m\"\n    ready_timeout = \"3m\"", true)
+	// An exec sandbox took 1.5 minutes to start with 8 at once on a
+	// saturated 2-core machine: two rounds of 12 fit in claim_timeout there.
+	a := readyAgent(t, template, "    size = 4\n    max = 12\n    claim_timeout = \"10m\"\n    ready_timeout = \"5m\"", true)
 	preparing := watchPreparing(t, a, "ready")
 	if w := readyAttr(a, "ready", "warm"); w != "" && w != "0" {
 		t.Fatalf("%s sandboxes warm before the tasks were submitted; want them still preparing", w)
@@ -162,7 +164,7 @@ func TestReadyCommandGatesHandOut(t *testing.T) {
 	const n = 20
 	runJob(t, a, batchJob("ready-tasks", "ready", n,
 		`if test -f prepared; then echo PREPARED; else echo UNPREPARED; ls -la; exit 7; fi`))
-	allocs := finishedAllocs(t, a, "ready-tasks", n, 8*time.Minute)
+	allocs := finishedAllocs(t, a, "ready-tasks", n, 12*time.Minute)
 	unprepared := 0
 	for _, al := range allocs {
 		ts := al.TaskStates["agent"]
