@@ -75,6 +75,7 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"namespaces":       hclspec.NewAttr("namespaces", "list(string)", false),
 		"max_warm":         hclspec.NewAttr("max_warm", "string", false),
 		"scale_down_after": hclspec.NewAttr("scale_down_after", "string", false),
+		"ready_timeout":    hclspec.NewAttr("ready_timeout", "string", false),
 		"device":           hclspec.NewAttr("device", "string", false),
 	})),
 })
@@ -100,6 +101,7 @@ type rawPool struct {
 	Namespaces   []string `codec:"namespaces"`
 	MaxWarm      string   `codec:"max_warm"`
 	ScaleDown    string   `codec:"scale_down_after"`
+	ReadyTimeout string   `codec:"ready_timeout"`
 	Device       string   `codec:"device"`
 }
 

@@ -137,11 +137,17 @@ func (b *nomadBackend) StartPool(ctx context.Context) (Pool, error) {
 			if err := handOutCheck(ref); err != nil {
 				return err
 			}
-			err := b.Prime(ctx, ref)
+			err := b.PrimeReady(ctx, ref, w.ReadyCommand)
 			if errors.Is(err, sandbox.ErrSessionRefused) {
 				return fmt.Errorf("%w: %w", pool.ErrUnpreparable, err)
 			}
 			return err
+		},
+		// The ready command runs through the launch session Prepare
+		// opened: no exec per check.
+		CheckReady: func(ctx context.Context, w pool.WarmAlloc) (pool.ReadyResult, error) {
+			res, err := b.CheckReady(ctx, w.AllocID)
+			return pool.ReadyResult{Code: res.Code, Output: res.Output}, err
 		},
 	})
 	if err != nil {

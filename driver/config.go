@@ -181,6 +181,10 @@ func parsePool(name string, raw rawPool) (pool.Config, []error) {
 	if err != nil {
 		bad("scale_down_after: %v", err)
 	}
+	p.ReadyTimeout, err = duration(raw.ReadyTimeout, pool.DefaultReadyTimeout)
+	if err != nil {
+		bad("ready_timeout: %v", err)
+	}
 	return p, errs
 }
 

@@ -53,6 +53,7 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		{"max_warm over max", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, MaxWarm: "6", Max: "5"}}}, []string{`pool "py": max_warm (6) must not exceed max (5)`}},
 		{"bad max_warm", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, MaxWarm: "lots"}}}, []string{`pool "py": max_warm: `}},
 		{"bad scale_down_after", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ScaleDown: "later"}}}, []string{`pool "py": scale_down_after: "later": want a duration`}},
+		{"bad ready_timeout", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ReadyTimeout: "-1m"}}}, []string{`pool "py": ready_timeout: -1m0s: must be positive`}},
 		{"two problems at once", rawConfig{Pools: map[string]rawPool{"a": {}, "b": {Jobspec: spec, Size: "9", Max: "3"}}}, []string{`pool "a": jobspec`, `pool "b": size (9)`}},
 	}
 	for _, tc := range cases {

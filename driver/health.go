@@ -104,6 +104,7 @@ func (d *Driver) fingerprint() (plugin.Fingerprint, <-chan struct{}) {
 			attrs[nodeattr.Pool(name, nodeattr.Target)] = int64(st.Target)
 			attrs[nodeattr.Pool(name, nodeattr.Max)] = int64(st.Max)
 			attrs[nodeattr.Pool(name, nodeattr.Warm)] = int64(st.Warm)
+			attrs[nodeattr.Pool(name, nodeattr.Preparing)] = int64(st.Preparing)
 			attrs[nodeattr.Pool(name, nodeattr.Claimed)] = int64(st.Claimed)
 			attrs[nodeattr.Pool(name, nodeattr.PrimeFailures)] = int64(st.PrepareFailures)
 			// Always published, empty while the pool works: Nomad keeps a

@@ -36,6 +36,7 @@ type metrics struct {
 	claims       *prometheus.CounterVec
 	claimLatency *prometheus.HistogramVec
 	warmup       *prometheus.HistogramVec // pool.Observer
+	ready        *prometheus.HistogramVec // pool.Observer
 	dispatches   *prometheus.CounterVec
 	purges       *prometheus.CounterVec
 	apiRequests  *prometheus.CounterVec   // pool.CallObserver
@@ -61,8 +62,13 @@ func newMetrics() *metrics {
 		}, []string{"pool", "outcome"}),
 		warmup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "warmup_duration_seconds",
-			Help:    "Time a warm sandbox this plugin dispatched took from its dispatch to warm (placed, running, launch session open), by pool.",
+			Help:    "Time a warm sandbox this plugin dispatched took from its dispatch to warm (placed, running, launch session open, ready), by pool.",
 			Buckets: []float64{.25, .5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300},
+		}, []string{"pool"}),
+		ready: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "ready_duration_seconds",
+			Help:    "Time a sandbox of a pool with a readiness check took from its warm task's start to its first passing check (the preparation part of the warm-up), by pool.",
+			Buckets: []float64{.1, .25, .5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600},
 		}, []string{"pool"}),
 		dispatches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "dispatches_total",
@@ -82,7 +88,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"operation", "result"}),
 	}
-	m.reg.MustRegister(m.claims, m.claimLatency, m.warmup, m.dispatches, m.purges, m.apiRequests, m.apiLatency, poolCollector{m})
+	m.reg.MustRegister(m.claims, m.claimLatency, m.warmup, m.ready, m.dispatches, m.purges, m.apiRequests, m.apiLatency, poolCollector{m})
 	return m
 }
 
@@ -108,6 +114,11 @@ func (m *metrics) countTasks(n func() int) {
 // WarmedUp implements pool.Observer.
 func (m *metrics) WarmedUp(poolName string, took time.Duration) {
 	m.warmup.WithLabelValues(poolName).Observe(took.Seconds())
+}
+
+// Ready implements pool.Observer.
+func (m *metrics) Ready(poolName string, took time.Duration) {
+	m.ready.WithLabelValues(poolName).Observe(took.Seconds())
 }
 
 // Dispatched implements pool.Observer.
@@ -211,7 +222,8 @@ var poolGauges = []struct {
 	value      func(pool.Stats) float64
 }{
 	{"warm", "Warm sandboxes ready to be claimed.", func(s pool.Stats) float64 { return float64(s.Warm) }},
-	{"starting", "Sandboxes dispatched and not yet warm.", func(s pool.Stats) float64 { return float64(s.Starting) }},
+	{"starting", "Sandboxes dispatched and not yet running with a launch session open.", func(s pool.Stats) float64 { return float64(s.Starting) }},
+	{"preparing", "Sandboxes running with a launch session open whose template's readiness check has not passed yet.", func(s pool.Stats) float64 { return float64(s.Preparing) }},
 	{"claimed", "Sandboxes claimed by tasks.", func(s pool.Stats) float64 { return float64(s.Claimed) }},
 	{"failed", "Sandboxes that died unclaimed and are being replaced.", func(s pool.Stats) float64 { return float64(s.Failed) }},
 	{"size", "Warm sandboxes the pool keeps ready when idle (size).", func(s pool.Stats) float64 { return float64(s.Size) }},
@@ -235,6 +247,8 @@ var (
 	}()
 	primeFailuresDesc = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", "prime_failures_total"),
 		"Warm sandboxes whose launch session could not be opened (each replaced) since the plugin started.", []string{"pool"}, nil)
+	readyFailuresDesc = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", "ready_failures_total"),
+		"Sandboxes replaced since the plugin started because their readiness check did not pass within ready_timeout or stopped passing (the last output is in the pool's error attribute and the log).", []string{"pool"}, nil)
 )
 
 func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -242,6 +256,7 @@ func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- primeFailuresDesc
+	ch <- readyFailuresDesc
 }
 
 func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -256,5 +271,6 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(poolGaugeDescs[i], prometheus.GaugeValue, g.value(s), name)
 		}
 		ch <- prometheus.MustNewConstMetric(primeFailuresDesc, prometheus.CounterValue, float64(s.PrepareFailures), name)
+		ch <- prometheus.MustNewConstMetric(readyFailuresDesc, prometheus.CounterValue, float64(s.ReadyFailures), name)
 	}
 }

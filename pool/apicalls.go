@@ -141,7 +141,7 @@ func APIOperation(method string, u *url.URL) string {
 			op = "allocations.info"
 		}
 	case "client":
-		if len(seg) == 4 && seg[1] == "allocation" && (seg[3] == "stats" || seg[3] == "exec") {
+		if len(seg) == 4 && seg[1] == "allocation" && (seg[3] == "stats" || seg[3] == "exec" || seg[3] == "checks") {
 			op = "alloc." + seg[3]
 		}
 	case "vars":

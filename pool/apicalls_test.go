@@ -180,6 +180,7 @@ func TestAPIOperation(t *testing.T) {
 		{"GET", "/v1/allocation/0b6f", "allocations.info"},
 		{"GET", "/v1/allocation/0b6f?index=9", "allocations.info.watch"},
 		{"GET", "/v1/client/allocation/0b6f/stats", "alloc.stats"},
+		{"GET", "/v1/client/allocation/0b6f/checks", "alloc.checks"},
 		{"GET", "/v1/client/allocation/0b6f/exec?task=sandbox", "alloc.exec"},
 		{"GET", "/v1/vars?prefix=agentkernel-pool/claims/", "variables.list"},
 		{"GET", "/v1/vars?prefix=agentkernel-pool/claims/&index=7", "variables.watch"},

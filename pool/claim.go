@@ -173,9 +173,9 @@ func (m *Manager) timeoutErr(p *pool, waited time.Duration, ctx, mctx context.Co
 	if last != nil {
 		why = fmt.Sprintf("; last problem: %v", last)
 	}
-	err := fmt.Errorf("claim warm allocation in pool %q: no warm allocation after waiting %s (warm %d, starting %d, claimed %d, max %d%s): %w",
-		p.cfg.Name, waited.Round(time.Millisecond), s.Warm, s.Starting, s.Claimed, s.Max, why, context.Cause(ctx))
-	m.log.Warn("claim timed out", "pool", p.cfg.Name, "waited", waited, "warm", s.Warm, "starting", s.Starting, "claimed", s.Claimed, "max", s.Max)
+	err := fmt.Errorf("claim warm allocation in pool %q: no warm allocation after waiting %s (warm %d, preparing %d, starting %d, claimed %d, max %d%s): %w",
+		p.cfg.Name, waited.Round(time.Millisecond), s.Warm, s.Preparing, s.Starting, s.Claimed, s.Max, why, context.Cause(ctx))
+	m.log.Warn("claim timed out", "pool", p.cfg.Name, "waited", waited, "warm", s.Warm, "preparing", s.Preparing, "starting", s.Starting, "claimed", s.Claimed, "max", s.Max)
 	return err
 }
 

@@ -32,8 +32,9 @@
 // (with meta), the live allocations of their children, and the claim
 // variables. A child is claimed when one of its allocations has a claim
 // record; failed when its job is dead or only stopping allocations are left;
-// warm when its allocation runs, its warm task runs and Options.Prepare
-// accepted it; starting otherwise. Writes of this process are overlaid until
+// warm when its allocation runs, its warm task runs, Options.Prepare accepted
+// it and its template's readiness check passed (ready.go); preparing while
+// only the last is missing; starting otherwise. Writes of this process are overlaid until
 // the list that will show them reaches the write's index (dispatches count as
 // starting from before the call; purges and claims apply at once), so no
 // decision is taken from a list that trails the Manager's own writes.

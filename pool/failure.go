@@ -73,7 +73,7 @@ func (p *pool) noteFailure(now time.Time, err error, reason string) {
 // resetFailures forgets p's failures: an instance turned warm, or the
 // template changed.
 func (p *pool) resetFailures() {
-	p.failures, p.failReason, p.retryAt = 0, "", time.Time{}
+	p.failures, p.failReason, p.retryAt, p.readyErr = 0, "", time.Time{}, ""
 }
 
 // failing says why p's template fails, or "".

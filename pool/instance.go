@@ -37,6 +37,9 @@ type instance struct {
 	// unprepared: the task runs, but Prepare has not succeeded for it yet
 	// (Options.Prepare); it counts as starting.
 	unprepared bool
+	// preparing: running and prepared, but its readiness check has not
+	// passed yet (ready.go); it counts as preparing.
+	preparing bool
 	// unplaced: starting, and the scheduler found no place for it (its
 	// evaluation is blocked); see failure.go. summaryIndex is the index of
 	// the job summary that says so.

@@ -44,17 +44,18 @@ type inventory struct {
 	allocsIndex uint64
 	claimsIndex uint64
 
-	addedClaims   map[string]claimRef  // our creates, until the claim list reaches them
-	removedClaims map[string]uint64    // our deletes, until the claim list reaches them
-	removedJobs   map[string]uint64    // our purges, until the job list reaches them
-	reserved      map[string]bool      // allocation IDs a local Claim is trying right now
-	busy          map[string]bool      // job IDs a removal is working on
-	warmSeen      map[string]bool      // job IDs seen warm (a new one: the template works; its warm-up learned)
-	claimedJobs   map[string]string    // job IDs seen claimed: their claimed allocation (keepClaimed)
-	orphans       []*instance          // children of pools not configured here
-	prepared      map[string]bool      // allocation IDs Prepare succeeded for
-	preparing     map[string]bool      // allocation IDs a Prepare call is working on
-	prepRetry     map[string]prepRetry // allocation IDs whose Prepare backs off
+	addedClaims   map[string]claimRef    // our creates, until the claim list reaches them
+	removedClaims map[string]uint64      // our deletes, until the claim list reaches them
+	removedJobs   map[string]uint64      // our purges, until the job list reaches them
+	reserved      map[string]bool        // allocation IDs a local Claim is trying right now
+	busy          map[string]bool        // job IDs a removal is working on
+	warmSeen      map[string]bool        // job IDs seen warm (a new one: the template works; its warm-up learned)
+	claimedJobs   map[string]string      // job IDs seen claimed: their claimed allocation (keepClaimed)
+	orphans       []*instance            // children of pools not configured here
+	prepared      map[string]bool        // allocation IDs Prepare succeeded for
+	preparing     map[string]bool        // allocation IDs a Prepare call is working on
+	prepRetry     map[string]prepRetry   // allocation IDs whose Prepare backs off
+	readiness     map[string]*readyState // running allocations of pools with a readiness check (ready.go)
 }
 
 func newInventory() inventory {
@@ -72,6 +73,7 @@ func newInventory() inventory {
 		prepared:      map[string]bool{},
 		preparing:     map[string]bool{},
 		prepRetry:     map[string]prepRetry{},
+		readiness:     map[string]*readyState{},
 	}
 }
 
@@ -281,6 +283,7 @@ func (m *Manager) rebuildLocked() {
 	inv.orphans = inv.orphans[:0]
 	seen := map[string]bool{} // jobs whose live allocations are accounted for
 	ready := map[string]bool{}
+	tracked := map[string]bool{} // allocations whose readiness is tracked
 	for id, j := range inv.jobs {
 		if j.ParentID == "" {
 			continue
@@ -290,11 +293,15 @@ func (m *Manager) rebuildLocked() {
 		}
 		seen[id] = true
 		in := inv.keepClaimed(classify(j, inv.allocs[id], claims), claims)
+		gated := in.state == stateWarm && m.readyGateLocked(in, tracked)
 		if in.state == stateWarm && m.prepare != nil {
 			ready[in.allocID] = true
 			if !inv.prepared[in.allocID] {
 				in.state, in.unprepared = stateStarting, true
 			}
+		}
+		if in.state == stateWarm && gated {
+			in.state, in.preparing = stateStarting, true
 		}
 		v := views[in.pool]
 		if v == nil {
@@ -302,10 +309,12 @@ func (m *Manager) rebuildLocked() {
 			continue
 		}
 		v.all = append(v.all, in)
-		switch in.state {
-		case stateStarting:
+		switch {
+		case in.preparing:
+			v.counts.Preparing++
+		case in.state == stateStarting:
 			v.counts.Starting++
-		case stateWarm:
+		case in.state == stateWarm:
 			v.counts.Warm++
 			p := m.pools[in.pool]
 			if !inv.warmSeen[id] {
@@ -319,9 +328,9 @@ func (m *Manager) rebuildLocked() {
 			if !inv.reserved[in.allocID] && !inv.busy[id] && (p.tmpl == nil || p.tmpl.hash == in.hash) {
 				v.candidates = append(v.candidates, in)
 			}
-		case stateClaimed:
+		case in.state == stateClaimed:
 			v.counts.Claimed++
-		case stateFailed:
+		case in.state == stateFailed:
 			v.counts.Failed++
 			for _, a := range inv.allocs[id] {
 				if isLive(a) {
@@ -348,6 +357,11 @@ func (m *Manager) rebuildLocked() {
 	for id := range inv.prepRetry {
 		if !ready[id] {
 			delete(inv.prepRetry, id)
+		}
+	}
+	for id := range inv.readiness {
+		if !tracked[id] { // claimed or gone: readiness is a warm allocation's
+			delete(inv.readiness, id)
 		}
 	}
 	for id, allocs := range inv.allocs {

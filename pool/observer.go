@@ -13,6 +13,9 @@ type Observer interface {
 	// WarmedUp: an instance this Manager dispatched turned warm, took
 	// after its dispatch.
 	WarmedUp(pool string, took time.Duration)
+	// Ready: an allocation's readiness check passed for the first time,
+	// took after its warm task started (ready.go).
+	Ready(pool string, took time.Duration)
 	// Dispatched: a warm instance was dispatched, or failed to be (err).
 	Dispatched(pool string, err error)
 	// Purged: a warm or used instance (or a template) was purged, or

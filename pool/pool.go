@@ -45,6 +45,7 @@ type Config struct {
 	ClaimTimeout   time.Duration // how long a claim may wait when its context has no deadline
 	MaxWarm        int           // ceiling of the demand-driven warm target (demand.go); 0: Size, a fixed pool
 	ScaleDownAfter time.Duration // lower demand for this long lowers the target; 0: DefaultScaleDownAfter
+	ReadyTimeout   time.Duration // a warm allocation not ready by then (from its task's start) is replaced (ready.go); 0: DefaultReadyTimeout
 }
 
 // Options configures a Manager.
@@ -64,6 +65,12 @@ type Options struct {
 	// runs, before it counts as warm (see prepare.go); an error replaces the
 	// allocation and counts as a failure of its pool's template.
 	Prepare func(ctx context.Context, w WarmAlloc) error
+	// CheckReady, when set, runs the ready command of a template that has
+	// one (w.ReadyCommand) once in a prepared allocation (see ready.go). An
+	// error is no verdict (the way there failed), except one that wraps
+	// context.DeadlineExceeded once ctx has ended: the command did not
+	// finish. Without it, a template with a ready command is refused.
+	CheckReady func(ctx context.Context, w WarmAlloc) (ReadyResult, error)
 	// Discard, when set, is told an unclaimed allocation the pool retires
 	// (scale-down, a stale template), once its retirement is on record and
 	// before it is purged, so what Prepare opened for it is closed at once
@@ -87,8 +94,10 @@ type Manager struct {
 	log       hclog.Logger
 	onChange  func()
 	prepare   func(context.Context, WarmAlloc) error
-	discard   func(allocID string)
-	observer  Observer
+	// checkReadyFn: Options.CheckReady
+	checkReadyFn func(context.Context, WarmAlloc) (ReadyResult, error)
+	discard      func(allocID string)
+	observer     Observer
 	// writeBehind: Options.WriteBehind
 	writeBehind bool
 	instance    string // this Manager's id, recorded on what it dispatches
@@ -120,6 +129,7 @@ type Manager struct {
 	wg         sync.WaitGroup
 	kick       chan struct{} // wakes the replenisher
 	notify     chan struct{} // wakes the OnChange notifier
+	readyKick  chan struct{} // wakes the readiness loop
 	dispatchSL chan struct{} // bounds concurrent dispatches and purges
 }
 
@@ -134,6 +144,14 @@ type pool struct {
 	expected map[string]uint64
 	waiters  int
 	prepFail int // Prepare failures since start (Stats.PrepareFailures)
+	// readyFail counts allocations replaced for readiness since start
+	// (Stats.ReadyFailures).
+	readyFail int
+	// readyErr says why the last allocation was replaced for readiness,
+	// until one turns warm (resetFailures): Stats.Error shows it at once,
+	// since a ready_timeout may be minutes long, while claims still wait
+	// until the pool is failing (failure.go).
+	readyErr string
 	// failures counts template failures in a row (failure.go); failReason
 	// is Nomad's reason for the last; unplaced holds starting instances the
 	// scheduler cannot place, by job ID; denied is set while Prepare is
@@ -184,27 +202,29 @@ func New(opts Options) (*Manager, error) {
 	id := make([]byte, 4)
 	_, _ = rand.Read(id)
 	m := &Manager{
-		client:      opts.Client,
-		token:       opts.Token,
-		nodeID:      opts.NodeID,
-		node8:       opts.NodeID[:8],
-		namespace:   opts.Namespace,
-		log:         opts.Logger,
-		onChange:    opts.OnChange,
-		prepare:     opts.Prepare,
-		discard:     opts.Discard,
-		observer:    opts.Observer,
-		writeBehind: opts.WriteBehind,
-		instance:    hex.EncodeToString(id),
-		pools:       map[string]*pool{},
-		changed:     make(chan struct{}),
-		lastSent:    map[string]Stats{},
-		watchErr:    map[string]error{},
-		kick:        make(chan struct{}, 1),
-		notify:      make(chan struct{}, 1),
-		dispatchSL:  make(chan struct{}, 8),
-		claimCache:  map[string]*claimRecord{},
-		freeing:     map[string]bool{},
+		client:       opts.Client,
+		token:        opts.Token,
+		nodeID:       opts.NodeID,
+		node8:        opts.NodeID[:8],
+		namespace:    opts.Namespace,
+		log:          opts.Logger,
+		onChange:     opts.OnChange,
+		prepare:      opts.Prepare,
+		checkReadyFn: opts.CheckReady,
+		discard:      opts.Discard,
+		observer:     opts.Observer,
+		writeBehind:  opts.WriteBehind,
+		instance:     hex.EncodeToString(id),
+		pools:        map[string]*pool{},
+		changed:      make(chan struct{}),
+		lastSent:     map[string]Stats{},
+		watchErr:     map[string]error{},
+		kick:         make(chan struct{}, 1),
+		notify:       make(chan struct{}, 1),
+		readyKick:    make(chan struct{}, 1),
+		dispatchSL:   make(chan struct{}, 8),
+		claimCache:   map[string]*claimRecord{},
+		freeing:      map[string]bool{},
 
 		now:            time.Now,
 		startTimeout:   defaultStartTimeout,
@@ -298,6 +318,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if m.prepare != nil {
 		m.goFn(m.prepareLoop)
 	}
+	m.goFn(m.readyLoop)
 	m.goFn(m.failureWatchLoop)
 	m.kickReplenish()
 	return errors.Join(errs...)

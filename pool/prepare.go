@@ -107,7 +107,13 @@ func (m *Manager) prepareLoop() {
 func (m *Manager) prepareOne(in *instance) {
 	ctx, cancel := context.WithTimeout(m.ctx, prepareTimeout)
 	began := time.Now()
-	err := m.prepare(ctx, WarmAlloc{Pool: in.pool, AllocID: in.allocID, JobID: in.jobID, TaskName: in.task})
+	w := WarmAlloc{Pool: in.pool, AllocID: in.allocID, JobID: in.jobID, TaskName: in.task}
+	m.mu.Lock()
+	if p := m.pools[in.pool]; p != nil && p.tmpl != nil && p.tmpl.ready != nil && p.tmpl.hash == in.hash {
+		w.ReadyCommand = p.tmpl.ready.command
+	}
+	m.mu.Unlock()
+	err := m.prepare(ctx, w)
 	cancel()
 	if m.ctx.Err() != nil {
 		return

@@ -258,6 +258,7 @@ type warmups struct {
 }
 
 func (w *warmups) WarmedUp(string, time.Duration) { w.mu.Lock(); w.n++; w.mu.Unlock() }
+func (w *warmups) Ready(string, time.Duration)    {}
 func (w *warmups) Dispatched(string, error)       {}
 func (w *warmups) Purged(string, error)           {}
 func (w *warmups) count() int                     { w.mu.Lock(); defer w.mu.Unlock(); return w.n }

@@ -145,8 +145,8 @@ func TestStatusAndPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NODE POOL SIZE TARGET MAX WARM STARTING CLAIMED FAILED" ||
-		strings.Join(strings.Fields(lines[1]), " ") != "fake-node py 2 - 4 2 0 1 0" {
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NODE POOL SIZE TARGET MAX WARM PREPARING STARTING CLAIMED FAILED" ||
+		strings.Join(strings.Fields(lines[1]), " ") != "fake-node py 2 - 4 2 0 0 1 0" {
 		t.Fatalf("table without the node's target attribute:\n%s", b.String())
 	}
 
@@ -160,7 +160,7 @@ func TestStatusAndPrint(t *testing.T) {
 	if err := PrintStatus(&b, st); err != nil {
 		t.Fatal(err)
 	}
-	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); strings.Join(strings.Fields(lines[1]), " ") != "fake-node py 2 3 4 2 0 1 0" {
+	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); strings.Join(strings.Fields(lines[1]), " ") != "fake-node py 2 3 4 2 0 0 1 0" {
 		t.Fatalf("table with target 3:\n%s", b.String())
 	}
 }

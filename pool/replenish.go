@@ -115,7 +115,7 @@ func retireReason(in *instance, p *pool) string {
 func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
 	var pl plan
 	v, hash := &p.view, p.tmpl.hash
-	warm, starting := v.counts.Warm, v.counts.Starting
+	warm, starting := v.counts.Warm, v.counts.Starting+v.counts.Preparing
 	var spare []*instance // current, warm, not reserved: may be trimmed
 	retiring, claiming := 0, 0
 	for _, in := range v.all {
@@ -145,7 +145,8 @@ func (m *Manager) planLocked(p *pool, now time.Time) (plan, time.Time) {
 		// An unprepared instance runs: Prepare has its own failure rules,
 		// and its submit time may be long past (a restarted plugin
 		// prepares the warm instances of the one before).
-		case in.state == stateStarting && (in.hash != hash || now.Sub(in.submitted) > m.startTimeout && !in.unprepared):
+		// A preparing one has its ReadyTimeout instead (ready.go).
+		case in.state == stateStarting && (in.hash != hash || now.Sub(in.submitted) > m.startTimeout && !in.unprepared && !in.preparing):
 			pl.retire = append(pl.retire, in)
 			starting--
 			if in.hash == hash {

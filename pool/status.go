@@ -147,6 +147,12 @@ func fillFromDriver(r *NodePoolStatus, d *api.DriverInfo) {
 	if t, err := strconv.Atoi(d.Attributes[nodeattr.Pool(r.Pool, nodeattr.Target)]); err == nil {
 		r.Target, r.HasTarget = t, true
 	}
+	// Nomad's lists show a running sandbox, not whether it passed its
+	// readiness check: only the plugin knows that.
+	if n, err := strconv.Atoi(d.Attributes[nodeattr.Pool(r.Pool, nodeattr.Preparing)]); err == nil && n > 0 {
+		r.Preparing = min(n, r.Warm)
+		r.Warm -= r.Preparing
+	}
 	r.Error = d.Attributes[nodeattr.Pool(r.Pool, nodeattr.Error)]
 }
 
@@ -218,7 +224,7 @@ func sortStatus(st []NodePoolStatus) {
 }
 
 // PrintStatus writes st as a table: node, pool, size, target ("-" when not
-// known), max, warm, starting, claimed, failed; then, under "Pool errors:",
+// known), max, warm, preparing, starting, claimed, failed; then, under "Pool errors:",
 // why each failing pool fails.
 func PrintStatus(w io.Writer, st []NodePoolStatus) error {
 	if len(st) == 0 {
@@ -226,14 +232,14 @@ func PrintStatus(w io.Writer, st []NodePoolStatus) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	_, err := fmt.Fprintln(tw, "NODE\tPOOL\tSIZE\tTARGET\tMAX\tWARM\tSTARTING\tCLAIMED\tFAILED")
+	_, err := fmt.Fprintln(tw, "NODE\tPOOL\tSIZE\tTARGET\tMAX\tWARM\tPREPARING\tSTARTING\tCLAIMED\tFAILED")
 	failing := false
 	for _, s := range st {
 		target := "-"
 		if s.HasTarget {
 			target = strconv.Itoa(s.Target)
 		}
-		_, e := fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", s.node(), s.Pool, s.Size, target, s.Max, s.Warm, s.Starting, s.Claimed, s.Failed)
+		_, e := fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", s.node(), s.Pool, s.Size, target, s.Max, s.Warm, s.Preparing, s.Starting, s.Claimed, s.Failed)
 		err = errors.Join(err, e)
 		failing = failing || s.Error != ""
 	}

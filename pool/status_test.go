@@ -46,9 +46,9 @@ func TestStatusShowsPoolErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `NODE POOL SIZE TARGET MAX WARM STARTING CLAIMED FAILED
-fake-node broken 2 2 4 0 0 0 0
-fake-node py 1 1 3 1 0 0 0
+	want := `NODE POOL SIZE TARGET MAX WARM PREPARING STARTING CLAIMED FAILED
+fake-node broken 2 2 4 0 0 0 0 0
+fake-node py 1 1 3 1 0 0 0 0
 
 Pool errors:
 fake-node broken pool "broken": read jobspec /etc/nomad.d/pools/broken.nomad.hcl: no such file or directory
@@ -92,5 +92,21 @@ func TestStatusNamesNodesFromTheNodeList(t *testing.T) {
 		[]*api.NodeListStub{{ID: pooltest.NodeID, Name: "node-1"}})
 	if len(st) != 1 || st[0].NodeName != "node-1" || st[0].Error != "" || st[0].HasTarget {
 		t.Fatalf("rows %+v", st)
+	}
+}
+
+// Status tells sandboxes preparing (running, their readiness check not
+// passed yet) from warm ones by the count the plugin on the node publishes:
+// Nomad's lists show both as running.
+func TestStatusShowsPreparing(t *testing.T) {
+	m, srv := fakeManager(t, nil, Config{Name: "py", Size: 3, Max: 4})
+	waitFor(t, 5*time.Second, "3 warm", func() bool { return m.Stats()["py"].Warm == 3 })
+	srv.SetDriverAttr(pooltest.NodeID, nodeattr.Driver, nodeattr.Pool("py", nodeattr.Preparing), "2")
+	st, err := Status(ctx(t, 5*time.Second), srv.Client(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := printed(t, st), "NODE POOL SIZE TARGET MAX WARM PREPARING STARTING CLAIMED FAILED\nfake-node py 3 - 4 1 2 0 0 0"; got != want {
+		t.Fatalf("status:\n%s\nwant\n%s", got, want)
 	}
 }

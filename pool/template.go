@@ -39,6 +39,7 @@ type warmTemplate struct {
 	source [sha256.Size]byte // of the jobspec file, to notice edits cheaply
 	size   int
 	max    int
+	ready  *readySpec // its readiness check (ready.go); nil for none
 }
 
 // ensureTemplate (re)registers pool p's template job when the jobspec file,
@@ -110,7 +111,11 @@ func (m *Manager) buildTemplate(ctx context.Context, p *pool, data []byte) (*war
 	m.mu.Lock()
 	node := m.node
 	m.mu.Unlock()
-	return overlay(&job, p.cfg, m.nodeID, m.namespace, node)
+	t, err := overlay(&job, p.cfg, m.nodeID, m.namespace, node)
+	if err == nil && t.ready != nil && t.ready.command != "" && m.checkReadyFn == nil {
+		return nil, fmt.Errorf("pool %q: jobspec %s: task %q: meta %s: this pool manager cannot run a ready command (no Options.CheckReady)", p.cfg.Name, p.cfg.Jobspec, t.task, metaReady)
+	}
+	return t, err
 }
 
 // overlay checks that job is a usable warm template and adds only the pool
@@ -143,6 +148,10 @@ func overlay(job *api.Job, c Config, nodeID, namespace string, node *api.Node) (
 	}
 	if task.DispatchPayload != nil {
 		return nil, bad("dispatch_payload", "warm instances are dispatched without payload")
+	}
+	ready, err := parseReady(tg, task)
+	if err != nil {
+		return nil, bad("task "+strconv.Quote(task.Name), "%v", err)
 	}
 
 	id := ParentJobID(c.Name, nodeID)
@@ -193,7 +202,7 @@ func overlay(job *api.Job, c Config, nodeID, namespace string, node *api.Node) (
 			meta[metaNodeName] = node.Name
 		}
 	}
-	return &warmTemplate{job: job, hash: hash, task: task.Name, size: c.Size, max: c.Max, placed: node != nil}, nil
+	return &warmTemplate{job: job, hash: hash, task: task.Name, size: c.Size, max: c.Max, placed: node != nil, ready: ready}, nil
 }
 
 // templateHash identifies what warm instances run: everything in the job

@@ -6,6 +6,9 @@ type WarmAlloc struct {
 	AllocID  string
 	JobID    string
 	TaskName string
+	// ReadyCommand is the template's ready command (ready.go), "" for none:
+	// Prepare gets it so that the way it opens can run it later.
+	ReadyCommand string
 }
 
 // Warm lists the warm allocations of every pool, oldest first within a pool.

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -36,30 +35,34 @@ import (
 // session that ends before its launch (agent restart, plugin restart: the new
 // plugin primes again) is reported through OnSessionLost.
 
-// sessionScript runs as sh -c <it> akp-session <runScript>. Everything a
-// start needs is done before the start (a fork or exec costs milliseconds
-// under gVisor, and so does every file the sandbox opens there): a supervisor
-// R whose pipeline is a reader X and the command-to-be B, which is already a
-// shell of its own running runScript in a session of its own (through setsid
-// when there is one: so the start itself needs no exec but the command's).
-// Then it answers "ready <uid> <gid> <alloc dir>" (the task user, who must own
-// the files the host writes for it, and where the sandbox sees its shared
-// alloc dir: a host path means it shares the host's filesystem) and waits.
-// Given a run id on the session's stdin (fd 3), X hands it to B over their
-// pipe, and B answers "started <id>" (on fd 4, the session's stdout, which no
-// one else keeps: a running task holds no exec session) and ends the waiting
-// shell, so the exec session ends: nothing on the start path touches a file.
-// Given EOF, all end.
+// sessionScript runs as sh -c <it> akp-session <runScript> [<ready command>].
+// Everything a start needs is done before the start (a fork or exec costs
+// milliseconds under gVisor, and so does every file the sandbox opens there):
+// a supervisor R whose pipeline is a reader X and the command-to-be B, which
+// is already a shell of its own running runScript in a session of its own
+// (through setsid when there is one: so the start itself needs no exec but
+// the command's). Then it answers "ready <uid> <gid> <alloc dir>" (the task
+// user, who must own the files the host writes for it, and where the sandbox
+// sees its shared alloc dir: a host path means it shares the host's
+// filesystem) and waits. Given "?" on the session's stdin (fd 3), X runs the
+// ready command and answers on fd 4 (ready.go), then reads on. Given a run
+// id, X closes fd 4 and hands the id to B over their pipe, and B answers
+// "started <id>" (on fd 4, the session's stdout, which no one else keeps: a
+// running task holds no exec session) and ends the waiting shell, so the exec
+// session ends: nothing on the start path touches a file. Given EOF, all end.
 var sessionScript = `a=${NOMAD_ALLOC_DIR:-/alloc}/` + runDirName + `
 [ -d "$a" ] || mkdir -p "$a" || exit ` + strconv.Itoa(codeMkdir) + `
-` + shSetsid + `m=$$ b=$1
+` + shSetsid + `m=$$ b=$1 c=$2
 exec 3<&0 4>&1
 (
 	read -r r _ </proc/self/stat 2>/dev/null || r=
 	{
-		exec 4>&-
-		IFS= read -r id <&3 || exit 0
-		exec 3<&-
+		while :; do
+			IFS= read -r id <&3 || exit 0
+			[ "$id" = "?" ] || break
+			` + shReadyCheck + `
+		done
+		exec 3<&- 4>&-
 		echo "$id"
 		case $id in ''|.*|*[!A-Za-z0-9._-]*) exit 0 ;; esac
 		echo "$id" >"$a/.session-$m"
@@ -119,7 +122,9 @@ const (
 	// of Nomad's default connection limit per client address.
 	DefaultMaxSessions = 50
 	// maxAnswer bounds a line the session's shell answers: "ready" with a
-	// path, or a run id; maxAnswers the lines (it answers two).
+	// path, a run id, a line of the ready command's output (longer ones are
+	// cut); maxAnswers the lines other than the ready command's (it answers
+	// two).
 	maxAnswer  = 8 << 10
 	maxAnswers = 16
 )
@@ -132,6 +137,10 @@ type session struct {
 	done  chan struct{} // closed when the exec has ended
 	info  SessionInfo
 	once  sync.Once
+	// ready is the template's ready command ("" for none); check holds the
+	// state of its runs (ready.go).
+	ready string
+	check readyCheck
 }
 
 // close ends the session: the shell reads EOF and exits.
@@ -142,6 +151,12 @@ func (s *session) close() { s.once.Do(func() { s.stdin.Close() }) }
 // primed sandbox does nothing. Beyond MaxSessions it primes nothing and says
 // so: launches there go by exec.
 func (r *Runner) Prime(ctx context.Context, ref Ref) error {
+	return r.PrimeReady(ctx, ref, "")
+}
+
+// PrimeReady is Prime for a sandbox whose template has a ready command
+// (ready, run with sh -c): CheckReady runs it through the session.
+func (r *Runner) PrimeReady(ctx context.Context, ref Ref, ready string) error {
 	r.mu.Lock()
 	if _, ok := r.sessions[ref.AllocID]; ok {
 		r.mu.Unlock()
@@ -156,7 +171,8 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 
 	stdinR, stdinW := io.Pipe()
 	outR, outW := io.Pipe()
-	s := &session{ref: ref, stdin: stdinW, lines: make(chan string, 4), done: make(chan struct{})}
+	s := &session{ref: ref, stdin: stdinW, lines: make(chan string, 4), done: make(chan struct{}), ready: ready}
+	s.check.init()
 	var stderr untrusted.Buffer // the sandbox's shell prints what it likes
 	var code int
 	var err error
@@ -165,22 +181,12 @@ func (r *Runner) Prime(ctx context.Context, ref Ref) error {
 	go func() {
 		defer close(s.done)
 		defer outW.Close()
-		code, err = r.execAs(context.Background(), OpExecSession, ref, false, []string{"/bin/sh", "-c", sessionScript, "akp-session", runScript},
+		code, err = r.execAs(context.Background(), OpExecSession, ref, false, []string{"/bin/sh", "-c", sessionScript, "akp-session", runScript, ready},
 			stdinR, outW, &stderr, nil)
 		stdinR.Close()
 		r.sessionEnded(s)
 	}()
-	go func() {
-		defer close(s.lines)
-		sc := bufio.NewScanner(outR)
-		// The answers are a few lines: more of them, or a longer one, end
-		// the session's answers (what follows is read and dropped).
-		sc.Buffer(make([]byte, 0, 512), maxAnswer)
-		for n := 0; n < maxAnswers && sc.Scan(); n++ {
-			s.lines <- sc.Text()
-		}
-		_, _ = io.Copy(io.Discard, outR)
-	}()
+	go s.readAnswers(outR)
 
 	ctx, cancel := withTimeout(ctx, sessionReadyWait)
 	defer cancel()

@@ -25,11 +25,14 @@ type Field string
 
 // A pool's attributes: its counts (pool.Stats) and why it fails.
 const (
-	Size          Field = "size"
-	Target        Field = "target"
-	Max           Field = "max"
-	Warm          Field = "warm"
-	Claimed       Field = "claimed"
+	Size    Field = "size"
+	Target  Field = "target"
+	Max     Field = "max"
+	Warm    Field = "warm"
+	Claimed Field = "claimed"
+	// Preparing is how many of the pool's running sandboxes have not
+	// passed their readiness check yet (Nomad's lists show them running).
+	Preparing     Field = "preparing"
 	PrimeFailures Field = "prime_failures"
 	// Error is why the pool fails, empty while it works: published even
 	// when empty, since Nomad keeps an attribute a fingerprint leaves out at

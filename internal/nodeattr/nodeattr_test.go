@@ -12,6 +12,7 @@ func TestNamesAsPublished(t *testing.T) {
 		Pool("dev", Target):        "driver.agentkernel-pool.pool.dev.target",
 		Pool("dev", Max):           "driver.agentkernel-pool.pool.dev.max",
 		Pool("dev", Claimed):       "driver.agentkernel-pool.pool.dev.claimed",
+		Pool("dev", Preparing):     "driver.agentkernel-pool.pool.dev.preparing",
 		Pool("dev", PrimeFailures): "driver.agentkernel-pool.pool.dev.prime_failures",
 		Pool("my-pool_2", Error):   "driver.agentkernel-pool.pool.my-pool_2.error",
 	} {

@@ -60,6 +60,7 @@ type Server struct {
 	aclToken        string
 	beforeVarWrite  func(path, cas string)
 	beforeAllocRead func(allocID string)
+	checkResults    func(allocID string) api.AllocCheckStatuses
 }
 
 // RequireToken makes every request without X-Nomad-Token secret fail with
@@ -400,6 +401,10 @@ func (s *Server) route(r *http.Request) (int, any) {
 		return s.listAllocs(q)
 	case strings.HasPrefix(path, "/v1/allocation/"):
 		return s.allocInfo(strings.TrimPrefix(path, "/v1/allocation/"))
+	case strings.HasPrefix(path, "/v1/client/allocation/"):
+		if code, body, ok := s.allocChecks(strings.TrimPrefix(path, "/v1/client/allocation/")); ok {
+			return code, body
+		}
 	case path == "/v1/nodes":
 		return s.listNodes()
 	case strings.HasPrefix(path, "/v1/node/"):

@@ -228,6 +228,9 @@ func (s *Server) placeLocked(j *api.Job) {
 func (s *Server) setAllocLocked(a *api.Allocation, client, task string) {
 	a.ClientStatus = client
 	for _, ts := range a.TaskStates {
+		if task == "running" && ts.State != "running" {
+			ts.StartedAt = time.Now()
+		}
 		ts.State = task
 		ts.Failed = client == api.AllocClientStatusFailed
 	}

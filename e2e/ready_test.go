@@ -1,0 +1,294 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/driver"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
+)
+
+// readyAgent starts an agent with one pool "ready" of the template text
+// (written to a file) and the pool options opts, without waiting for it to
+// turn warm.
+func readyAgent(t *testing.T, template, opts string, needRoot bool) *nomadtest.Agent {
+	t.Helper()
+	if _, err := nomadtest.Binary(); err != nil {
+		t.Skipf("skipping e2e: %v", err)
+	}
+	if needRoot && os.Geteuid() != 0 {
+		t.Skip("skipping: the exec driver needs root")
+	}
+	spec := filepath.Join(t.TempDir(), "ready.nomad.hcl")
+	if err := os.WriteFile(spec, []byte(template), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	block := "config {\n  pool \"ready\" {\n    jobspec = \"" + spec + "\"\n" + opts + "\n  }\n}"
+	return nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block})
+}
+
+// readyAttr reads one of the pool's node attributes ("" when not there).
+func readyAttr(a *nomadtest.Agent, pool, what string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := a.Node(ctx)
+	if err != nil {
+		return ""
+	}
+	return n.Attributes["driver."+driver.Name+".pool."+pool+"."+what]
+}
+
+// watchPreparing records the highest preparing count the node publishes
+// until the test ends.
+func watchPreparing(t *testing.T, a *nomadtest.Agent, pool string) *atomic.Int64 {
+	var most atomic.Int64
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			if n, err := strconv.Atoi(readyAttr(a, pool, "preparing")); err == nil && int64(n) > most.Load() {
+				most.Store(int64(n))
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(done); <-stopped })
+	return &most
+}
+
+// batchJob is a batch job of count sandbox tasks on pool, each running
+// script, with no restarts.
+func batchJob(name, pool string, count int, script string) string {
+	return fmt.Sprintf(`job %q {
+  type = "batch"
+  group "agent" {
+    count = %d
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+    reschedule {
+      attempts  = 0
+      unlimited = false
+    }
+    task "agent" {
+      driver = "agentkernel-pool"
+      config {
+        pool    = %q
+        command = "/bin/sh"
+        args    = ["-c", %s]
+      }
+      resources {
+        cpu    = 20
+        memory = 16
+      }
+    }
+  }
+}
+`, name, count, pool, hclString(script))
+}
+
+// finishedAllocs waits for the job's count allocations to be dead and
+// returns them.
+func finishedAllocs(t *testing.T, a *nomadtest.Agent, job string, count int, within time.Duration) []*api.Allocation {
+	t.Helper()
+	var out []*api.Allocation
+	waitFor(t, within, fmt.Sprintf("%d allocations of %s done", count, job), func() bool {
+		stubs, _, err := a.Client.Jobs().Allocations(job, false, nil)
+		if err != nil || len(stubs) < count {
+			return false
+		}
+		out = out[:0]
+		for _, s := range stubs {
+			if s.ClientStatus != api.AllocClientStatusComplete && s.ClientStatus != api.AllocClientStatusFailed {
+				return false
+			}
+			al, _, err := a.Client.Allocations().Info(s.ID, nil)
+			if err != nil {
+				return false
+			}
+			out = append(out, al)
+		}
+		return true
+	})
+	return out
+}
+
+// TestReadyCommandGatesHandOut: an exec template that prepares for 3 s and
+// then writes a marker, with a ready command for the marker. 20 sandbox
+// tasks submitted while the sandboxes are still preparing all find the
+// marker: none is handed an unprepared sandbox. The node showed sandboxes
+// preparing meanwhile.
+func TestReadyCommandGatesHandOut(t *testing.T) {
+	const template = `job "ready-marker" {
+  group "sandbox" {
+    task "sandbox" {
+      driver = "exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "sleep 3; echo done > \"$NOMAD_TASK_DIR/../prepared\"; exec sleep infinity"]
+      }
+      meta {
+        agentkernel_pool_ready          = "test -f prepared"
+        agentkernel_pool_ready_interval = "200ms"
+      }
+      resources {
+        cpu    = 50
+        memory = 32
+      }
+    }
+  }
+}
+`
+	// An exec sandbox took 1.5 minutes to start with 8 at once on a
+	// saturated 2-core machine: two rounds of 12 fit in claim_timeout there.
+	a := readyAgent(t, template, "    size = 4\n    max = 12\n    claim_timeout = \"10m\"\n    ready_timeout = \"5m\"", true)
+	preparing := watchPreparing(t, a, "ready")
+	if w := readyAttr(a, "ready", "warm"); w != "" && w != "0" {
+		t.Fatalf("%s sandboxes warm before the tasks were submitted; want them still preparing", w)
+	}
+	const n = 20
+	runJob(t, a, batchJob("ready-tasks", "ready", n,
+		`if test -f prepared; then echo PREPARED; else echo UNPREPARED; ls -la; exit 7; fi`))
+	allocs := finishedAllocs(t, a, "ready-tasks", n, 12*time.Minute)
+	unprepared := 0
+	for _, al := range allocs {
+		ts := al.TaskStates["agent"]
+		code, ok := exitCode(ts)
+		out := logs(t, a, al.ID, "agent")
+		if !ok || code != 0 || !strings.Contains(out, "PREPARED") {
+			unprepared++
+			t.Errorf("task %s: exit %d (%v), output %q; events:\n%s", al.ID[:8], code, ok, out, events(ts))
+		}
+	}
+	t.Logf("%d of %d tasks saw an unprepared sandbox; most sandboxes preparing at once: %d", unprepared, n, preparing.Load())
+	if preparing.Load() == 0 {
+		t.Errorf("the node never showed a sandbox preparing")
+	}
+}
+
+// TestServiceCheckGatesHandOut: an exec template with a Nomad service and
+// an http check on a server it starts after 3 s. Tasks submitted while the
+// sandboxes prepare get only sandboxes whose server answers.
+func TestServiceCheckGatesHandOut(t *testing.T) {
+	const template = `job "ready-web" {
+  group "sandbox" {
+    network {
+      port "http" {}
+    }
+    service {
+      provider = "nomad"
+      name     = "ready-web"
+      port     = "http"
+      check {
+        type     = "http"
+        path     = "/"
+        interval = "1s"
+        timeout  = "1s"
+      }
+    }
+    task "sandbox" {
+      driver = "exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "cd \"$NOMAD_TASK_DIR/..\"; echo $NOMAD_PORT_http > port; mkdir -p www; echo served > www/index.html; sleep 3; exec busybox httpd -f -p 127.0.0.1:$NOMAD_PORT_http -h www"]
+      }
+      resources {
+        cpu    = 50
+        memory = 32
+      }
+    }
+  }
+}
+`
+	a := readyAgent(t, template, "    size = 2\n    max = 4\n    claim_timeout = \"5m\"\n    ready_timeout = \"3m\"", true)
+	const n = 4
+	runJob(t, a, batchJob("web-tasks", "ready", n,
+		`if busybox wget -q -O - "http://127.0.0.1:$(cat port)/"; then exit 0; else echo NOT-SERVING; exit 7; fi`))
+	allocs := finishedAllocs(t, a, "web-tasks", n, 6*time.Minute)
+	for _, al := range allocs {
+		ts := al.TaskStates["agent"]
+		code, ok := exitCode(ts)
+		out := logs(t, a, al.ID, "agent")
+		if !ok || code != 0 || !strings.Contains(out, "served") {
+			t.Errorf("task %s: exit %d (%v), output %q; events:\n%s", al.ID[:8], code, ok, out, events(ts))
+		}
+	}
+}
+
+// TestReadyNeverPasses: a ready command that never passes. The pool says
+// so, with the command's output, within ready_timeout + 1 minute (node
+// attribute, status); a task fails at claim_timeout naming it; the
+// sandboxes replaced are purged: no more than max live at any time, and
+// none left of those replaced.
+func TestReadyNeverPasses(t *testing.T) {
+	template, err := os.ReadFile(rawExecTemplate(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const why = "model server unreachable on 127.0.0.1:8000"
+	tmpl := strings.Replace(string(template), `driver = "raw_exec"`, `driver = "raw_exec"
+      meta {
+        agentkernel_pool_ready = "echo '`+why+`' >&2; exit 1"
+      }`, 1)
+	a := readyAgent(t, tmpl, "    size = 1\n    max = 2\n    claim_timeout = \"15s\"\n    ready_timeout = \"20s\"", false)
+	began := time.Now()
+	alloc := runJob(t, a, batchJob("never-ready", "ready", 1, "echo ran; exit 0"))
+	ts := waitTask(t, a, alloc.ID, "agent", "dead", 2*time.Minute)
+	if code, ok := exitCode(ts); ok && code == 0 {
+		t.Errorf("the task ran (exit 0) in a sandbox that never got ready")
+	}
+	if ev := events(ts); !strings.Contains(ev, why) {
+		t.Errorf("task events do not name the ready command's output:\n%s", ev)
+	}
+	var attr string
+	waitFor(t, 20*time.Second+time.Minute, "the pool's error naming the ready command's output", func() bool {
+		attr = readyAttr(a, "ready", "error")
+		return strings.Contains(attr, why)
+	})
+	t.Logf("error attribute after %s: %s", time.Since(began).Round(time.Second), attr)
+	if !strings.Contains(attr, "not ready within ready_timeout 20s") {
+		t.Errorf("error attribute %q does not say the sandbox was not ready in time", attr)
+	}
+	if out := pluginStatus(t, a); !strings.Contains(out, why) {
+		t.Errorf("status does not show why:\n%s", out)
+	}
+	// Nothing leaks: the sandboxes live now are replaced and purged within
+	// another ready_timeout and backoff, and the pool never holds more than
+	// max meanwhile.
+	first := map[string]bool{}
+	for _, j := range warmJobs(t, a) {
+		first[j.ID] = true
+	}
+	left := len(first)
+	waitFor(t, 90*time.Second, "the sandboxes live when the error showed purged", func() bool {
+		live := warmJobs(t, a)
+		if len(live) > 2 {
+			t.Fatalf("%d live sandbox jobs; max is 2", len(live))
+		}
+		left = 0
+		for _, j := range live {
+			if first[j.ID] {
+				left++
+			}
+		}
+		return left == 0
+	})
+	if n, _ := strconv.Atoi(readyAttr(a, "ready", "warm")); n != 0 {
+		t.Errorf("%d warm; want none", n)
+	}
+}
