@@ -77,29 +77,9 @@ func (m *Manager) prepareLoop() {
 			}
 		}
 		m.mu.Unlock()
-		for _, in := range todo {
-			select {
-			case sem <- struct{}{}:
-			case <-m.ctx.Done():
-				return
-			}
-			m.goFn(func() {
-				defer func() { <-sem }()
-				m.prepareOne(in)
-			})
-		}
-		wake := time.NewTimer(time.Until(next))
-		if next.IsZero() {
-			wake.Stop()
-		}
-		select {
-		case <-m.ctx.Done():
-			wake.Stop()
+		if !runEach(m, sem, todo, m.prepareOne) || !m.sleep(next, changed, nil) {
 			return
-		case <-changed:
-		case <-wake.C:
 		}
-		wake.Stop()
 	}
 }
 
@@ -217,4 +197,39 @@ func (m *Manager) execNeedLocked(p *pool) string {
 		drv = "its driver"
 	}
 	return fmt.Sprintf("permission denied: the plugin's ACL token cannot exec into the warm allocations; a template on %s needs %s in namespace %q (see example/acl.hcl)", drv, need, m.namespace)
+}
+
+// runEach runs fn for each item in the Manager's goroutines, at most
+// cap(sem) at once; false when the Manager stops first.
+func runEach[T any](m *Manager, sem chan struct{}, items []T, fn func(T)) bool {
+	for _, it := range items {
+		select {
+		case sem <- struct{}{}:
+		case <-m.ctx.Done():
+			return false
+		}
+		m.goFn(func() {
+			defer func() { <-sem }()
+			fn(it)
+		})
+	}
+	return true
+}
+
+// sleep waits until next (never, when zero) or until changed or kick fires
+// (a nil kick never does); false when the Manager stops first.
+func (m *Manager) sleep(next time.Time, changed, kick <-chan struct{}) bool {
+	wake := time.NewTimer(time.Until(next))
+	defer wake.Stop()
+	if next.IsZero() {
+		wake.Stop()
+	}
+	select {
+	case <-m.ctx.Done():
+		return false
+	case <-changed:
+	case <-kick:
+	case <-wake.C:
+	}
+	return true
 }

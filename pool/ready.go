@@ -174,30 +174,9 @@ func (m *Manager) readyLoop() {
 			m.log.Error("warm allocation not ready in time; replacing it", "pool", in.pool, "alloc_id", in.allocID, "error", m.lastErrOf(in.pool))
 			m.goFn(func() { m.runRemoval(in, "not ready in time", m.pools[in.pool]) })
 		}
-		for _, j := range todo {
-			select {
-			case sem <- struct{}{}:
-			case <-m.ctx.Done():
-				return
-			}
-			m.goFn(func() {
-				defer func() { <-sem }()
-				m.checkReady(j)
-			})
-		}
-		wake := time.NewTimer(time.Until(next))
-		if next.IsZero() {
-			wake.Stop()
-		}
-		select {
-		case <-m.ctx.Done():
-			wake.Stop()
+		if !runEach(m, sem, todo, m.checkReady) || !m.sleep(next, changed, m.readyKick) {
 			return
-		case <-changed:
-		case <-m.readyKick:
-		case <-wake.C:
 		}
-		wake.Stop()
 	}
 }
 
