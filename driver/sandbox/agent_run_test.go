@@ -244,6 +244,12 @@ func agentDiesWithSandbox(t *testing.T, r *Runner, ref Ref, hostRuns bool) {
 	if err := r.Launch(ctx, ref, Spec{ID: runID, Command: "/bin/sleep", Args: []string{"300"}}); err != nil {
 		t.Fatal(err)
 	}
+	// Launch returns once the supervisor reported the command's pid: the
+	// command's process may still be between fork and exec, not yet known
+	// by the alloc dir in its environment.
+	for deadline := time.Now().Add(5 * time.Second); len(allocProcs(ref.AllocID)) < 3 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if len(allocProcs(ref.AllocID)) < 3 {
 		t.Fatalf("sandbox processes: %v, want the task, the run and its supervisor", allocProcs(ref.AllocID))
 	}
