@@ -27,18 +27,41 @@ const (
 	settle = 20 * time.Millisecond
 )
 
-// Fingerprint implements plugin.Device. The first, empty set goes at once:
-// at start the Nomad agent waits for every plugin's first fingerprint before
-// it serves its HTTP API, which the plugin needs to find its node. Then
-// every change of the driver's state file is sent as it happens.
+// Fingerprint implements plugin.Device. The first set goes at once: at start
+// the Nomad agent waits for every plugin's first fingerprint before it serves
+// its HTTP API, which the plugin needs to find its node. It is the state the
+// memo points to (the node this agent had before it restarted), else empty.
+// Then every change of the driver's state file is sent as it happens.
 func (p *Plugin) Fingerprint(ctx context.Context) (<-chan []plugin.DeviceGroup, error) {
 	ch := make(chan []plugin.DeviceGroup, 1)
-	ch <- []plugin.DeviceGroup{}
+	ch <- p.remembered()
 	go func() {
 		defer close(ch)
 		p.follow(ctx, ch)
 	}()
 	return ch, nil
+}
+
+// remembered is the state of the node the memo names for the configured
+// agent, or an empty set. The allocations a restarted client starts before
+// the plugin found its agent reserve these: sent empty, the client would fail
+// each of them for good ("unknown device").
+func (p *Plugin) remembered() []plugin.DeviceGroup {
+	cfg, _ := p.config()
+	if cfg == nil {
+		return []plugin.DeviceGroup{}
+	}
+	loc, ok := loadLocation(p.memoDir, cfg.Address)
+	if !ok {
+		return []plugin.DeviceGroup{}
+	}
+	groups, err := p.read(StateDir(loc.DataDir), loc.NodeID)
+	if err != nil {
+		p.logger.Warn("cannot read the remembered node's device state; sending none until the agent answers", "error", err)
+		return []plugin.DeviceGroup{}
+	}
+	p.logger.Info("sent the warm sandboxes of the node this agent had", "node_id", loc.NodeID, "groups", len(groups))
+	return groups
 }
 
 // follow waits for a usable config, finds the node's state dir and sends the
@@ -60,6 +83,7 @@ func (p *Plugin) follow(ctx context.Context, ch chan<- []plugin.DeviceGroup) {
 	if err != nil {
 		return // ctx ended
 	}
+	p.remember(cfg.Address, location{NodeID: nodeID, DataDir: dataDir})
 	dir := StateDir(dataDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		p.logger.Error("cannot make the device state dir; re-reading it every few seconds", "dir", dir, "error", err)

@@ -54,11 +54,12 @@ type Plugin struct {
 	cfgErr   error
 	tokenSet *pool.Token
 	gotCfg   chan struct{} // closed and replaced whenever the config changes
+	memoDir  string        // DefaultMemoDir but in tests
 }
 
 // New returns the device plugin; version is the binary's.
 func New(logger hclog.Logger, version string) *Plugin {
-	return &Plugin{logger: logger.Named("device"), version: version, tokenSet: pool.NewToken(""), gotCfg: make(chan struct{})}
+	return &Plugin{logger: logger.Named("device"), version: version, tokenSet: pool.NewToken(""), gotCfg: make(chan struct{}), memoDir: DefaultMemoDir}
 }
 
 var _ plugin.Device = (*Plugin)(nil)

@@ -40,6 +40,13 @@ func fakeAgent(t *testing.T, dataDir string, refuse int) *httptest.Server {
 	return srv
 }
 
+// newPlugin is a device plugin whose memo lives in the test's own dir.
+func newPlugin(t *testing.T) *Plugin {
+	p := New(hclog.NewNullLogger(), "0.1.0")
+	p.memoDir = t.TempDir()
+	return p
+}
+
 func configure(t *testing.T, p *Plugin, cfg map[string]any) {
 	t.Helper()
 	b := plugintest.Msgpack(t, cfg)
@@ -55,7 +62,7 @@ func configure(t *testing.T, p *Plugin, cfg map[string]any) {
 func TestFingerprintFollowsTheDriversState(t *testing.T) {
 	dataDir := t.TempDir()
 	agent := fakeAgent(t, dataDir, 2)
-	p := New(hclog.NewNullLogger(), "0.1.0")
+	p := newPlugin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ch, err := p.Fingerprint(ctx)
@@ -100,10 +107,73 @@ func TestFingerprintFollowsTheDriversState(t *testing.T) {
 	}
 }
 
+// After an agent restart the device plugin is a new process, configured
+// before its first fingerprint, and the agent does not answer until that
+// fingerprint is in. The allocations the client restarts at once reserve the
+// warm sandboxes they were placed on: the first set already holds the node's
+// state, as the plugin last found it for this agent, and only that node's.
+func TestFirstFingerprintAfterRestartHasTheNodesSandboxes(t *testing.T) {
+	dataDir, memo := t.TempDir(), t.TempDir()
+	st := State{NodeID: testNode, Pools: []PoolState{{Name: "py", Warm: []string{"a1", "a2"}, Cold: []string{"cold.py.0"}}}}
+	if err := WriteState(StateDir(dataDir), st); err != nil {
+		t.Fatal(err)
+	}
+	agent := fakeAgent(t, dataDir, 0)
+	start := func(address string) (<-chan []plugin.DeviceGroup, context.CancelFunc) {
+		p := newPlugin(t)
+		p.memoDir = memo
+		configure(t, p, map[string]any{"address": address})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ch, err := p.Fingerprint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch, func() {
+			cancel()
+			for range ch {
+			}
+		}
+	}
+
+	// Never run before: nothing to go by until the agent answers.
+	ch, stop := start(agent.URL)
+	if first := next(t, ch); len(first) != 0 {
+		t.Fatalf("first set of a plugin that never found its node: %+v, want none", first)
+	}
+	waitGroups(t, ch, func(g []plugin.DeviceGroup) bool { return len(g) == 2 && len(g[0].Instances) == 2 })
+	stop()
+
+	// Restarted, its agent not answering yet (the test server is closed).
+	agent.Close()
+	ch, stop = start(agent.URL)
+	first := next(t, ch)
+	if len(first) != 2 || !slices.Equal(first[0].Instances, []plugin.DeviceInstance{{ID: "a1", Healthy: true}, {ID: "a2", Healthy: true}}) {
+		t.Fatalf("first set after a restart: %+v, want the node's 2 warm sandboxes and its cold slot", first)
+	}
+	stop()
+
+	// Another agent's plugin (another address) has no memo, and a state
+	// another node wrote into the remembered dir is not sent.
+	ch, stop = start("http://127.0.0.1:1")
+	if first := next(t, ch); len(first) != 0 {
+		t.Fatalf("first set for another agent: %+v, want none", first)
+	}
+	stop()
+	st.NodeID = "another-node"
+	if err := WriteState(StateDir(dataDir), st); err != nil {
+		t.Fatal(err)
+	}
+	ch, stop = start(agent.URL)
+	if first := next(t, ch); len(first) != 0 {
+		t.Fatalf("first set from another node's state: %+v, want none", first)
+	}
+	stop()
+}
+
 // A bad block never fails SetConfig (the agent would not start); the
 // plugin then reports no devices.
 func TestBadConfigKeepsTheAgentUp(t *testing.T) {
-	p := New(hclog.NewNullLogger(), "0.1.0")
+	p := newPlugin(t)
 	for _, cfg := range []map[string]any{
 		{"address": "not a url"},
 		{"token_file": filepath.Join(t.TempDir(), "missing")},
@@ -117,7 +187,7 @@ func TestBadConfigKeepsTheAgentUp(t *testing.T) {
 }
 
 func TestReserveNamesTheInstance(t *testing.T) {
-	p := New(hclog.NewNullLogger(), "0.1.0")
+	p := newPlugin(t)
 	r, err := p.Reserve(context.Background(), []string{"a1"})
 	if err != nil || r.Env[EnvSandbox] != "a1" || len(r.Env) != 1 {
 		t.Fatalf("reserve: %+v, %v", r, err)

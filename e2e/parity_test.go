@@ -221,6 +221,20 @@ func taskEvents(t *testing.T, a *nomadtest.Agent, allocID, task string) func() [
 	}
 }
 
+// eventsOnce is evs() once it holds want Terminated events, or after 30 s:
+// the client sends task events to the servers in batches, so they can come
+// after the log already shows the attempt they tell of.
+func eventsOnce(evs func() []*api.TaskEvent, want int) []*api.TaskEvent {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := evs()
+		if len(terminatedCodes(got)) >= want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // terminatedCodes are the exit codes of the Terminated events, in order.
 func terminatedCodes(evs []*api.TaskEvent) []int {
 	var codes []int

@@ -55,8 +55,9 @@ func TestOutputAcrossRestarts(t *testing.T) {
 				// Which exit code a restart's kill leaves is the kill
 				// signal's business (TestVerbs, "job stop"); here: one
 				// Terminated event per restart.
-				if codes := terminatedCodes(evs()); len(codes) != 2 {
-					t.Errorf("Terminated exit codes %v, want one per restart; events:\n%s", codes, eventList(evs()))
+				ev := eventsOnce(evs, 2)
+				if codes := terminatedCodes(ev); len(codes) != 2 {
+					t.Errorf("Terminated exit codes %v, want one per restart; events:\n%s", codes, eventList(ev))
 				}
 				stopJob(t, a, id)
 			})
@@ -87,8 +88,9 @@ func TestOutputAcrossRestarts(t *testing.T) {
 				if len(got) != 2 || !inOrder(got) {
 					t.Errorf("logs hold %q, want both runs' lines in order", got)
 				}
-				if codes := terminatedCodes(evs()); !slices.Equal(codes, []int{1}) {
-					t.Errorf("Terminated exit codes %v, want [1] (the sandbox stopped from outside); events:\n%s", codes, eventList(evs()))
+				ev := eventsOnce(evs, 1)
+				if codes := terminatedCodes(ev); !slices.Equal(codes, []int{1}) {
+					t.Errorf("Terminated exit codes %v, want [1] (the sandbox stopped from outside); events:\n%s", codes, eventList(ev))
 				}
 				stopJob(t, a, id)
 			})
