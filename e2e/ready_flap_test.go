@@ -43,7 +43,7 @@ func TestReadyFlappingNeverHandedOut(t *testing.T) {
 	// slack: a verdict logged this long before the claim had reached the
 	// pool (the check's answer crosses the launch session and one lock).
 	const slack = 50 * time.Millisecond
-	a := readyAgent(t, template, "    size = 2\n    max = 6\n    claim_timeout = \"1m\"\n    ready_timeout = \"1m\"", false)
+	a := readyAgent(t, template, "    size = 2\n    max = 6\n    claim_timeout = \"1m\"\n    ready_timeout = \"1m\"", "raw_exec")
 
 	var retired atomic.Bool // the pool said a sandbox was no longer ready
 	done, stopped := make(chan struct{}), make(chan struct{})

@@ -19,21 +19,32 @@ import (
 
 // readyAgent starts an agent with one pool "ready" of the template text
 // (written to a file) and the pool options opts, without waiting for it to
-// turn warm.
-func readyAgent(t *testing.T, template, opts string, needRoot bool) *nomadtest.Agent {
+// turn warm. runtime is the template's: raw_exec, exec (needs root), or
+// docker's runc or runsc (needs dockerd; the test image is loaded).
+func readyAgent(t *testing.T, template, opts, runtime string) *nomadtest.Agent {
 	t.Helper()
 	if _, err := nomadtest.Binary(); err != nil {
 		t.Skipf("skipping e2e: %v", err)
 	}
-	if needRoot && os.Geteuid() != 0 {
-		t.Skip("skipping: the exec driver needs root")
+	var extra string
+	switch runtime {
+	case "exec":
+		if os.Geteuid() != 0 {
+			t.Skip("skipping: the exec driver needs root")
+		}
+	case "runc", "runsc":
+		if why := dockerReady(); why != "" {
+			t.Skipf("skipping docker e2e: %s", why)
+		}
+		ensureImage(t)
+		extra = dockerPluginConfig
 	}
 	spec := filepath.Join(t.TempDir(), "ready.nomad.hcl")
 	if err := os.WriteFile(spec, []byte(template), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	block := "config {\n  pool \"ready\" {\n    jobspec = \"" + spec + "\"\n" + opts + "\n  }\n}"
-	return nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block})
+	return nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block, ExtraConfig: extra})
 }
 
 // readyAttr reads one of the pool's node attributes ("" when not there).
@@ -128,13 +139,13 @@ func finishedAllocs(t *testing.T, a *nomadtest.Agent, job string, count int, wit
 	return out
 }
 
-// TestReadyCommandGatesHandOut: an exec template that prepares for 3 s and
-// then writes a marker, with a ready command for the marker. 20 sandbox
-// tasks submitted while the sandboxes are still preparing all find the
-// marker: none is handed an unprepared sandbox. The node showed sandboxes
-// preparing meanwhile.
+// TestReadyCommandGatesHandOut: a template that prepares for 3 s and then
+// writes a marker, with a ready command for the marker, on exec and on
+// docker with runc and gVisor. 20 sandbox tasks submitted while the
+// sandboxes are still preparing all find the marker: none is handed an
+// unprepared sandbox. The node showed sandboxes preparing meanwhile.
 func TestReadyCommandGatesHandOut(t *testing.T) {
-	const template = `job "ready-marker" {
+	const execTemplate = `job "ready-marker" {
   group "sandbox" {
     task "sandbox" {
       driver = "exec"
@@ -154,31 +165,64 @@ func TestReadyCommandGatesHandOut(t *testing.T) {
   }
 }
 `
-	// An exec sandbox took 1.5 minutes to start with 8 at once on a
-	// saturated 2-core machine: two rounds of 12 fit in claim_timeout there.
-	a := readyAgent(t, template, "    size = 4\n    max = 12\n    claim_timeout = \"10m\"\n    ready_timeout = \"5m\"", true)
-	preparing := watchPreparing(t, a, "ready")
-	if w := readyAttr(a, "ready", "warm"); w != "" && w != "0" {
-		t.Fatalf("%s sandboxes warm before the tasks were submitted; want them still preparing", w)
+	for _, runtime := range []string{"exec", "runc", "runsc"} {
+		t.Run(runtime, func(t *testing.T) {
+			// The marker, where the ready command and the tasks look (in
+			// their working dir: the task dir under exec, / under docker).
+			template, marker := execTemplate, "prepared"
+			if runtime != "exec" {
+				template, marker = readyDockerTemplate(t, runtime), "/tmp/prepared"
+			}
+			// An exec sandbox took 1.5 minutes to start with 8 at once on
+			// a saturated 2-core machine: two rounds of 12 fit in
+			// claim_timeout there.
+			a := readyAgent(t, template, "    size = 4\n    max = 12\n    claim_timeout = \"10m\"\n    ready_timeout = \"5m\"", runtime)
+			preparing := watchPreparing(t, a, "ready")
+			if w := readyAttr(a, "ready", "warm"); w != "" && w != "0" {
+				t.Fatalf("%s sandboxes warm before the tasks were submitted; want them still preparing", w)
+			}
+			const n = 20
+			runJob(t, a, batchJob("ready-tasks", "ready", n,
+				`if test -f `+marker+`; then echo PREPARED; else echo UNPREPARED; ls -la; exit 7; fi`))
+			allocs := finishedAllocs(t, a, "ready-tasks", n, 12*time.Minute)
+			unprepared := 0
+			for _, al := range allocs {
+				ts := al.TaskStates["agent"]
+				code, ok := exitCode(ts)
+				out := logs(t, a, al.ID, "agent")
+				if !ok || code != 0 || !strings.Contains(out, "PREPARED") {
+					unprepared++
+					t.Errorf("task %s: exit %d (%v), output %q; events:\n%s", al.ID[:8], code, ok, out, events(ts))
+				}
+			}
+			t.Logf("%d of %d tasks saw an unprepared sandbox; most sandboxes preparing at once: %d", unprepared, n, preparing.Load())
+			if preparing.Load() == 0 {
+				t.Errorf("the node never showed a sandbox preparing")
+			}
+		})
 	}
-	const n = 20
-	runJob(t, a, batchJob("ready-tasks", "ready", n,
-		`if test -f prepared; then echo PREPARED; else echo UNPREPARED; ls -la; exit 7; fi`))
-	allocs := finishedAllocs(t, a, "ready-tasks", n, 12*time.Minute)
-	unprepared := 0
-	for _, al := range allocs {
-		ts := al.TaskStates["agent"]
-		code, ok := exitCode(ts)
-		out := logs(t, a, al.ID, "agent")
-		if !ok || code != 0 || !strings.Contains(out, "PREPARED") {
-			unprepared++
-			t.Errorf("task %s: exit %d (%v), output %q; events:\n%s", al.ID[:8], code, ok, out, events(ts))
-		}
+}
+
+// readyDockerTemplate is the docker example template on runtime with the
+// test image, preparing for 3 s before it writes its marker in its /tmp (a
+// tmpfs: the root is read-only), with the ready command for the marker.
+func readyDockerTemplate(t *testing.T, runtime string) string {
+	t.Helper()
+	b, err := os.ReadFile(dockerTemplate(t, runtime))
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%d of %d tasks saw an unprepared sandbox; most sandboxes preparing at once: %d", unprepared, n, preparing.Load())
-	if preparing.Load() == 0 {
-		t.Errorf("the node never showed a sandbox preparing")
+	const idle = `args            = ["-c", "while :; do sleep 3600; done"]`
+	s := string(b)
+	if !strings.Contains(s, idle) || !strings.Contains(s, `driver = "docker"`) {
+		t.Fatalf("example/pools/docker-gvisor.nomad.hcl changed shape: no %s", idle)
 	}
+	s = strings.Replace(s, idle, `args            = ["-c", "sleep 3; echo done > /tmp/prepared; while :; do sleep 3600; done"]`, 1)
+	return strings.Replace(s, `driver = "docker"`, `driver = "docker"
+      meta {
+        agentkernel_pool_ready          = "test -f /tmp/prepared"
+        agentkernel_pool_ready_interval = "200ms"
+      }`, 1)
 }
 
 // TestServiceCheckGatesHandOut: an exec template with a Nomad service and
@@ -215,7 +259,7 @@ func TestServiceCheckGatesHandOut(t *testing.T) {
   }
 }
 `
-	a := readyAgent(t, template, "    size = 2\n    max = 4\n    claim_timeout = \"5m\"\n    ready_timeout = \"3m\"", true)
+	a := readyAgent(t, template, "    size = 2\n    max = 4\n    claim_timeout = \"5m\"\n    ready_timeout = \"3m\"", "exec")
 	const n = 4
 	runJob(t, a, batchJob("web-tasks", "ready", n,
 		`if busybox wget -q -O - "http://127.0.0.1:$(cat port)/"; then exit 0; else echo NOT-SERVING; exit 7; fi`))
@@ -245,7 +289,7 @@ func TestReadyNeverPasses(t *testing.T) {
       meta {
         agentkernel_pool_ready = "echo '`+why+`' >&2; exit 1"
       }`, 1)
-	a := readyAgent(t, tmpl, "    size = 1\n    max = 2\n    claim_timeout = \"15s\"\n    ready_timeout = \"20s\"", false)
+	a := readyAgent(t, tmpl, "    size = 1\n    max = 2\n    claim_timeout = \"15s\"\n    ready_timeout = \"20s\"", "raw_exec")
 	began := time.Now()
 	alloc := runJob(t, a, batchJob("never-ready", "ready", 1, "echo ran; exit 0"))
 	ts := waitTask(t, a, alloc.ID, "agent", "dead", 2*time.Minute)
