@@ -30,15 +30,17 @@ e2e: ## every test, with those against a real Nomad dev agent (needs nomad)
 	@mkdir -p $(AGENT_TMP)
 	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) go test -count=1 -timeout 60m ./...
 
-# The soak (e2e/soak_test.go): bursts of sandbox jobs (30 raw_exec, 10 exec) against a pool of 4;
-# make e2e runs a short one (60 raw_exec tasks, 30 exec), make soak a long one.
-SOAK_TASKS      ?= 1020
-SOAK_EXEC_TASKS ?= 300
+# The soak (e2e/soak_test.go): bursts of sandbox jobs (30 raw_exec, 10 exec, 30 gVisor where
+# dockerd runs) against a pool of 4; make e2e runs a short one (60 raw_exec tasks, 30 exec,
+# 30 gVisor), make soak a long one.
+SOAK_TASKS       ?= 1020
+SOAK_EXEC_TASKS  ?= 300
+SOAK_RUNSC_TASKS ?= 300
 
 soak: ## a thousand and more sandbox tasks in bursts: none may hang, lose output or leak (needs nomad; 30+ min)
 	@command -v $(NOMAD) >/dev/null || { echo "make soak needs nomad: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
 	@mkdir -p $(AGENT_TMP)
-	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) SOAK_TASKS=$(SOAK_TASKS) SOAK_EXEC_TASKS=$(SOAK_EXEC_TASKS) \
+	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) SOAK_TASKS=$(SOAK_TASKS) SOAK_EXEC_TASKS=$(SOAK_EXEC_TASKS) SOAK_RUNSC_TASKS=$(SOAK_RUNSC_TASKS) \
 		go test -count=1 -v -run '^TestSoak$$' -timeout 180m ./e2e/
 
 BENCH_OUT   := $(BUILD_DIR)/bench

@@ -20,8 +20,8 @@ import (
 )
 
 // TestSoak runs sandbox tasks the way an agent platform does, in bursts of
-// jobs registered at once (30 on raw_exec; 10 on exec, as root) against a
-// pool of 4 (max 40, claim_timeout 5m). Each burst mixes commands that exit at
+// jobs registered at once (30 on raw_exec and on docker with gVisor where
+// dockerd runs; 10 on exec, as root) against a pool of 4 (max 40, claim_timeout 5m). Each burst mixes commands that exit at
 // once, print 5,000 lines, exit non-zero, and are stopped mid-run. It fails
 // when a command's exit is not reported within 30 s (its Terminated event
 // after its exit record in the sandbox), a stop does not end the command
@@ -35,43 +35,56 @@ import (
 // (placing, starting logmon, processing a stop) on a loaded machine are not.
 //
 // SOAK_TASKS sets the raw_exec tasks (default 60: two bursts), SOAK_EXEC_TASKS
-// the exec ones (default 30); `make soak` runs a thousand and more.
+// the exec ones (default 30), SOAK_RUNSC_TASKS the gVisor ones (default 30);
+// `make soak` runs a thousand and more.
 func TestSoak(t *testing.T) {
 	if _, err := nomadtest.Binary(); err != nil {
 		t.Skipf("skipping e2e: %v", err)
 	}
 	runtimes := []struct {
-		name, template, env string
-		burst               int
+		name, env string
+		burst     int
+		template  func(t *testing.T) string // the pool's template file
 	}{
-		{"raw_exec", "raw_exec.nomad.hcl", "SOAK_TASKS", soakBurst},
-		{"exec", "exec.nomad.hcl", "SOAK_EXEC_TASKS", soakExecBurst},
+		{"raw_exec", "SOAK_TASKS", soakBurst, func(t *testing.T) string { return "../example/pools/raw_exec.nomad.hcl" }},
+		{"exec", "SOAK_EXEC_TASKS", soakExecBurst, func(t *testing.T) string { return "../example/pools/exec.nomad.hcl" }},
+		{"runsc", "SOAK_RUNSC_TASKS", soakBurst, func(t *testing.T) string { return dockerTemplate(t, "runsc") }},
 	}
 	for _, rt := range runtimes {
 		t.Run(rt.name, func(t *testing.T) {
-			if rt.name == "exec" && os.Geteuid() != 0 {
-				t.Skip("skipping: the exec driver needs root")
-			}
-			n := soakCount(rt.env, map[string]int{"raw_exec": 60, "exec": 30}[rt.name])
+			n := soakCount(rt.env, map[string]int{"raw_exec": 60, "exec": 30, "runsc": 30}[rt.name])
 			if n == 0 {
 				t.Skipf("skipping: %s=0", rt.env)
 			}
-			soak(t, soakTemplate(t, rt.template), n, rt.burst)
+			var extra string
+			switch rt.name {
+			case "exec":
+				if os.Geteuid() != 0 {
+					t.Skip("skipping: the exec driver needs root")
+				}
+			case "runsc":
+				if why := dockerReady(); why != "" {
+					t.Skipf("skipping docker soak: %s", why)
+				}
+				ensureImage(t)
+				extra = dockerPluginConfig
+			}
+			soak(t, soakTemplate(t, rt.template(t)), extra, n, rt.burst)
 		})
 	}
 }
 
-// soakTemplate is an example pool template with the raw_exec one's small
+// soakTemplate is the pool template at path with the raw_exec one's small
 // resources, so that 40 sandboxes and 30 tasks fit a small node's CPU.
-func soakTemplate(t *testing.T, name string) string {
+func soakTemplate(t *testing.T, path string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "example", "pools", name))
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hcl := regexp.MustCompile(`cpu\s*=\s*\d+`).ReplaceAllString(string(b), "cpu    = 20")
 	hcl = regexp.MustCompile(`memory\s*=\s*\d+`).ReplaceAllString(hcl, "memory = 64")
-	p := filepath.Join(t.TempDir(), name)
+	p := filepath.Join(t.TempDir(), "soak-"+filepath.Base(path))
 	if err := os.WriteFile(p, []byte(hcl), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +200,9 @@ func soakPoolBlock(template string) string {
 	return strings.Replace(poolBlock(soakPool, template, soakSize, soakMax), `claim_timeout = "60s"`, `claim_timeout = "`+soakClaimTimeout.String()+`"`, 1)
 }
 
-// soak runs n tasks on an agent with a pool of template, in bursts.
-func soak(t *testing.T, template string, n, burst int) {
+// soak runs n tasks on an agent with a pool of template (and the agent
+// config extra), in bursts.
+func soak(t *testing.T, template, extra string, n, burst int) {
 	// Every wait for a helper's exit starts 200 ms late (a failpoint): an
 	// exit in that window was once missed for good, and the task hung.
 	t.Setenv(shipper.SlowPidWaitEnv, "1") // the agent passes its env to the plugin
@@ -201,7 +215,7 @@ func soak(t *testing.T, template string, n, burst int) {
 	// with a harness of 30 watchers, so here it is raised
 	// (TestConnectionsDoNotGrowWithTasks checks the plugin's own use).
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: soakPoolBlock(template),
-		ExtraConfig: "client {\n  gc_max_allocs = 5000\n}\nlimits {\n  http_max_conns_per_client = 400\n}\n"})
+		ExtraConfig: "client {\n  gc_max_allocs = 5000\n}\nlimits {\n  http_max_conns_per_client = 400\n}\n" + extra})
 	soakWaitWarm(t, a)
 	before := pluginGoroutines(t, a)
 	begin := time.Now()
