@@ -11,14 +11,16 @@ import (
 	"github.com/hashicorp/nomad/api"
 )
 
-// TestReadyFlappingNeverHandedOut: a template whose sandbox is ready for 3 s
-// after its start and then never again (a server that crashed), with a ready
-// command asked every 200ms that logs each verdict with its time in the
-// sandbox. Tasks arrive in waves while sandboxes turn ready and stale. The
-// pool replaces a sandbox found not ready after it was, and hands none out:
-// for no task was its sandbox's last verdict before the claim a failure. What
-// the hand-out cannot know, a check in flight when the claim came, is left
-// out by the slack below.
+// TestReadyFlappingNeverHandedOut: a template whose sandbox is ready for 1 to
+// 3 s after its start (at random) and then never again (a server that
+// crashed), with a ready command asked every 200ms that logs each verdict
+// with its time in the sandbox. Tasks arrive one a second while sandboxes
+// turn ready and stale. The pool replaces a sandbox found not ready after it
+// was, and hands none out: for no task was its sandbox's last verdict before
+// the claim a failure. What the hand-out cannot know, a check in flight when
+// the claim came, is left out by the slack below. A task may also fail
+// unstarted, when the pool counts as failing (every sandbox going stale is
+// a template that fails): that is no hand-out either.
 func TestReadyFlappingNeverHandedOut(t *testing.T) {
 	const template = `job "ready-flap" {
   group "sandbox" {
@@ -26,7 +28,7 @@ func TestReadyFlappingNeverHandedOut(t *testing.T) {
       driver = "raw_exec"
       config {
         command = "/bin/sh"
-        args    = ["-c", "touch \"$NOMAD_ALLOC_DIR/up\"; sleep 3; rm -f \"$NOMAD_ALLOC_DIR/up\"; exec sleep infinity"]
+        args    = ["-c", "touch \"$NOMAD_ALLOC_DIR/up\"; sleep $(( $(od -An -N1 -tu1 /dev/urandom) % 3 + 1 )); rm -f \"$NOMAD_ALLOC_DIR/up\"; exec sleep infinity"]
       }
       meta {
         agentkernel_pool_ready          = "v=fail; test -f \"$NOMAD_ALLOC_DIR/up\" && v=pass; echo \"$(date +%s%N) $v\" >> \"$NOMAD_ALLOC_DIR/checks\"; test $v = pass"
@@ -43,7 +45,7 @@ func TestReadyFlappingNeverHandedOut(t *testing.T) {
 	// slack: a verdict logged this long before the claim had reached the
 	// pool (the check's answer crosses the launch session and one lock).
 	const slack = 50 * time.Millisecond
-	a := readyAgent(t, template, "    size = 2\n    max = 6\n    claim_timeout = \"1m\"\n    ready_timeout = \"1m\"", "raw_exec")
+	a := readyAgent(t, template, "    size = 3\n    max = 8\n    claim_timeout = \"1m\"\n    ready_timeout = \"1m\"", "raw_exec")
 
 	var retired atomic.Bool // the pool said a sandbox was no longer ready
 	done, stopped := make(chan struct{}), make(chan struct{})
@@ -56,26 +58,33 @@ func TestReadyFlappingNeverHandedOut(t *testing.T) {
 			select {
 			case <-done:
 				return
-			case <-time.After(250 * time.Millisecond):
+			case <-time.After(100 * time.Millisecond):
 			}
 		}
 	}()
 	defer func() { close(done); <-stopped }()
 
-	const waves, per = 6, 2
+	const waves, per = 12, 1
 	for w := range waves {
 		runJob(t, a, batchJob(fmt.Sprintf("flap-%d", w), "ready", per,
 			`cat "$AGENTKERNEL_SANDBOX_ALLOC_DIR/checks"; echo checked`))
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(time.Second)
 	}
-	stale := 0
+	stale, ran := 0, 0
 	for w := range waves {
 		for _, al := range finishedAllocs(t, a, fmt.Sprintf("flap-%d", w), per, 3*time.Minute) {
 			ts := al.TaskStates["agent"]
 			out := logs(t, a, al.ID, "agent")
-			if code, ok := exitCode(ts); !ok || code != 0 || !strings.Contains(out, "checked") {
-				t.Errorf("task %s: exit %d (%v), output %q; events:\n%s", al.ID[:8], code, ok, out, events(ts))
+			code, ok := exitCode(ts)
+			if !strings.Contains(out, "checked") {
+				if ev := events(ts); sandboxOf(ts) != "" || !strings.Contains(ev, "no longer ready") {
+					t.Errorf("task %s did not run, and not for want of a ready sandbox: exit %d (%v), output %q; events:\n%s", al.ID[:8], code, ok, out, ev)
+				}
 				continue
+			}
+			ran++
+			if !ok || code != 0 {
+				t.Errorf("task %s: exit %d (%v), output %q; events:\n%s", al.ID[:8], code, ok, out, events(ts))
 			}
 			claimed := claimTime(ts)
 			if claimed.IsZero() {
@@ -90,9 +99,12 @@ func TestReadyFlappingNeverHandedOut(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d tasks, %d handed a sandbox not ready; a sandbox replaced as no longer ready: %v", waves*per, stale, retired.Load())
+	t.Logf("%d tasks, %d ran, %d handed a sandbox not ready; a sandbox replaced as no longer ready: %v", waves*per, ran, stale, retired.Load())
 	if !retired.Load() {
 		t.Errorf("the pool never said a sandbox was no longer ready: the test did not flap")
+	}
+	if ran < 3 {
+		t.Errorf("only %d tasks ran: too few hand-outs to tell anything", ran)
 	}
 }
 
