@@ -17,6 +17,7 @@ import (
 	"github.com/agentkernel/agentkernel-pool/device"
 	"github.com/agentkernel/agentkernel-pool/driver"
 	"github.com/agentkernel/agentkernel-pool/driver/shipper"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -84,7 +85,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	client, err := pool.NewClient(pool.APIConfig{
+	client, err := nomadapi.NewClient(nomadapi.Config{
 		Address: *addr, CAFile: os.Getenv("NOMAD_CACERT"), CertFile: os.Getenv("NOMAD_CLIENT_CERT"),
 		KeyFile: os.Getenv("NOMAD_CLIENT_KEY"), TLSServerName: os.Getenv("NOMAD_TLS_SERVER_NAME"),
 	})

@@ -11,8 +11,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
-	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 const (
@@ -67,7 +67,7 @@ func (p *Plugin) remembered() []plugin.DeviceGroup {
 // follow waits for a usable config, finds the node's state dir and sends the
 // state's groups on every change until ctx ends.
 func (p *Plugin) follow(ctx context.Context, ch chan<- []plugin.DeviceGroup) {
-	var cfg *pool.APIConfig
+	var cfg *nomadapi.Config
 	for cfg == nil {
 		var changed <-chan struct{}
 		if cfg, changed = p.config(); cfg != nil {
@@ -144,11 +144,11 @@ func (p *Plugin) read(dir, nodeID string) ([]plugin.DeviceGroup, error) {
 
 // locate asks the local agent for its node ID and data dir until it
 // answers (it does not serve its API until the plugins fingerprinted).
-func (p *Plugin) locate(ctx context.Context, cfg pool.APIConfig) (nodeID, dataDir string, err error) {
+func (p *Plugin) locate(ctx context.Context, cfg nomadapi.Config) (nodeID, dataDir string, err error) {
 	backoff := 500 * time.Millisecond
 	for {
 		var client *api.Client
-		if client, err = pool.NewClient(cfg); err == nil {
+		if client, err = nomadapi.NewClient(cfg); err == nil {
 			if nodeID, dataDir, err = agentSelf(ctx, client, p.tokenSet); err == nil {
 				return nodeID, dataDir, nil
 			}
@@ -163,7 +163,7 @@ func (p *Plugin) locate(ctx context.Context, cfg pool.APIConfig) (nodeID, dataDi
 	}
 }
 
-func agentSelf(ctx context.Context, c *api.Client, token *pool.Token) (nodeID, dataDir string, err error) {
+func agentSelf(ctx context.Context, c *api.Client, token *nomadapi.Token) (nodeID, dataDir string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	var self api.AgentSelf

@@ -11,8 +11,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/agentkernel/agentkernel-pool/hclspec"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
-	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // Name is the device plugin's name: the file name in plugin_dir (a symlink to
@@ -50,16 +50,16 @@ type Plugin struct {
 
 	mu       sync.Mutex
 	raw      []byte
-	api      *pool.APIConfig // nil until a usable config arrived
+	api      *nomadapi.Config // nil until a usable config arrived
 	cfgErr   error
-	tokenSet *pool.Token
+	tokenSet *nomadapi.Token
 	gotCfg   chan struct{} // closed and replaced whenever the config changes
 	memoDir  string        // DefaultMemoDir but in tests
 }
 
 // New returns the device plugin; version is the binary's.
 func New(logger hclog.Logger, version string) *Plugin {
-	return &Plugin{logger: logger.Named("device"), version: version, tokenSet: pool.NewToken(""), gotCfg: make(chan struct{}), memoDir: DefaultMemoDir}
+	return &Plugin{logger: logger.Named("device"), version: version, tokenSet: nomadapi.NewToken(""), gotCfg: make(chan struct{}), memoDir: DefaultMemoDir}
 }
 
 var _ plugin.Device = (*Plugin)(nil)
@@ -92,13 +92,13 @@ func (p *Plugin) SetConfig(_ context.Context, msgpackConfig []byte, agent *plugi
 }
 
 // parseConfig validates the block; each problem names its field.
-func parseConfig(b []byte) (*pool.APIConfig, error) {
+func parseConfig(b []byte) (*nomadapi.Config, error) {
 	var raw rawConfig
 	if err := plugin.DecodeConfig(b, &raw); err != nil {
 		return nil, err
 	}
 	var errs []error
-	c := &pool.APIConfig{Address: strings.TrimSpace(raw.Address), CAFile: raw.CAFile, CertFile: raw.CertFile,
+	c := &nomadapi.Config{Address: strings.TrimSpace(raw.Address), CAFile: raw.CAFile, CertFile: raw.CertFile,
 		KeyFile: raw.KeyFile, TLSServerName: raw.TLSServerName}
 	if c.Address != "" {
 		if u, err := url.Parse(c.Address); err != nil || u.Scheme == "" || u.Host == "" {
@@ -106,7 +106,7 @@ func parseConfig(b []byte) (*pool.APIConfig, error) {
 		}
 	}
 	if raw.TokenFile != "" {
-		tok, err := pool.ReadTokenFile(raw.TokenFile)
+		tok, err := nomadapi.ReadTokenFile(raw.TokenFile)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("token_file: %w", err))
 		}
@@ -122,7 +122,7 @@ func parseConfig(b []byte) (*pool.APIConfig, error) {
 }
 
 // config returns the usable config, or nil, and a channel closed when it changes.
-func (p *Plugin) config() (*pool.APIConfig, <-chan struct{}) {
+func (p *Plugin) config() (*nomadapi.Config, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.api, p.gotCfg

@@ -6,6 +6,7 @@ package driver
 import (
 	"github.com/agentkernel/agentkernel-pool/hclspec"
 	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -107,7 +108,7 @@ type rawPool struct {
 
 // Config is the validated plugin configuration.
 type Config struct {
-	API       pool.APIConfig
+	API       nomadapi.Config
 	TokenFile string
 	Namespace string
 	Pools     []pool.Config // sorted by name

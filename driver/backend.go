@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/driver/shipper"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -25,7 +26,7 @@ type nomadBackend struct {
 	*sandbox.Runner
 	cfg      *Config
 	client   *api.Client
-	token    *pool.Token
+	token    *nomadapi.Token
 	logger   hclog.Logger
 	onChange func()
 	observer pool.Observer // nil: none
@@ -40,20 +41,20 @@ type nomadBackend struct {
 var _ Backend = (*nomadBackend)(nil)
 
 // newNomadBackend is the BackendFactory of production.
-func newNomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), metrics Metrics) (Backend, error) {
+func newNomadBackend(cfg *Config, token *nomadapi.Token, logger hclog.Logger, onChange func(), metrics Metrics) (Backend, error) {
 	apiCfg := cfg.API
 	apiCfg.Token = "" // not baked into the client: each call reads token
 	// The execs' websockets need the API client's own transport, not a
 	// metered one: the Runner tells of its execs itself.
 	apiCfg.Calls = nil
-	execClient, err := pool.NewClient(apiCfg)
+	execClient, err := nomadapi.NewClient(apiCfg)
 	if err != nil {
 		return nil, fmt.Errorf("nomad api client: %w", err)
 	}
 	if metrics != nil {
 		apiCfg.Calls = metrics
 	}
-	client, err := pool.NewClient(apiCfg)
+	client, err := nomadapi.NewClient(apiCfg)
 	if err != nil {
 		return nil, fmt.Errorf("nomad api client: %w", err)
 	}
@@ -61,7 +62,7 @@ func newNomadBackend(cfg *Config, token *pool.Token, logger hclog.Logger, onChan
 	b.Runner = &sandbox.Runner{Client: execClient, Token: token, Logger: logger.Named("sandbox"), OnSessionLost: b.unprepare}
 	if metrics != nil {
 		b.observer = metrics
-		b.Runner.OnCall = func(op string, took time.Duration, err error) { metrics.APICall(op, pool.CallResult(err), took) }
+		b.Runner.OnCall = func(op string, took time.Duration, err error) { metrics.APICall(op, nomadapi.CallResult(err), took) }
 	}
 	return b, nil
 }
@@ -184,7 +185,7 @@ func (b *nomadBackend) Stop() {
 
 // localNode asks the local agent for its node id and its allocation dir,
 // retrying until it answers.
-func localNode(ctx context.Context, c *api.Client, token *pool.Token, logger hclog.Logger) (string, string, error) {
+func localNode(ctx context.Context, c *api.Client, token *nomadapi.Token, logger hclog.Logger) (string, string, error) {
 	backoff := localNodeRetryFirst
 	for {
 		self, err := agentSelf(ctx, c, token)
@@ -215,7 +216,7 @@ func allocRootOf(self *api.AgentSelf) string {
 	return filepath.Join(d, "alloc")
 }
 
-func agentSelf(ctx context.Context, c *api.Client, token *pool.Token) (*api.AgentSelf, error) {
+func agentSelf(ctx context.Context, c *api.Client, token *nomadapi.Token) (*api.AgentSelf, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
 	var self api.AgentSelf
@@ -230,7 +231,7 @@ func agentSelf(ctx context.Context, c *api.Client, token *pool.Token) (*api.Agen
 	return &self, nil
 }
 
-func usage(ctx context.Context, c *api.Client, token *pool.Token, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
+func usage(ctx context.Context, c *api.Client, token *nomadapi.Token, ns, allocID, task string) (*plugin.TaskResourceUsage, error) {
 	q := (&api.QueryOptions{Namespace: ns, AuthToken: token.Secret()}).WithContext(ctx)
 	a := &api.Allocation{ID: allocID, Namespace: ns}
 	ru, err := c.Allocations().Stats(a, q)

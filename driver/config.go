@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
@@ -50,7 +51,7 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	c := &Config{
-		API: pool.APIConfig{
+		API: nomadapi.Config{
 			Address:       strings.TrimSpace(raw.Address),
 			CAFile:        raw.CAFile,
 			CertFile:      raw.CertFile,
@@ -74,7 +75,7 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		}
 	}
 	if c.TokenFile != "" {
-		tok, err := pool.ReadTokenFile(c.TokenFile)
+		tok, err := nomadapi.ReadTokenFile(c.TokenFile)
 		if err != nil {
 			bad("token_file: %v", err)
 		}

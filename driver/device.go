@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/device"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -117,7 +118,7 @@ func (d *Driver) locateDeviceDir() (nodeID, dir string, err error) {
 	}
 	apiCfg := cfg.API
 	apiCfg.Token = "" // each call sends d.token
-	c, err := pool.NewClient(apiCfg)
+	c, err := nomadapi.NewClient(apiCfg)
 	if err != nil {
 		return "", "", err
 	}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
-	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
 // Driver implements plugin.Driver.
@@ -27,7 +27,7 @@ type Driver struct {
 	started   bool // long-lived instance: backend being built or running
 	cfg       *Config
 	cfgErr    error
-	token     *pool.Token // the plugin's ACL token, read by each API call
+	token     *nomadapi.Token // the plugin's ACL token, read by each API call
 	backend   Backend
 	// backendSet is closed, and replaced, whenever a new backend is set.
 	backendSet chan struct{}
@@ -67,7 +67,7 @@ func New(logger hclog.Logger, newBackend BackendFactory) *Driver {
 	d := &Driver{
 		logger:      logger.Named("driver"),
 		newBackend:  newBackend,
-		token:       pool.NewToken(""),
+		token:       nomadapi.NewToken(""),
 		backendSet:  make(chan struct{}),
 		ctx:         ctx,
 		cancel:      cancel,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/driver/shipper"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -319,7 +320,7 @@ func (n *fakeNomad) Stop() {}
 
 // fakeBackend builds a backend over the fakes; check, when set, answers health probes.
 func fakeBackend(p *fakePool, r *fakeRunner, check func(context.Context) error) BackendFactory {
-	return func(*Config, *pool.Token, hclog.Logger, func(), Metrics) (Backend, error) {
+	return func(*Config, *nomadapi.Token, hclog.Logger, func(), Metrics) (Backend, error) {
 		return &fakeNomad{fakeRunner: r, check: check, startPool: func(context.Context) (Pool, error) { return p, nil }}, nil
 	}
 }

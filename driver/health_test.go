@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/internal/nodeattr"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin/plugintest"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
@@ -30,7 +31,7 @@ func TestFailedPoolStartRetriedUntilFixed(t *testing.T) {
 	var mu sync.Mutex
 	denied := true
 	starts := 0
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), _ Metrics) (Backend, error) {
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *nomadapi.Token, logger hclog.Logger, onChange func(), _ Metrics) (Backend, error) {
 		return &fakeNomad{fakeRunner: e.runner,
 			startPool: func(context.Context) (Pool, error) {
 				mu.Lock()
@@ -79,8 +80,8 @@ func TestTokenFileReloaded(t *testing.T) {
 	e.pool.dir = e.dir
 	var mu sync.Mutex
 	var builds, starts int
-	var tok *pool.Token
-	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), _ Metrics) (Backend, error) {
+	var tok *nomadapi.Token
+	e.drv = New(hclog.NewNullLogger(), func(cfg *Config, token *nomadapi.Token, logger hclog.Logger, onChange func(), _ Metrics) (Backend, error) {
 		mu.Lock()
 		builds++
 		tok = token

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
 	"github.com/agentkernel/agentkernel-pool/driver/shipper"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
@@ -71,11 +72,11 @@ type Runner interface {
 // call. Every API call it makes sends token as it is at that call: a rotated
 // token_file changes the value, never the backend. The backend tells metrics
 // of its pools' warm-ups, dispatches and purges and of its API calls.
-type BackendFactory func(cfg *Config, token *pool.Token, logger hclog.Logger, onChange func(), metrics Metrics) (Backend, error)
+type BackendFactory func(cfg *Config, token *nomadapi.Token, logger hclog.Logger, onChange func(), metrics Metrics) (Backend, error)
 
 // Metrics is told of what a backend's pools do and of every Nomad API call it
 // makes (/metrics).
 type Metrics interface {
 	pool.Observer
-	pool.CallObserver
+	nomadapi.CallObserver
 }

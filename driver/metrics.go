@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
@@ -39,8 +40,8 @@ type metrics struct {
 	ready        *prometheus.HistogramVec // pool.Observer
 	dispatches   *prometheus.CounterVec
 	purges       *prometheus.CounterVec
-	apiRequests  *prometheus.CounterVec   // pool.CallObserver
-	apiLatency   *prometheus.HistogramVec // pool.CallObserver
+	apiRequests  *prometheus.CounterVec   // nomadapi.CallObserver
+	apiLatency   *prometheus.HistogramVec // nomadapi.CallObserver
 
 	mu     sync.Mutex
 	pools  func() map[string]pool.Stats // nil while no pools run
@@ -93,11 +94,11 @@ func newMetrics() *metrics {
 }
 
 var (
-	_ pool.Observer     = (*metrics)(nil)
-	_ pool.CallObserver = (*metrics)(nil)
+	_ pool.Observer         = (*metrics)(nil)
+	_ nomadapi.CallObserver = (*metrics)(nil)
 )
 
-// APICall implements pool.CallObserver.
+// APICall implements nomadapi.CallObserver.
 func (m *metrics) APICall(op, result string, took time.Duration) {
 	m.apiRequests.WithLabelValues(op, result).Inc()
 	m.apiLatency.WithLabelValues(op, result).Observe(took.Seconds())

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
 	"github.com/agentkernel/agentkernel-pool/pool"
@@ -122,7 +123,7 @@ func TestExampleMonitoringUsesServedMetrics(t *testing.T) {
 	m.WarmedUp("dev", time.Second)
 	m.Dispatched("dev", nil)
 	m.Purged("dev", nil)
-	m.APICall("jobs.dispatch", pool.CallOK, time.Millisecond)
+	m.APICall("jobs.dispatch", nomadapi.CallOK, time.Millisecond)
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -165,8 +166,8 @@ func TestBackendMetersNomadAPIRequests(t *testing.T) {
 	}))
 	defer agent.Close()
 	m := newMetrics()
-	cfg := &Config{API: pool.APIConfig{Address: agent.URL}}
-	b, err := newNomadBackend(cfg, pool.NewToken(""), hclog.NewNullLogger(), func() {}, m)
+	cfg := &Config{API: nomadapi.Config{Address: agent.URL}}
+	b, err := newNomadBackend(cfg, nomadapi.NewToken(""), hclog.NewNullLogger(), func() {}, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func TestBackendMetersNomadAPIRequests(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"agent.self " + pool.CallOK, "alloc.stats " + pool.Call4xx, sandbox.OpExecSession + " " + pool.Call4xx}
+	want := []string{"agent.self " + nomadapi.CallOK, "alloc.stats " + nomadapi.Call4xx, sandbox.OpExecSession + " " + nomadapi.Call4xx}
 	if len(requests) != len(want) || len(observed) != len(want) {
 		t.Errorf("requests %v, latencies observed %v; want one each of %q", requests, observed, want)
 	}

@@ -14,7 +14,7 @@ import (
 // written to token_file (a rotation, or a token_file that did not exist yet)
 // takes effect without an agent restart. The config's own text cannot change
 // without one; only the files it names can. A new token is a new value for
-// the next API call (see pool.Token): nothing is rebuilt for it. The backend
+// the next API call (see nomadapi.Token): nothing is rebuilt for it. The backend
 // is built only when a config that was broken now parses cleanly; a file that
 // is briefly missing never tears down working pools.
 func (d *Driver) reloadLoop() {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 )
 
 // accessProbePath is a variable path under the claim root that is never
@@ -24,7 +26,7 @@ func (m *Manager) checkAccess(ctx context.Context) error {
 	var errs []error
 	probe := func(what, need string, attempts int, fn func(context.Context) error) {
 		err := call(ctx, attempts, fn)
-		if statusCode(err) == http.StatusForbidden {
+		if nomadapi.StatusCode(err) == http.StatusForbidden {
 			errs = append(errs, fmt.Errorf("%s: %w", what, denied(err, need)))
 		}
 	}

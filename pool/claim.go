@@ -109,41 +109,21 @@ func (m *Manager) claim(ctx context.Context, pool string, owner Owner, want stri
 		changed := m.changed
 		m.mu.Unlock()
 
-		if cand != nil {
-			var c *Claim
-			var err error
-			if m.writeBehind {
-				c = m.reserve(p, cand, owner)
-			}
-			if c == nil {
-				c, err = m.tryClaim(ctx, p, cand, owner, reasonClaim)
-			}
-			if err == nil {
-				c.Hit, c.Waited = !missed, time.Since(start)
-				m.mu.Lock()
-				p.quietAfterClaim(time.Now())
-				m.mu.Unlock()
-				m.kickReplenish()
-				m.releaseSuperseded(owner, c.AllocID, c.ClaimedAt)
-				m.log.Info("claimed warm allocation", "pool", pool, "alloc_id", c.AllocID, "job_id", c.JobID,
-					"owner_alloc_id", owner.AllocID, "owner_task", owner.TaskName, "hit", c.Hit, "waited", c.Waited)
-				return c, nil
-			}
-			if errors.Is(err, errLost) {
-				continue
-			}
-			if ctx.Err() == nil {
-				err = fmt.Errorf("claim warm allocation in pool %q: %w", pool, err)
-				m.log.Error("claim failed", "pool", pool, "alloc_id", cand.allocID, "error", err)
-				return nil, err
-			}
-		}
 		if cand == nil {
 			// With no candidate and the Nomad API not answering, no warm
 			// allocation can come: say so now rather than at the timeout.
 			if err := m.Health(); err != nil {
 				return nil, fmt.Errorf("claim warm allocation in pool %q: no warm allocation, and the nomad api is not answering: %w", pool, err)
 			}
+		} else {
+			c, err := m.claimCandidate(ctx, p, cand, owner, start, missed)
+			if errors.Is(err, errLost) {
+				continue // the next candidate
+			}
+			if c != nil || err != nil {
+				return c, err
+			}
+			// ctx ended during the attempt: the wait below says so.
 		}
 		if !waiting && ctx.Err() == nil {
 			waiting, missed = true, true
@@ -159,6 +139,41 @@ func (m *Manager) claim(ctx context.Context, pool string, owner Owner, want stri
 			return nil, m.timeoutErr(p, time.Since(start), ctx, mctx)
 		}
 	}
+}
+
+// claimCandidate claims cand for owner: handed out at once and written
+// behind when the Manager may, else written now (tryClaim). It returns the
+// claim; an error wrapping errLost when cand cannot be had and the next
+// candidate is to be tried; another error when the Claim fails; and neither
+// when ctx ended during the attempt. missed says the Claim had to wait.
+func (m *Manager) claimCandidate(ctx context.Context, p *pool, cand *instance, owner Owner, start time.Time, missed bool) (*Claim, error) {
+	var c *Claim
+	var err error
+	if m.writeBehind {
+		c = m.reserve(p, cand, owner)
+	}
+	if c == nil {
+		c, err = m.tryClaim(ctx, p, cand, owner, reasonClaim)
+	}
+	switch {
+	case errors.Is(err, errLost):
+		return nil, err
+	case err != nil && ctx.Err() != nil:
+		return nil, nil
+	case err != nil:
+		err = fmt.Errorf("claim warm allocation in pool %q: %w", p.cfg.Name, err)
+		m.log.Error("claim failed", "pool", p.cfg.Name, "alloc_id", cand.allocID, "error", err)
+		return nil, err
+	}
+	c.Hit, c.Waited = !missed, time.Since(start)
+	m.mu.Lock()
+	p.quietAfterClaim(time.Now())
+	m.mu.Unlock()
+	m.kickReplenish()
+	m.releaseSuperseded(owner, c.AllocID, c.ClaimedAt)
+	m.log.Info("claimed warm allocation", "pool", p.cfg.Name, "alloc_id", c.AllocID, "job_id", c.JobID,
+		"owner_alloc_id", owner.AllocID, "owner_task", owner.TaskName, "hit", c.Hit, "waited", c.Waited)
+	return c, nil
 }
 
 // timeoutErr says what a Claim waited for when its context ended.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 )
 
 // What a Manager is configured with: its pools and its options, their
@@ -42,7 +44,7 @@ type Options struct {
 	Client *api.Client
 	// Token, when set, is the ACL token of every call, read at each call, so
 	// a new token takes effect without a new Manager; nil means the client's.
-	Token     *Token
+	Token     *nomadapi.Token
 	NodeID    string // the Nomad node whose pools this Manager keeps
 	Namespace string // where warm jobs and claim records live; default "default"
 	Pools     []Config

@@ -137,15 +137,15 @@ func classify(j *api.JobListStub, allocs []*api.AllocationListStub, claims map[s
 // ends every process of a sandbox when its task exits, the warm task's own
 // included) or it died under the claimer. It is the claimer's to release,
 // not a warm instance that died unclaimed: no failure of the template, and
-// no purge behind the claimer's back. Only what this process saw claimed is
-// known: after a restart such an instance counts as died unclaimed once, and
-// reconcile removes its claim.
-func (inv *inventory) keepClaimed(in *instance, claims map[string]claimRef) *instance {
+// no purge behind the claimer's back. Only what this process saw claimed
+// (claimedJobs: job ID to its claimed allocation) is known: after a restart
+// such an instance counts as died unclaimed once, and reconcile removes its
+// claim.
+func keepClaimed(in *instance, claims map[string]claimRef, claimedJobs map[string]string) *instance {
 	if in.state == stateClaimed {
-		inv.claimedJobs[in.jobID] = in.allocID
 		return in
 	}
-	if allocID, ok := inv.claimedJobs[in.jobID]; ok {
+	if allocID, ok := claimedJobs[in.jobID]; ok {
 		if _, claimed := claims[allocID]; claimed {
 			in.state, in.allocID = stateClaimed, allocID
 		}

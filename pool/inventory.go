@@ -1,8 +1,8 @@
 package pool
 
 import (
+	"maps"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
@@ -76,18 +76,76 @@ func newInventory() inventory {
 // pendingIndex marks a local write whose index is not known yet.
 const pendingIndex = math.MaxUint64
 
-// poolView is a pool's share of the inventory, rebuilt on every change.
-type poolView struct {
-	counts     Stats
-	stopping   int         // live allocations whose job is purged or stopped
-	candidates []*instance // warm, current template, not reserved; oldest first
-	all        []*instance
-}
-
-// rebuildLocked recomputes every pool's view from the lists and overlays,
-// wakes waiting claims and, when counts changed, the OnChange notifier.
+// rebuildLocked recomputes every pool's view from the lists and overlays
+// (view.go), applies what it saw to the Manager's bookkeeping, wakes waiting
+// claims and, when counts changed, the OnChange notifier.
 func (m *Manager) rebuildLocked() {
 	inv := &m.inv
+	inv.pruneOverlays()
+	facts := viewFacts{
+		jobs: inv.jobs, allocs: inv.allocs, claims: inv.claims,
+		addedClaims: inv.addedClaims, removedClaims: inv.removedClaims, removedJobs: inv.removedJobs,
+		claimedJobs: inv.claimedJobs, reserved: inv.reserved, busy: inv.busy,
+		prepare: m.prepare != nil, prepared: inv.prepared, readiness: inv.readiness,
+		pools: make(map[string]poolFacts, len(m.pools)),
+	}
+	for name, p := range m.pools {
+		for id, idx := range p.expected {
+			if _, listed := inv.jobs[id]; listed || idx <= inv.jobsIndex {
+				delete(p.expected, id)
+			}
+		}
+		facts.pools[name] = poolFacts{tmpl: p.tmpl, pending: p.inflight + len(p.expected)}
+	}
+	r := buildViews(facts)
+
+	inv.orphans = r.orphans
+	for _, in := range r.warm {
+		if !inv.warmSeen[in.jobID] {
+			// Once per instance: one that turns warm again (prepared
+			// anew, a claim given back) proves nothing new of the
+			// template and has not warmed up again.
+			inv.warmSeen[in.jobID] = true
+			p := m.pools[in.pool]
+			p.resetFailures() // a new warm instance: the template works
+			m.warmedUpLocked(p, in)
+		}
+	}
+	maps.Copy(inv.claimedJobs, r.claimed)
+	for id := range inv.warmSeen {
+		if !r.seen[id] {
+			delete(inv.warmSeen, id)
+		}
+	}
+	for id := range inv.claimedJobs {
+		if !r.seen[id] {
+			delete(inv.claimedJobs, id)
+		}
+	}
+	for id := range inv.prepared {
+		if !r.keepPrepared[id] { // claimed or gone: its preparation is used up
+			delete(inv.prepared, id)
+		}
+	}
+	for id := range inv.prepRetry {
+		if !r.keepPrepared[id] {
+			delete(inv.prepRetry, id)
+		}
+	}
+	m.trackReadinessLocked(r.tracked)
+	for name, p := range m.pools {
+		p.view = *r.views[name]
+		m.trackUnplacedLocked(p)
+	}
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.signalChangeLocked()
+	m.kickReplenish()
+}
+
+// pruneOverlays forgets the writes of this Manager that the lists have
+// caught up with.
+func (inv *inventory) pruneOverlays() {
 	for id, idx := range inv.addedClaims {
 		if idx.index <= inv.claimsIndex {
 			delete(inv.addedClaims, id)
@@ -103,129 +161,6 @@ func (m *Manager) rebuildLocked() {
 			delete(inv.removedJobs, id)
 		}
 	}
-	claims := make(map[string]claimRef, len(inv.claims)+len(inv.addedClaims))
-	for id, c := range inv.claims {
-		if _, gone := inv.removedClaims[id]; !gone {
-			claims[id] = c
-		}
-	}
-	for id, c := range inv.addedClaims {
-		claims[id] = c
-	}
-
-	views := make(map[string]*poolView, len(m.pools))
-	for name := range m.pools {
-		views[name] = &poolView{}
-	}
-	inv.orphans = inv.orphans[:0]
-	seen := map[string]bool{} // jobs whose live allocations are accounted for
-	ready := map[string]bool{}
-	tracked := map[string]bool{} // allocations whose readiness is tracked
-	for id, j := range inv.jobs {
-		if j.ParentID == "" {
-			continue
-		}
-		if _, purged := inv.removedJobs[id]; purged {
-			continue
-		}
-		seen[id] = true
-		in := inv.keepClaimed(classify(j, inv.allocs[id], claims), claims)
-		gated := in.state == stateWarm && m.readyGateLocked(in, tracked)
-		if in.state == stateWarm && m.prepare != nil {
-			ready[in.allocID] = true
-			if !inv.prepared[in.allocID] {
-				in.state, in.unprepared = stateStarting, true
-			}
-		}
-		if in.state == stateWarm && gated {
-			in.state, in.preparing = stateStarting, true
-		}
-		v := views[in.pool]
-		if v == nil {
-			inv.orphans = append(inv.orphans, in)
-			continue
-		}
-		v.all = append(v.all, in)
-		switch {
-		case in.preparing:
-			v.counts.Preparing++
-		case in.state == stateStarting:
-			v.counts.Starting++
-		case in.state == stateWarm:
-			v.counts.Warm++
-			p := m.pools[in.pool]
-			if !inv.warmSeen[id] {
-				// Once per instance: one that turns warm again (prepared
-				// anew, a claim given back) proves nothing new of the
-				// template and has not warmed up again.
-				inv.warmSeen[id] = true
-				p.resetFailures() // a new warm instance: the template works
-				m.warmedUpLocked(p, in)
-			}
-			if !inv.reserved[in.allocID] && !inv.busy[id] && (p.tmpl == nil || p.tmpl.hash == in.hash) {
-				v.candidates = append(v.candidates, in)
-			}
-		case in.state == stateClaimed:
-			v.counts.Claimed++
-		case in.state == stateFailed:
-			v.counts.Failed++
-			for _, a := range inv.allocs[id] {
-				if isLive(a) {
-					v.stopping++
-				}
-			}
-		}
-	}
-	for id := range inv.warmSeen {
-		if !seen[id] {
-			delete(inv.warmSeen, id)
-		}
-	}
-	for id := range inv.claimedJobs {
-		if !seen[id] {
-			delete(inv.claimedJobs, id)
-		}
-	}
-	for id := range inv.prepared {
-		if !ready[id] { // claimed or gone: its preparation is used up
-			delete(inv.prepared, id)
-		}
-	}
-	for id := range inv.prepRetry {
-		if !ready[id] {
-			delete(inv.prepRetry, id)
-		}
-	}
-	for id := range inv.readiness {
-		if !tracked[id] { // claimed or gone: readiness is a warm allocation's
-			delete(inv.readiness, id)
-		}
-	}
-	for id, allocs := range inv.allocs {
-		if seen[id] {
-			continue
-		}
-		pool, _, _, _ := parseJobID(id)
-		if v := views[pool]; v != nil {
-			v.stopping += len(allocs)
-		}
-	}
-	for name, p := range m.pools {
-		v := views[name]
-		for id, idx := range p.expected {
-			if _, listed := inv.jobs[id]; listed || idx <= inv.jobsIndex {
-				delete(p.expected, id)
-			}
-		}
-		v.counts.Starting += p.inflight + len(p.expected)
-		slices.SortFunc(v.candidates, func(a, b *instance) int { return a.submitted.Compare(b.submitted) })
-		p.view = *v
-		m.trackUnplacedLocked(p)
-	}
-	close(m.changed)
-	m.changed = make(chan struct{})
-	m.signalChangeLocked()
-	m.kickReplenish()
 }
 
 // signalChangeLocked wakes the OnChange notifier when any count changed.

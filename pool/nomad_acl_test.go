@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
@@ -35,7 +36,7 @@ func TestNomadACL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create token: %v", err)
 	}
-	client, err := NewClient(APIConfig{Address: a.Addr, Token: tok.SecretID})
+	client, err := nomadapi.NewClient(nomadapi.Config{Address: a.Addr, Token: tok.SecretID})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 )
 
 // ErrUnknownPool is returned (wrapped, with the pools this node has) by calls
@@ -27,7 +29,7 @@ var ErrStopped = errors.New("pool manager stopped")
 // Stop it when done.
 type Manager struct {
 	client    *api.Client
-	token     *Token
+	token     *nomadapi.Token
 	nodeID    string
 	node8     string
 	namespace string

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/pool/pooltest"
 )
 
@@ -336,7 +337,7 @@ func TestTokenRotationKeepsTheManager(t *testing.T) {
 	srv := pooltest.New()
 	t.Cleanup(srv.Close)
 	srv.RequireToken("first")
-	tok := NewToken("first")
+	tok := nomadapi.NewToken("first")
 	m := newManager(t, srv, func(m *Manager) { m.token = tok }, Config{Name: "py", Size: 1, Max: 3})
 	if err := m.Start(ctx(t, 10*time.Second)); err != nil {
 		t.Fatalf("start with the first token: %v", err)

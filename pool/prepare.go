@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 )
 
 // Preparation: a user of the pool (the driver) may need to do something with
@@ -179,7 +181,7 @@ func (m *Manager) Unprepare(allocID string) {
 // permissionDenied reports whether err is Nomad refusing the plugin's token:
 // a 403, or the exec stream closed with Nomad's "Permission denied".
 func permissionDenied(err error) bool {
-	return statusCode(err) == http.StatusForbidden || strings.Contains(strings.ToLower(err.Error()), "permission denied")
+	return nomadapi.StatusCode(err) == http.StatusForbidden || strings.Contains(strings.ToLower(err.Error()), "permission denied")
 }
 
 // execNeedLocked says which right the token needs to exec into p's warm

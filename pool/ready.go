@@ -117,21 +117,20 @@ type readyState struct {
 	answered bool      // a check has ended since tracking began
 }
 
-// readyGateLocked starts tracking the readiness of a running instance of a
-// pool with a readiness check and reports whether it is still to pass. live
-// collects the allocations tracked.
-func (m *Manager) readyGateLocked(in *instance, live map[string]bool) bool {
-	p := m.pools[in.pool]
-	if p == nil || p.tmpl == nil || p.tmpl.ready == nil || p.tmpl.hash != in.hash || in.allocID == "" {
-		return false
+// trackReadinessLocked starts tracking the readiness of the allocations
+// buildViews found running a template with a readiness check, and forgets
+// the rest: claimed or gone, readiness is a warm allocation's.
+func (m *Manager) trackReadinessLocked(tracked map[string]*instance) {
+	for id, in := range tracked {
+		if m.inv.readiness[id] == nil {
+			m.inv.readiness[id] = &readyState{began: m.taskStartLocked(in)}
+		}
 	}
-	live[in.allocID] = true
-	st := m.inv.readiness[in.allocID]
-	if st == nil {
-		st = &readyState{began: m.taskStartLocked(in)}
-		m.inv.readiness[in.allocID] = st
+	for id := range m.inv.readiness {
+		if tracked[id] == nil {
+			delete(m.inv.readiness, id)
+		}
 	}
-	return !st.ready
 }
 
 // taskStartLocked is when in's warm task started, as its client reported it,

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 )
 
 const (
@@ -264,7 +266,7 @@ func (m *Manager) dispatch(p *pool) {
 	} else if m.ctx.Err() == nil {
 		err = fmt.Errorf("dispatch warm instance of pool %q from %s: %w", p.cfg.Name, p.jobID, denied(err, "dispatch-job in namespace "+strconv.Quote(m.namespace)))
 		reason := ""
-		if statusCode(err) == http.StatusForbidden { // will not pass by itself
+		if nomadapi.StatusCode(err) == http.StatusForbidden { // will not pass by itself
 			reason = err.Error()
 		}
 		p.noteFailure(now, err, reason)

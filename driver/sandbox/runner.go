@@ -109,7 +109,7 @@ type Spec struct {
 // Runner runs commands in sandboxes through the Nomad API.
 type Runner struct {
 	// Client runs the execs. Its transport must be the API client's own
-	// (not a metered one, see pool.APIConfig.Calls): its websockets need it.
+	// (not a metered one, see nomadapi.Config.Calls): its websockets need it.
 	Client *api.Client
 	// Token, when set, is read at each call for the ACL token to send, so a
 	// rotated token needs no new Runner; nil sends the client's own.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -13,10 +12,11 @@ import (
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/pool/pooltest"
 )
 
-// callRecorder is a CallObserver that counts requests by operation and result.
+// callRecorder is a nomadapi.CallObserver that counts requests by operation and result.
 type callRecorder struct {
 	mu    sync.Mutex
 	n     map[string]int // "op result"
@@ -46,7 +46,7 @@ func (r *callRecorder) sum(op string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for _, result := range []string{CallOK, Call4xx, Call5xx, CallError} {
+	for _, result := range []string{nomadapi.CallOK, nomadapi.Call4xx, nomadapi.Call5xx, nomadapi.CallError} {
 		n += r.n[op+" "+result]
 	}
 	return n
@@ -60,7 +60,7 @@ func TestMeteredClientCountsEveryRequest(t *testing.T) {
 	srv := pooltest.New()
 	t.Cleanup(srv.Close)
 	rec := &callRecorder{}
-	client, err := NewClient(APIConfig{Address: srv.URL, Calls: rec})
+	client, err := nomadapi.NewClient(nomadapi.Config{Address: srv.URL, Calls: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestMeteredClientCountsEveryRequest(t *testing.T) {
 	total, byOp := rec.total, fmt.Sprint(rec.n)
 	answered := total
 	for k, n := range rec.n {
-		if strings.HasSuffix(k, " "+CallError) {
+		if strings.HasSuffix(k, " "+nomadapi.CallError) {
 			answered -= n
 		}
 	}
@@ -130,13 +130,13 @@ func TestMeteredClientCountsEveryRequest(t *testing.T) {
 		op, result string
 		want       int
 	}{
-		{"jobs.dispatch", CallOK, 2}, // the first warm one and the replacement
+		{"jobs.dispatch", nomadapi.CallOK, 2}, // the first warm one and the replacement
 		// The injected fault, and the access check's probe, which Nomad
 		// refuses (by design) with a 500: asked once, not retried.
-		{"jobs.dispatch", Call5xx, 2},
-		{"variables.create", CallOK, 1},
-		{"variables.read", Call4xx, 1},
-		{"nodes.list", CallError, 1},
+		{"jobs.dispatch", nomadapi.Call5xx, 2},
+		{"variables.create", nomadapi.CallOK, 1},
+		{"variables.read", nomadapi.Call4xx, 1},
+		{"nodes.list", nomadapi.CallError, 1},
 	} {
 		if got := rec.count(c.op, c.result); got != c.want {
 			t.Errorf("%s %s = %d, want %d", c.op, c.result, got, c.want)
@@ -149,92 +149,14 @@ func TestMeteredClientCountsEveryRequest(t *testing.T) {
 	// An agent that is not there: no answer at all.
 	down := httptest.NewServer(http.NotFoundHandler())
 	down.Close()
-	gone, err := NewClient(APIConfig{Address: down.URL, Calls: rec})
+	gone, err := nomadapi.NewClient(nomadapi.Config{Address: down.URL, Calls: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := gone.Jobs().List(queryOpts(ctx(t, 5*time.Second), "")); err == nil {
 		t.Fatal("a closed server answered")
 	}
-	if got := rec.count("jobs.list", CallError); got != 1 {
+	if got := rec.count("jobs.list", nomadapi.CallError); got != 1 {
 		t.Errorf("jobs.list error = %d, want 1", got)
-	}
-}
-
-func TestAPIOperation(t *testing.T) {
-	for _, c := range []struct{ method, url, want string }{
-		{"GET", "/v1/jobs?prefix=agentkernel-pool-", "jobs.list"},
-		{"GET", "/v1/jobs?prefix=agentkernel-pool-&index=42&wait=300000ms", "jobs.watch"},
-		{"PUT", "/v1/jobs", "jobs.register"},
-		{"POST", "/v1/jobs/parse", "jobs.parse"},
-		{"GET", "/v1/job/agentkernel-pool-py-5c1a1e2b", "jobs.info"},
-		{"DELETE", "/v1/job/agentkernel-pool-py-5c1a1e2b%2Fdispatch-1-abc?purge=true", "jobs.deregister"},
-		{"POST", "/v1/job/agentkernel-pool-py-5c1a1e2b/dispatch", "jobs.dispatch"},
-		{"GET", "/v1/job/agentkernel-pool-py-5c1a1e2b%2Fdispatch-1-abc/allocations?all=true", "jobs.allocations"},
-		{"GET", "/v1/job/x/evaluations", "jobs.evaluations"},
-		{"POST", "/v1/job/x/evaluate", "jobs.evaluate"},
-		{"GET", "/v1/job/x/versions", "other"},
-		{"GET", "/v1/allocations?filter=x", "allocations.list"},
-		{"GET", "/v1/allocations?index=1", "allocations.watch"},
-		{"GET", "/v1/allocations?index=0", "allocations.list"},
-		{"GET", "/v1/allocation/0b6f", "allocations.info"},
-		{"GET", "/v1/allocation/0b6f?index=9", "allocations.info.watch"},
-		{"GET", "/v1/client/allocation/0b6f/stats", "alloc.stats"},
-		{"GET", "/v1/client/allocation/0b6f/checks", "alloc.checks"},
-		{"GET", "/v1/client/allocation/0b6f/exec?task=sandbox", "alloc.exec"},
-		{"GET", "/v1/vars?prefix=agentkernel-pool/claims/", "variables.list"},
-		{"GET", "/v1/vars?prefix=agentkernel-pool/claims/&index=7", "variables.watch"},
-		{"GET", "/v1/var/agentkernel-pool/claims/py/0b6f", "variables.read"},
-		{"PUT", "/v1/var/agentkernel-pool/claims/py/0b6f?cas=0", "variables.create"},
-		{"PUT", "/v1/var/agentkernel-pool/access?cas=12", "variables.update"},
-		{"DELETE", "/v1/var/agentkernel-pool/claims/py/0b6f?cas=12", "variables.delete"},
-		{"GET", "/v1/nodes", "nodes.list"},
-		{"GET", "/v1/node/5c1a", "nodes.info"},
-		{"GET", "/v1/agent/self", "agent.self"},
-		{"GET", "/v1/agent/members", "other"},
-		{"GET", "/v1/acl/token/self", "other"},
-		{"GET", "/ui/", "other"},
-	} {
-		u, err := url.Parse(c.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := APIOperation(c.method, u); got != c.want {
-			t.Errorf("%s %s = %q, want %q", c.method, c.url, got, c.want)
-		}
-	}
-}
-
-// answerErr is the API client's error for an answer with status code.
-func answerErr(t *testing.T, code int) error {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no", code) }))
-	defer srv.Close()
-	c, err := NewClient(APIConfig{Address: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _, err = c.Nodes().List(queryOpts(ctx(t, 5*time.Second), ""))
-	if statusCode(err) != code {
-		t.Fatalf("answer %d: got %v", code, err)
-	}
-	return err
-}
-
-func TestCallResult(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want string
-	}{
-		{nil, CallOK},
-		{fmt.Errorf("exec: %w", answerErr(t, http.StatusForbidden)), Call4xx},
-		{answerErr(t, http.StatusBadGateway), Call5xx},
-		{api.ErrVariablePathNotFound, Call4xx},
-		{api.ErrCASConflict{CheckIndex: 0, Conflict: &api.Variable{}}, Call4xx},
-		{errors.New("websocket: close 1006 (abnormal closure): unexpected EOF"), CallError},
-	} {
-		if got := CallResult(c.err); got != c.want {
-			t.Errorf("CallResult(%v) = %q, want %q", c.err, got, c.want)
-		}
 	}
 }

@@ -10,73 +10,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 )
 
-// DefaultAddress is the Nomad API address used when neither APIConfig.Address
-// nor NOMAD_ADDR is set: the local agent.
-const DefaultAddress = "http://127.0.0.1:4646"
-
-// APIConfig is how to reach the Nomad API; it mirrors the plugin block's
-// address, token_file, ca_file, cert_file, key_file and tls_server_name.
-type APIConfig struct {
-	Address       string // default NOMAD_ADDR, else DefaultAddress
-	Token         string // the token itself (the driver reads token_file); default NOMAD_TOKEN
-	CAFile        string
-	CertFile      string
-	KeyFile       string
-	TLSServerName string
-	// Calls, when set, is told of every request the client sends, for
-	// metrics. Such a client cannot exec into allocations (the API client's
-	// websockets need its own transport): make those with one without.
-	Calls CallObserver
-}
-
-// NewClient returns a Nomad API client for c. Empty fields fall back to the
-// usual NOMAD_* environment variables.
-func NewClient(c APIConfig) (*api.Client, error) {
-	cfg := api.DefaultConfig() // reads NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...
-	if c.Address != "" {
-		cfg.Address = c.Address
-	}
-	if cfg.Address == "" {
-		cfg.Address = DefaultAddress
-	}
-	if c.Token != "" {
-		cfg.SecretID = c.Token
-	}
-	if cfg.TLSConfig == nil {
-		cfg.TLSConfig = &api.TLSConfig{}
-	}
-	if c.CAFile != "" {
-		cfg.TLSConfig.CACert = c.CAFile
-	}
-	if c.CertFile != "" {
-		cfg.TLSConfig.ClientCert = c.CertFile
-	}
-	if c.KeyFile != "" {
-		cfg.TLSConfig.ClientKey = c.KeyFile
-	}
-	if c.TLSServerName != "" {
-		cfg.TLSConfig.TLSServerName = c.TLSServerName
-	}
-	if (cfg.TLSConfig.ClientCert == "") != (cfg.TLSConfig.ClientKey == "") {
-		return nil, errors.New("create nomad api client: cert_file and key_file must be set together")
-	}
-	if c.Calls != nil {
-		hc, err := meteredHTTPClient(cfg, c.Calls)
-		if err != nil {
-			return nil, fmt.Errorf("create nomad api client for %q: %w", cfg.Address, err)
-		}
-		cfg.HttpClient = hc
-	}
-	client, err := api.NewClient(cfg)
-	if err != nil {
-		// The error never carries the token: api.NewClient only reports
-		// address and TLS problems.
-		return nil, fmt.Errorf("create nomad api client for %q: %w", cfg.Address, err)
-	}
-	return client, nil
-}
+// How the pool core calls the Nomad API (its clients come from package
+// nomadapi): a deadline for every call, retries of what is safe to repeat,
+// and what a refusal means.
 
 // Timeouts and retry pacing for Nomad API calls. Every call gets its own
 // deadline even when the caller's context has none.
@@ -87,20 +27,11 @@ const (
 	retryMaxDelay  = 2 * time.Second
 )
 
-// statusCode returns the HTTP status of a Nomad API error, or 0.
-func statusCode(err error) int {
-	var ure api.UnexpectedResponseError
-	if errors.As(err, &ure) && ure.HasStatusCode() {
-		return ure.StatusCode()
-	}
-	return 0
-}
-
 // denied adds to a 403 answer which ACL capability the call needs, so the
 // operator sees what the plugin's token lacks; other errors pass unchanged.
 // The token itself is never part of the message.
 func denied(err error, need string) error {
-	if err == nil || statusCode(err) != http.StatusForbidden {
+	if err == nil || nomadapi.StatusCode(err) != http.StatusForbidden {
 		return err
 	}
 	return fmt.Errorf("%w: permission denied: the plugin's ACL token needs %s (see example/acl.hcl), or it is missing or unknown (token_file)", err, need)
@@ -108,7 +39,7 @@ func denied(err error, need string) error {
 
 // isNotFound reports whether err is Nomad's 404.
 func isNotFound(err error) bool {
-	return statusCode(err) == http.StatusNotFound || errors.Is(err, api.ErrVariablePathNotFound)
+	return nomadapi.StatusCode(err) == http.StatusNotFound || errors.Is(err, api.ErrVariablePathNotFound)
 }
 
 // retryable reports whether a failed call may be repeated: transport errors,
@@ -117,7 +48,7 @@ func retryable(err error) bool {
 	if err == nil {
 		return false
 	}
-	switch code := statusCode(err); {
+	switch code := nomadapi.StatusCode(err); {
 	case code == http.StatusTooManyRequests, code >= 500:
 		return true
 	case code != 0:

@@ -1,4 +1,4 @@
-package pool
+package nomadapi
 
 import (
 	"fmt"
@@ -8,12 +8,12 @@ import (
 	"sync/atomic"
 )
 
-// Token is the ACL token sent with every Nomad API call the pool core makes.
-// It is a value read by each call, not part of the client: Set swaps it for
-// every call that starts afterwards, so a rotated token needs no new client,
-// Manager or connection. (api.Client.SetSecretID is not safe while calls are
-// in flight.) A nil *Token, or an empty one, sends the client's own SecretID
-// (NOMAD_TOKEN).
+// Token is the ACL token sent with Nomad API calls, set by each call as its
+// auth token. It is a value read by each call, not part of the client: Set
+// swaps it for every call that starts afterwards, so a rotated token needs
+// no new client, pool Manager or connection. (api.Client.SetSecretID is not
+// safe while calls are in flight.) A nil *Token, or an empty one, sends the
+// client's own SecretID (NOMAD_TOKEN).
 type Token struct{ v atomic.Pointer[string] }
 
 // NewToken returns a Token holding secret.

@@ -1,4 +1,4 @@
-package pool
+package nomadapi
 
 import (
 	"context"
@@ -15,10 +15,10 @@ import (
 )
 
 // CallObserver is told of every request a Nomad API client sends, for
-// metrics (APIConfig.Calls). Calls come from any goroutine making requests:
+// metrics (Config.Calls). Calls come from any goroutine making requests:
 // they must return quickly.
 type CallObserver interface {
-	// APICall: one HTTP request of operation op (see APIOperation) ended
+	// APICall: one HTTP request of operation op (see Operation) ended
 	// with result (CallOK, Call4xx, Call5xx or CallError) after took. A
 	// retried call is one request per attempt.
 	APICall(op, result string, took time.Duration)
@@ -36,7 +36,7 @@ const (
 // calls made outside a metered client (the exec websockets).
 func CallResult(err error) string {
 	var cas api.ErrCASConflict
-	switch code := statusCode(err); {
+	switch code := StatusCode(err); {
 	case err == nil:
 		return CallOK
 	case code >= 500:
@@ -70,7 +70,7 @@ func (t meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err == nil {
 		result = statusResult(resp.StatusCode)
 	}
-	t.calls.APICall(APIOperation(req.Method, req.URL), result, time.Since(began))
+	t.calls.APICall(Operation(req.Method, req.URL), result, time.Since(began))
 	return resp, err
 }
 
@@ -99,13 +99,13 @@ func meteredHTTPClient(cfg *api.Config, calls CallObserver) (*http.Client, error
 	return hc, nil
 }
 
-// APIOperation names the Nomad API operation of a request by its method and
+// Operation names the Nomad API operation of a request by its method and
 // path: a short stable name such as "jobs.dispatch", "variables.create" or
 // "allocations.list", never an ID, so metrics keep few series. A blocking
 // query (a watch: ?index= set) is named apart, as "<resource>.watch" for a
 // list, since its latency is mostly the wait for a change. Paths the plugin
 // does not use are "other".
-func APIOperation(method string, u *url.URL) string {
+func Operation(method string, u *url.URL) string {
 	rest, ok := strings.CutPrefix(u.EscapedPath(), "/v1/")
 	if !ok {
 		return "other"
