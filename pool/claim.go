@@ -172,7 +172,7 @@ func (m *Manager) claimCandidate(ctx context.Context, p *pool, cand *instance, o
 	m.kickReplenish()
 	m.releaseSuperseded(owner, c.AllocID, c.ClaimedAt)
 	m.log.Info("claimed warm allocation", "pool", p.cfg.Name, "alloc_id", c.AllocID, "job_id", c.JobID,
-		"owner_alloc_id", owner.AllocID, "owner_task", owner.TaskName, "hit", c.Hit, "waited", c.Waited)
+		"owner_alloc_id", owner.AllocID, "owner_task", owner.TaskName, "hit", c.Hit, "waited", c.Waited.String())
 	return c, nil
 }
 
@@ -190,7 +190,7 @@ func (m *Manager) timeoutErr(p *pool, waited time.Duration, ctx, mctx context.Co
 	}
 	err := fmt.Errorf("claim warm allocation in pool %q: no warm allocation after waiting %s (warm %d, preparing %d, starting %d, claimed %d, max %d%s): %w",
 		p.cfg.Name, waited.Round(time.Millisecond), s.Warm, s.Preparing, s.Starting, s.Claimed, s.Max, why, context.Cause(ctx))
-	m.log.Warn("claim timed out", "pool", p.cfg.Name, "waited", waited, "warm", s.Warm, "preparing", s.Preparing, "starting", s.Starting, "claimed", s.Claimed, "max", s.Max)
+	m.log.Warn("claim timed out", "pool", p.cfg.Name, "waited", waited.String(), "warm", s.Warm, "preparing", s.Preparing, "starting", s.Starting, "claimed", s.Claimed, "max", s.Max)
 	return err
 }
 
