@@ -54,6 +54,16 @@ type inventory struct {
 	readiness     map[string]*readyState // running allocations of pools with a readiness check (ready.go)
 }
 
+// facts is what buildViews reads of the inventory (the pools' part aside).
+func (inv *inventory) facts(prepare bool) viewFacts {
+	return viewFacts{
+		jobs: inv.jobs, allocs: inv.allocs, claims: inv.claims,
+		addedClaims: inv.addedClaims, removedClaims: inv.removedClaims, removedJobs: inv.removedJobs,
+		claimedJobs: inv.claimedJobs, reserved: inv.reserved, busy: inv.busy,
+		prepare: prepare, prepared: inv.prepared, readiness: inv.readiness,
+	}
+}
+
 func newInventory() inventory {
 	return inventory{
 		jobs:          map[string]*api.JobListStub{},
@@ -82,13 +92,8 @@ const pendingIndex = math.MaxUint64
 func (m *Manager) rebuildLocked() {
 	inv := &m.inv
 	inv.pruneOverlays()
-	facts := viewFacts{
-		jobs: inv.jobs, allocs: inv.allocs, claims: inv.claims,
-		addedClaims: inv.addedClaims, removedClaims: inv.removedClaims, removedJobs: inv.removedJobs,
-		claimedJobs: inv.claimedJobs, reserved: inv.reserved, busy: inv.busy,
-		prepare: m.prepare != nil, prepared: inv.prepared, readiness: inv.readiness,
-		pools: make(map[string]poolFacts, len(m.pools)),
-	}
+	facts := inv.facts(m.prepare != nil)
+	facts.pools = make(map[string]poolFacts, len(m.pools))
 	for name, p := range m.pools {
 		for id, idx := range p.expected {
 			if _, listed := inv.jobs[id]; listed || idx <= inv.jobsIndex {

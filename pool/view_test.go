@@ -34,24 +34,12 @@ func viewAlloc(id, status string) *api.AllocationListStub {
 // TestBuildViews counts one of each kind of child into its pool's view from
 // the lists and overlays alone, without a Manager.
 func TestBuildViews(t *testing.T) {
-	f := viewFacts{
-		jobs:          map[string]*api.JobListStub{},
-		allocs:        map[string][]*api.AllocationListStub{},
-		claims:        map[string]claimRef{},
-		addedClaims:   map[string]claimRef{},
-		removedClaims: map[string]uint64{},
-		removedJobs:   map[string]uint64{},
-		claimedJobs:   map[string]string{},
-		reserved:      map[string]bool{},
-		busy:          map[string]bool{},
-		prepare:       true,
-		prepared:      map[string]bool{},
-		readiness:     map[string]*readyState{},
-		pools: map[string]poolFacts{
-			"web":  {tmpl: &warmTemplate{hash: "h2"}, pending: 2},
-			"rdy":  {tmpl: &warmTemplate{hash: "r1", ready: &readySpec{command: "true"}}},
-			"many": {}, // no template registered yet: any warm one is a candidate
-		},
+	inv := newInventory()
+	f := inv.facts(true)
+	f.pools = map[string]poolFacts{
+		"web":  {tmpl: &warmTemplate{hash: "h2"}, pending: 2},
+		"rdy":  {tmpl: &warmTemplate{hash: "r1", ready: &readySpec{command: "true"}}},
+		"many": {}, // no template registered yet: any warm one is a candidate
 	}
 	// add lists a child with a running allocation "a-<pool>-<n>", prepared.
 	add := func(pool, n, hash string, sec int) (jobID, allocID string) {
