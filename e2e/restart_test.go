@@ -47,6 +47,9 @@ func TestOutputAcrossRestarts(t *testing.T) {
 				waitLines(t, a, alloc.ID, "t", "run ", 1, time.Minute)
 				restart(t, a, alloc.ID, "t")
 				waitLines(t, a, alloc.ID, "t", "run ", 2, 3*time.Minute)
+				// A task keeps its last 10 events, and its client sends them in
+				// batches: see the first restart's before the second comes.
+				eventsOnce(evs, 1)
 				restart(t, a, alloc.ID) // the whole allocation
 				got := waitLines(t, a, alloc.ID, "t", "run ", 3, 3*time.Minute)
 				if len(got) != 3 || !inOrder(got) {
