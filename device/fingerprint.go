@@ -51,7 +51,7 @@ func (p *Plugin) remembered() []plugin.DeviceGroup {
 	if cfg == nil {
 		return []plugin.DeviceGroup{}
 	}
-	loc, ok := loadLocation(p.memoDir, cfg.Address)
+	loc, ok := loadLocation(p.memoDir, cfg.EffectiveAddress())
 	if !ok {
 		return []plugin.DeviceGroup{}
 	}
@@ -83,7 +83,7 @@ func (p *Plugin) follow(ctx context.Context, ch chan<- []plugin.DeviceGroup) {
 	if err != nil {
 		return // ctx ended
 	}
-	p.remember(cfg.Address, location{NodeID: nodeID, DataDir: dataDir})
+	p.remember(cfg.EffectiveAddress(), location{NodeID: nodeID, DataDir: dataDir})
 	dir := StateDir(dataDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		p.logger.Error("cannot make the device state dir; re-reading it every few seconds", "dir", dir, "error", err)

@@ -33,7 +33,9 @@ type location struct {
 
 func (l location) valid() bool { return l.NodeID != "" && filepath.IsAbs(l.DataDir) }
 
-// memoPath is the memo of the agent at address (one per agent on a host).
+// memoPath is the memo of the agent at address (one per agent on a host):
+// the address the plugin calls, NOMAD_ADDR or the default included, so that
+// agents on one host that differ only in NOMAD_ADDR do not share one.
 func memoPath(dir, address string) string {
 	sum := sha256.Sum256([]byte(address))
 	return filepath.Join(dir, hex.EncodeToString(sum[:8])+".json")

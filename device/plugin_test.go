@@ -152,11 +152,27 @@ func TestFirstFingerprintAfterRestartHasTheNodesSandboxes(t *testing.T) {
 	}
 	stop()
 
-	// Another agent's plugin (another address) has no memo, and a state
-	// another node wrote into the remembered dir is not sent.
+	// The address it calls counts, wherever it comes from: no address in
+	// the block and NOMAD_ADDR naming the agent is the same agent.
+	t.Setenv("NOMAD_ADDR", agent.URL)
+	ch, stop = start("")
+	if first := next(t, ch); len(first) != 2 {
+		t.Fatalf("first set with the agent in NOMAD_ADDR: %+v, want the node's", first)
+	}
+	stop()
+
+	// Another agent's plugin (another address, in the block or in
+	// NOMAD_ADDR) has no memo, and a state another node wrote into the
+	// remembered dir is not sent.
 	ch, stop = start("http://127.0.0.1:1")
 	if first := next(t, ch); len(first) != 0 {
 		t.Fatalf("first set for another agent: %+v, want none", first)
+	}
+	stop()
+	t.Setenv("NOMAD_ADDR", "http://127.0.0.1:2")
+	ch, stop = start("")
+	if first := next(t, ch); len(first) != 0 {
+		t.Fatalf("first set for another agent in NOMAD_ADDR: %+v, want none", first)
 	}
 	stop()
 	st.NodeID = "another-node"

@@ -10,6 +10,7 @@ package nomadapi
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/hashicorp/nomad/api"
 )
@@ -33,16 +34,23 @@ type Config struct {
 	Calls CallObserver
 }
 
+// EffectiveAddress is the address a client of c calls: Address, else
+// NOMAD_ADDR, else DefaultAddress.
+func (c Config) EffectiveAddress() string {
+	if c.Address != "" {
+		return c.Address
+	}
+	if a := os.Getenv("NOMAD_ADDR"); a != "" {
+		return a
+	}
+	return DefaultAddress
+}
+
 // NewClient returns a Nomad API client for c. Empty fields fall back to the
 // usual NOMAD_* environment variables.
 func NewClient(c Config) (*api.Client, error) {
 	cfg := api.DefaultConfig() // reads NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, ...
-	if c.Address != "" {
-		cfg.Address = c.Address
-	}
-	if cfg.Address == "" {
-		cfg.Address = DefaultAddress
-	}
+	cfg.Address = c.EffectiveAddress()
 	if c.Token != "" {
 		cfg.SecretID = c.Token
 	}
