@@ -27,8 +27,8 @@ import (
 //     exits 0.
 //
 // Both are asked every agentkernel_pool_ready_interval (task meta, default
-// 1s) from when Prepare succeeded, and asked again at that interval while the
-// allocation waits for a claim. An allocation that is running and prepared
+// 1s) from when Prepare succeeded, and asked again while the allocation waits
+// for a claim (readySpec.recheck). An allocation that is running and prepared
 // but not ready counts as preparing (Stats.Preparing), not warm: no claim
 // gets it. One not ready within the pool's ReadyTimeout of its task's start,
 // or found not ready after it was (a check that turned critical), is retired
@@ -69,6 +69,12 @@ type readySpec struct {
 	command  string
 	interval time.Duration
 	checks   []string // the Nomad service checks to pass, as "service/check"
+	// recheck is how often a ready allocation is asked again while it
+	// waits for a claim: interval with a ready command (asked through the
+	// launch session, no API call); with service checks alone, no more
+	// often than the most frequent of them runs on the client, since their
+	// results cannot change faster (one API call per look).
+	recheck time.Duration
 }
 
 // parseReady reads the readiness check of a template's group and task.
@@ -98,11 +104,17 @@ func parseReady(tg *api.TaskGroup, task *api.Task) (*readySpec, error) {
 					name = fmt.Sprintf("check %d", i+1)
 				}
 				spec.checks = append(spec.checks, s.Name+"/"+name)
+				if spec.recheck == 0 || (c.Interval > 0 && c.Interval < spec.recheck) {
+					spec.recheck = c.Interval
+				}
 			}
 		}
 	}
 	if spec.command == "" && len(spec.checks) == 0 {
 		return nil, nil
+	}
+	if spec.command != "" || spec.recheck < spec.interval {
+		spec.recheck = spec.interval
 	}
 	return spec, nil
 }
@@ -269,6 +281,9 @@ func (m *Manager) checkReady(j readyJob) {
 	default:
 		st.why = why
 		p.lastErr = fmt.Errorf("warm allocation %s of pool %q not ready after %s: %s", in.allocID, in.pool, now.Sub(st.began).Round(time.Millisecond), why)
+	}
+	if st.ready {
+		st.next = now.Add(j.spec.recheck)
 	}
 	m.mu.Unlock()
 	switch {

@@ -168,7 +168,10 @@ func TestStaleReadinessReplacesTheSandbox(t *testing.T) {
 
 // The group's Nomad service checks gate readiness: a sandbox is warm once
 // each has passed on the client, and one whose check turns critical is
-// replaced; the check's output is quoted in the pool's last problem.
+// replaced; the check's output is quoted in the pool's last problem. Once
+// warm, the results are read again no more often than the check runs (2s
+// here, against 100ms while preparing): a waiting sandbox costs one API
+// call per check interval, not ten a second.
 func TestServiceChecksGateReadiness(t *testing.T) {
 	var mu sync.Mutex
 	status := map[string]string{} // by allocation; missing: pending
@@ -176,7 +179,7 @@ func TestServiceChecksGateReadiness(t *testing.T) {
 	t.Cleanup(srv.Close)
 	srv.SetParseFunc(readyTemplate(map[string]string{metaReadyInterval: "100ms"}, &api.Service{
 		Name: "web", Provider: "nomad", PortLabel: "http",
-		Checks: []api.ServiceCheck{{Name: "alive", Type: "http", Path: "/"}},
+		Checks: []api.ServiceCheck{{Name: "alive", Type: "http", Path: "/", Interval: 2 * time.Second}},
 	}))
 	srv.SetCheckResults(func(allocID string) api.AllocCheckStatuses {
 		mu.Lock()
@@ -213,6 +216,11 @@ func TestServiceChecksGateReadiness(t *testing.T) {
 	status[alloc] = "success"
 	mu.Unlock()
 	waitFor(t, 10*time.Second, "warm", func() bool { return m.Stats()["web"].Warm == 1 })
+	before := srv.Calls("GET", "/v1/client/allocation/")
+	time.Sleep(time.Second)
+	if n := srv.Calls("GET", "/v1/client/allocation/") - before; n > 1 {
+		t.Errorf("%d reads of the check results in 1s by a warm sandbox whose check runs every 2s; want at most 1", n)
+	}
 	mu.Lock()
 	status[alloc] = "failure"
 	mu.Unlock()
