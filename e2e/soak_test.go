@@ -245,6 +245,13 @@ func soak(t *testing.T, template, extra string, n, burst int) {
 		}
 	}
 	soakLeaks(t, a, before)
+	// A dev agent destroys its allocations when it stops, and may take
+	// longer than the harness waits with 40 containers: nothing of them may
+	// outlive the test either.
+	a.Stop()
+	if ids := a.Containers(); len(ids) > 0 {
+		t.Errorf("%d docker containers of the stopped agent left: %v", len(ids), ids)
+	}
 }
 
 // soakCounts sums results up in one line.

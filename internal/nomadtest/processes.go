@@ -2,12 +2,15 @@ package nomadtest
 
 import (
 	"bytes"
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Kill ends the agent process alone with SIGKILL, as a crash would, and
@@ -128,5 +131,54 @@ func unmountBelow(dir string) {
 	}
 	for i := len(points) - 1; i >= 0; i-- {
 		_ = syscall.Unmount(points[i], syscall.MNT_DETACH)
+	}
+}
+
+// dockerAllocLabel is the label Nomad's docker driver gives every container:
+// its allocation's ID.
+const dockerAllocLabel = "com.hashicorp.nomad.alloc_id"
+
+// Containers lists the docker containers, running or not, of the agent's
+// allocations (those with a dir in its data dir); none where docker is
+// absent. A dev agent destroys its allocations when it stops, unless it
+// takes longer than Stop waits: Stop removes what is left.
+func (a *Agent) Containers() []string {
+	allocs, _ := os.ReadDir(filepath.Join(a.DataDir, "alloc"))
+	if len(allocs) == 0 {
+		return nil
+	}
+	if _, err := exec.LookPath("docker"); err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label="+dockerAllocLabel,
+		"--format", `{{.ID}} {{.Label "`+dockerAllocLabel+`"}}`).Output()
+	if err != nil {
+		return nil
+	}
+	mine := make(map[string]bool, len(allocs))
+	for _, e := range allocs {
+		mine[e.Name()] = true
+	}
+	var ids []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && mine[f[1]] {
+			ids = append(ids, f[0])
+		}
+	}
+	return ids
+}
+
+// removeContainers removes the agent's docker containers.
+func (a *Agent) removeContainers() {
+	ids := a.Containers()
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "docker", append([]string{"rm", "-f"}, ids...)...).CombinedOutput(); err != nil {
+		a.t.Logf("remove the stopped agent's %d docker containers: %v: %s", len(ids), err, out)
 	}
 }

@@ -117,6 +117,8 @@ func (a *Agent) Stop() {
 	for _, pid := range a.detached() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	// And containers under dockerd.
+	a.removeContainers()
 	a.mu.Lock()
 	a.cmd = nil
 	a.mu.Unlock()
