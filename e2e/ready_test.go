@@ -274,65 +274,74 @@ func TestServiceCheckGatesHandOut(t *testing.T) {
 	}
 }
 
-// TestReadyNeverPasses: a ready command that never passes. The pool says
+// TestReadyNeverPasses: a ready command that never passes, on raw_exec and
+// on docker with gVisor. The pool says
 // so, with the command's output, within ready_timeout + 1 minute (node
 // attribute, status); a task fails at claim_timeout naming it; the
 // sandboxes replaced are purged: no more than max live at any time, and
 // none left of those replaced.
 func TestReadyNeverPasses(t *testing.T) {
-	template, err := os.ReadFile(rawExecTemplate(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	const why = "model server unreachable on 127.0.0.1:8000"
-	tmpl := strings.Replace(string(template), `driver = "raw_exec"`, `driver = "raw_exec"
+	for _, runtime := range []string{"raw_exec", "runsc"} {
+		t.Run(runtime, func(t *testing.T) {
+			path, driverLine := rawExecTemplate(t), `driver = "raw_exec"`
+			if runtime == "runsc" {
+				path, driverLine = dockerTemplate(t, runtime), `driver = "docker"`
+			}
+			template, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl := strings.Replace(string(template), driverLine, driverLine+`
       meta {
         agentkernel_pool_ready = "echo '`+why+`' >&2; exit 1"
       }`, 1)
-	a := readyAgent(t, tmpl, "    size = 1\n    max = 2\n    claim_timeout = \"15s\"\n    ready_timeout = \"20s\"", "raw_exec")
-	began := time.Now()
-	alloc := runJob(t, a, batchJob("never-ready", "ready", 1, "echo ran; exit 0"))
-	ts := waitTask(t, a, alloc.ID, "agent", "dead", 2*time.Minute)
-	if code, ok := exitCode(ts); ok && code == 0 {
-		t.Errorf("the task ran (exit 0) in a sandbox that never got ready")
-	}
-	if ev := events(ts); !strings.Contains(ev, why) {
-		t.Errorf("task events do not name the ready command's output:\n%s", ev)
-	}
-	var attr string
-	waitFor(t, 20*time.Second+time.Minute, "the pool's error naming the ready command's output", func() bool {
-		attr = readyAttr(a, "ready", "error")
-		return strings.Contains(attr, why)
-	})
-	t.Logf("error attribute after %s: %s", time.Since(began).Round(time.Second), attr)
-	if !strings.Contains(attr, "not ready within ready_timeout 20s") {
-		t.Errorf("error attribute %q does not say the sandbox was not ready in time", attr)
-	}
-	if out := pluginStatus(t, a); !strings.Contains(out, why) {
-		t.Errorf("status does not show why:\n%s", out)
-	}
-	// Nothing leaks: the sandboxes live now are replaced and purged within
-	// another ready_timeout and backoff, and the pool never holds more than
-	// max meanwhile.
-	first := map[string]bool{}
-	for _, j := range warmJobs(t, a) {
-		first[j.ID] = true
-	}
-	left := len(first)
-	waitFor(t, 90*time.Second, "the sandboxes live when the error showed purged", func() bool {
-		live := warmJobs(t, a)
-		if len(live) > 2 {
-			t.Fatalf("%d live sandbox jobs; max is 2", len(live))
-		}
-		left = 0
-		for _, j := range live {
-			if first[j.ID] {
-				left++
+			a := readyAgent(t, tmpl, "    size = 1\n    max = 2\n    claim_timeout = \"15s\"\n    ready_timeout = \"20s\"", runtime)
+			began := time.Now()
+			alloc := runJob(t, a, batchJob("never-ready", "ready", 1, "echo ran; exit 0"))
+			ts := waitTask(t, a, alloc.ID, "agent", "dead", 2*time.Minute)
+			if code, ok := exitCode(ts); ok && code == 0 {
+				t.Errorf("the task ran (exit 0) in a sandbox that never got ready")
 			}
-		}
-		return left == 0
-	})
-	if n, _ := strconv.Atoi(readyAttr(a, "ready", "warm")); n != 0 {
-		t.Errorf("%d warm; want none", n)
+			if ev := events(ts); !strings.Contains(ev, why) {
+				t.Errorf("task events do not name the ready command's output:\n%s", ev)
+			}
+			var attr string
+			waitFor(t, 20*time.Second+time.Minute, "the pool's error naming the ready command's output", func() bool {
+				attr = readyAttr(a, "ready", "error")
+				return strings.Contains(attr, why)
+			})
+			t.Logf("error attribute after %s: %s", time.Since(began).Round(time.Second), attr)
+			if !strings.Contains(attr, "not ready within ready_timeout 20s") {
+				t.Errorf("error attribute %q does not say the sandbox was not ready in time", attr)
+			}
+			if out := pluginStatus(t, a); !strings.Contains(out, why) {
+				t.Errorf("status does not show why:\n%s", out)
+			}
+			// Nothing leaks: the sandboxes live now are replaced and purged within
+			// another ready_timeout and backoff, and the pool never holds more than
+			// max meanwhile.
+			first := map[string]bool{}
+			for _, j := range warmJobs(t, a) {
+				first[j.ID] = true
+			}
+			left := len(first)
+			waitFor(t, 90*time.Second, "the sandboxes live when the error showed purged", func() bool {
+				live := warmJobs(t, a)
+				if len(live) > 2 {
+					t.Fatalf("%d live sandbox jobs; max is 2", len(live))
+				}
+				left = 0
+				for _, j := range live {
+					if first[j.ID] {
+						left++
+					}
+				}
+				return left == 0
+			})
+			if n, _ := strconv.Atoi(readyAttr(a, "ready", "warm")); n != 0 {
+				t.Errorf("%d warm; want none", n)
+			}
+		})
 	}
 }
