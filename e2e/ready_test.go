@@ -275,11 +275,10 @@ func TestServiceCheckGatesHandOut(t *testing.T) {
 }
 
 // TestReadyNeverPasses: a ready command that never passes, on raw_exec and
-// on docker with gVisor. The pool says
-// so, with the command's output, within ready_timeout + 1 minute (node
-// attribute, status); a task fails at claim_timeout naming it; the
-// sandboxes replaced are purged: no more than max live at any time, and
-// none left of those replaced.
+// on docker with gVisor. The pool says so, with the command's output, within
+// ready_timeout + 1 minute (node attribute, status); a task fails at
+// claim_timeout naming it; the sandboxes replaced are purged: no more than
+// max live at any time, and none left of those replaced.
 func TestReadyNeverPasses(t *testing.T) {
 	const why = "model server unreachable on 127.0.0.1:8000"
 	for _, runtime := range []string{"raw_exec", "runsc"} {
