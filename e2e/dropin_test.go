@@ -197,7 +197,15 @@ func TestDropInLiveAndPlanted(t *testing.T) {
 	// The setuid copies of /bin/sh and the setgid dir: the host has them
 	// as plain files and dirs of an unprivileged owner.
 	t.Logf("the planting command's stdout:\n%s", logs(t, a, planted.ID, "agent"))
-	task := filepath.Join(a.DataDir, "alloc", planted.ID)
+	plantedUnprivileged(t, a, planted.ID)
+}
+
+// plantedUnprivileged checks what the planting command (the setuid and
+// root-owned copies of /bin/sh in local/ and alloc/data, the setgid dir) left
+// on the host: plain files and dirs of an unprivileged owner.
+func plantedUnprivileged(t *testing.T, a *nomadtest.Agent, allocID string) {
+	t.Helper()
+	task := filepath.Join(a.DataDir, "alloc", allocID)
 	for _, rel := range []string{"agent/local/evil", "agent/local/rootevil", "agent/local/sg", "agent/local/sg/evil", "alloc/data/evil"} {
 		var st syscall.Stat_t
 		if err := syscall.Lstat(filepath.Join(task, rel), &st); err != nil {
