@@ -202,6 +202,12 @@ func (s *Server) AddNode(id, name string) {
 func (s *Server) SetDriverAttr(nodeID, driver, key, value string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.driverLocked(nodeID, driver).Attributes[key] = value
+}
+
+// driverLocked is a driver's info on a node, made detected and healthy when
+// the node has none yet.
+func (s *Server) driverLocked(nodeID, driver string) *api.DriverInfo {
 	n := s.nodes[nodeID]
 	if n.Drivers == nil {
 		n.Drivers = map[string]*api.DriverInfo{}
@@ -209,21 +215,15 @@ func (s *Server) SetDriverAttr(nodeID, driver, key, value string) {
 	if n.Drivers[driver] == nil {
 		n.Drivers[driver] = &api.DriverInfo{Attributes: map[string]string{}, Detected: true, Healthy: true}
 	}
-	n.Drivers[driver].Attributes[key] = value
+	return n.Drivers[driver]
 }
 
 // SetDriverHealth sets a driver's health on a node, as its fingerprint would.
 func (s *Server) SetDriverHealth(nodeID, driver string, healthy bool, description string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.nodes[nodeID]
-	if n.Drivers == nil {
-		n.Drivers = map[string]*api.DriverInfo{}
-	}
-	if n.Drivers[driver] == nil {
-		n.Drivers[driver] = &api.DriverInfo{Attributes: map[string]string{}, Detected: true}
-	}
-	n.Drivers[driver].Healthy, n.Drivers[driver].HealthDescription = healthy, description
+	d := s.driverLocked(nodeID, driver)
+	d.Healthy, d.HealthDescription = healthy, description
 }
 
 // RemoveNode forgets a node: reading it answers 404, as for a node that has
