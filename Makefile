@@ -30,7 +30,7 @@ e2e: ## every test, with those against a real Nomad dev agent (needs nomad)
 	@mkdir -p $(AGENT_TMP)
 	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) go test -count=1 -timeout 60m ./...
 
-# The soak (e2e/soak_test.go): bursts of sandbox jobs (30 raw_exec, 10 exec, 30 gVisor where
+# The soak (e2e/soak_test.go): bursts of 30 sandbox jobs (raw_exec, exec, gVisor where
 # dockerd runs) against a pool of 4; make e2e runs a short one (60 raw_exec tasks, 30 exec,
 # 30 gVisor), make soak a long one.
 SOAK_TASKS       ?= 1020

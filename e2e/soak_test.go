@@ -19,10 +19,11 @@ import (
 	"github.com/agentkernel/agentkernel-pool/internal/nomadtest"
 )
 
-// TestSoak runs sandbox tasks the way an agent platform does, in bursts of
-// jobs registered at once (30 on raw_exec and on docker with gVisor where
-// dockerd runs; 10 on exec, as root) against a pool of 4 (max 40, claim_timeout 5m). Each burst mixes commands that exit at
-// once, print 5,000 lines, exit non-zero, and are stopped mid-run. It fails
+// TestSoak runs sandbox tasks the way an agent platform does, in bursts of 30
+// jobs registered at once, on raw_exec, exec (as root, in slimChroot) and
+// docker with gVisor (where dockerd runs), each against a pool of 4 (max 40,
+// claim_timeout 5m). Each burst mixes commands that exit at once, print
+// 5,000 lines, exit non-zero, and are stopped mid-run. It fails
 // when a command's exit is not reported within 30 s (its Terminated event
 // after its exit record in the sandbox), a stop does not end the command
 // within kill_timeout and 30 s, a task loses output in `nomad alloc logs`,
@@ -43,12 +44,11 @@ func TestSoak(t *testing.T) {
 	}
 	runtimes := []struct {
 		name, env string
-		burst     int
 		template  func(t *testing.T) string // the pool's template file
 	}{
-		{"raw_exec", "SOAK_TASKS", soakBurst, func(t *testing.T) string { return "../example/pools/raw_exec.nomad.hcl" }},
-		{"exec", "SOAK_EXEC_TASKS", soakExecBurst, func(t *testing.T) string { return "../example/pools/exec.nomad.hcl" }},
-		{"runsc", "SOAK_RUNSC_TASKS", soakBurst, func(t *testing.T) string { return dockerTemplate(t, "runsc") }},
+		{"raw_exec", "SOAK_TASKS", func(t *testing.T) string { return "../example/pools/raw_exec.nomad.hcl" }},
+		{"exec", "SOAK_EXEC_TASKS", func(t *testing.T) string { return "../example/pools/exec.nomad.hcl" }},
+		{"runsc", "SOAK_RUNSC_TASKS", func(t *testing.T) string { return dockerTemplate(t, "runsc") }},
 	}
 	for _, rt := range runtimes {
 		t.Run(rt.name, func(t *testing.T) {
@@ -56,12 +56,13 @@ func TestSoak(t *testing.T) {
 			if n == 0 {
 				t.Skipf("skipping: %s=0", rt.env)
 			}
-			var extra string
+			var client, extra string
 			switch rt.name {
 			case "exec":
 				if os.Geteuid() != 0 {
 					t.Skip("skipping: the exec driver needs root")
 				}
+				client = slimChroot
 			case "runsc":
 				if why := dockerReady(); why != "" {
 					t.Skipf("skipping docker soak: %s", why)
@@ -69,7 +70,7 @@ func TestSoak(t *testing.T) {
 				ensureImage(t)
 				extra = dockerPluginConfig
 			}
-			soak(t, soakTemplate(t, rt.template(t)), extra, n, rt.burst)
+			soak(t, soakTemplate(t, rt.template(t)), client, extra, n)
 		})
 	}
 }
@@ -95,15 +96,12 @@ const (
 	soakPool = "soak"
 	soakSize = 4
 	soakMax  = 40
-	// soakBurst is the jobs registered at once on raw_exec; soakExecBurst
-	// on exec, whose sandboxes Nomad starts slowly: on 2 cores a burst of
-	// 26 misses took it longer than 150 s (8 took 1.5 min), so 30 at once
-	// measured the machine, not the plugin.
-	soakBurst     = 30
-	soakExecBurst = 10
+	// soakBurst is the jobs registered at once, on every runtime.
+	soakBurst = 30
 	// soakClaimTimeout is sized for a burst's misses, started all at once
-	// (on 2 cores Nomad took 25-40 s per exec sandbox under the soak's
-	// load, and opening launch sessions, 4 at a time, a median 12 s more).
+	// (on 2 cores Nomad took 25-40 s per exec sandbox in its default
+	// chroot under the soak's load, and opening launch sessions, 4 at a
+	// time, a median 12 s more).
 	// What the soak looks for is hangs, lost output and leaks; a start
 	// with no sandbox within this is still a failure.
 	soakClaimTimeout = 5 * time.Minute
@@ -142,9 +140,9 @@ func soakPoolBlock(template string) string {
 	return strings.Replace(poolBlock(soakPool, template, soakSize, soakMax), `claim_timeout = "60s"`, `claim_timeout = "`+soakClaimTimeout.String()+`"`, 1)
 }
 
-// soak runs n tasks on an agent with a pool of template (and the agent
-// config extra), in bursts.
-func soak(t *testing.T, template, extra string, n, burst int) {
+// soak runs n tasks on an agent with a pool of template (and the client
+// config client, the agent config extra), in bursts of soakBurst.
+func soak(t *testing.T, template, client, extra string, n int) {
 	// Every wait for a helper's exit starts 200 ms late (a failpoint): an
 	// exit in that window was once missed for good, and the task hung.
 	t.Setenv(shipper.SlowPidWaitEnv, "1") // the agent passes its env to the plugin
@@ -157,14 +155,14 @@ func soak(t *testing.T, template, extra string, n, burst int) {
 	// with a harness of 30 watchers, so here it is raised
 	// (TestConnectionsDoNotGrowWithTasks checks the plugin's own use).
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: soakPoolBlock(template),
-		ExtraConfig: "client {\n  gc_max_allocs = 5000\n}\nlimits {\n  http_max_conns_per_client = 400\n}\n" + extra})
+		ExtraConfig: "client {\n  gc_max_allocs = 5000\n" + client + "}\nlimits {\n  http_max_conns_per_client = 400\n}\n" + extra})
 	soakWaitWarm(t, a)
 	before := pluginGoroutines(t, a)
 	begin := time.Now()
 	var all []soakResult
 	for b := 0; len(all) < n; b++ {
-		size := min(burst, n-len(all))
-		res := soakBurstRun(t, a, b, size, burst)
+		size := min(soakBurst, n-len(all))
+		res := soakBurstRun(t, a, b, size)
 		all = append(all, res...)
 		t.Logf("burst %d: %d tasks, %s", b, size, soakCounts(res))
 	}
@@ -224,12 +222,12 @@ func soakCounts(rs []soakResult) string {
 
 // soakBurstRun registers size jobs at once, follows each to its end, and
 // purges them.
-func soakBurstRun(t *testing.T, a *nomadtest.Agent, b, size, burst int) []soakResult {
+func soakBurstRun(t *testing.T, a *nomadtest.Agent, b, size int) []soakResult {
 	jobs := make([]*api.Job, size)
 	for i := range jobs {
 		k := kindOf(i)
 		id := fmt.Sprintf("soak-%03d-%02d-%s", b, i, k.name)
-		num := b*burst + i
+		num := b*soakBurst + i
 		script := fmt.Sprintf(k.script, num)
 		jobs[i] = benchJob(t, a, "command.nomad.hcl", id)
 		task := jobs[i].TaskGroups[0].Tasks[0]
@@ -242,7 +240,7 @@ func soakBurstRun(t *testing.T, a *nomadtest.Agent, b, size, burst int) []soakRe
 		wg.Go(func() {
 			<-gate
 			k := kindOf(i)
-			res[i] = soakOne(t, a, job, k, b*burst+i)
+			res[i] = soakOne(t, a, job, k, b*soakBurst+i)
 		})
 	}
 	close(gate)
