@@ -9,10 +9,17 @@ import (
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/base"
 )
 
-// configurable is what BasePlugin needs of a driver or a device plugin.
-type configurable interface {
+// Base is what every plugin implements, driver or device: Nomad's BasePlugin
+// service, which baseServer adapts.
+type Base interface {
+	// PluginInfo names the plugin and its version; it must work before SetConfig.
 	PluginInfo() Info
+	// ConfigSchema is the plugin block's schema (root must be an Object), or nil for none.
 	ConfigSchema() *hclspec.Spec
+	// SetConfig receives the plugin block as msgpack (see DecodeConfig). It is called
+	// at least twice per process and must be idempotent; agent is nil while Nomad only
+	// validates the config. An error here stops the Nomad agent from starting, so
+	// semantic problems belong in what the plugin fingerprints instead.
 	SetConfig(ctx context.Context, msgpackConfig []byte, agent *AgentConfig) error
 }
 
@@ -20,7 +27,7 @@ type configurable interface {
 // plugin of type typ speaking API version api.
 type baseServer struct {
 	base.UnimplementedBasePluginServer
-	d      configurable
+	d      Base
 	typ    base.PluginType
 	api    string
 	logger hclog.Logger

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/agentkernel/agentkernel-pool/hclspec"
 )
 
 // DeviceAPIVersion is the only device plugin API version Nomad clients speak
@@ -18,14 +16,9 @@ const DeviceAPIVersion = "v0.1.0"
 // here. Nomad never tells a device plugin that a reservation ended, and it
 // has no Init or Shutdown call for device plugins: the process is killed.
 type Device interface {
-	// PluginInfo names the plugin and its version; it must work before SetConfig.
-	PluginInfo() Info
-	// ConfigSchema is the plugin block's schema (root must be an Object), or nil for none.
-	ConfigSchema() *hclspec.Spec
-	// SetConfig receives the plugin block as msgpack (see DecodeConfig); as for
-	// drivers it is called at least twice per process, agent nil while Nomad
-	// only validates, and an error stops the Nomad agent from starting.
-	SetConfig(ctx context.Context, msgpackConfig []byte, agent *AgentConfig) error
+	// Base: a bad config belongs in the devices Fingerprint sends (none, or
+	// unhealthy ones), not in SetConfig's error.
+	Base
 	// Fingerprint sends the plugin's complete device set: once at once (an
 	// empty set is fine), then whenever it changes, until ctx is done; the
 	// channel is closed when ctx is done. Nomad re-registers the node (5 to

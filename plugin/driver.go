@@ -17,15 +17,8 @@ const APIVersion = "v0.1.0"
 // Driver is what a task driver implements; Serve adapts it to Nomad's gRPC services.
 // No generated protobuf type appears here, so drivers never depend on the wire code.
 type Driver interface {
-	// PluginInfo names the driver and its version; it must work before SetConfig.
-	PluginInfo() Info
-	// ConfigSchema is the plugin block's schema (root must be an Object), or nil for none.
-	ConfigSchema() *hclspec.Spec
-	// SetConfig receives the plugin block as msgpack (see DecodeConfig). It is called
-	// at least twice per process and must be idempotent; agent is nil while Nomad only
-	// validates the config. An error here stops the Nomad agent from starting, so
-	// semantic problems belong in Fingerprint health instead.
-	SetConfig(ctx context.Context, msgpackConfig []byte, agent *AgentConfig) error
+	// Base: a bad config belongs in Fingerprint health, not in SetConfig's error.
+	Base
 
 	// TaskConfigSchema is the task config schema (root must be an Object).
 	TaskConfigSchema() *hclspec.Spec
