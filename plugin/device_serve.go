@@ -17,20 +17,9 @@ func ServeDevice(d Device, logger hclog.Logger) {
 }
 
 // ServeDeviceConfig is the go-plugin configuration ServeDevice uses; tests set
-// its Test field to serve in-process.
+// its Test field to serve in-process. A nil logger means NewLogger("plugin").
 func ServeDeviceConfig(d Device, logger hclog.Logger) *goplugin.ServeConfig {
-	if logger == nil {
-		logger = NewLogger("plugin")
-	}
-	return &goplugin.ServeConfig{
-		HandshakeConfig: Handshake,
-		Plugins: goplugin.PluginSet{
-			PluginNameBase: &grpcPlugin{register: func(s *grpc.Server) {
-				base.RegisterBasePluginServer(s, &baseServer{d: d, typ: base.PluginType_DEVICE, api: DeviceAPIVersion, logger: logger})
-			}},
-			PluginNameDevice: &grpcPlugin{register: func(s *grpc.Server) { device.RegisterDevicePluginServer(s, &deviceServer{d: d, logger: logger}) }},
-		},
-		GRPCServer: newGRPCServer(logger),
-		Logger:     logger,
-	}
+	return serveConfig(d, base.PluginType_DEVICE, DeviceAPIVersion, PluginNameDevice, logger, func(s *grpc.Server, logger hclog.Logger) {
+		device.RegisterDevicePluginServer(s, &deviceServer{d: d, logger: logger})
+	})
 }

@@ -62,6 +62,16 @@ func Serve(d Driver, logger hclog.Logger) {
 // ServeConfig is the go-plugin configuration Serve uses; tests set its Test
 // field to serve in-process. A nil logger means NewLogger("plugin").
 func ServeConfig(d Driver, logger hclog.Logger) *goplugin.ServeConfig {
+	return serveConfig(d, base.PluginType_DRIVER, APIVersion, PluginNameDriver, logger, func(s *grpc.Server, logger hclog.Logger) {
+		drivers.RegisterDriverServer(s, &driverServer{d: d, logger: logger})
+	})
+}
+
+// serveConfig is the go-plugin configuration of a plugin p of type typ that
+// speaks API version api: BasePlugin, and p's own service, which register
+// puts on the server under the plugin-set name name. A nil logger means
+// NewLogger("plugin").
+func serveConfig(p Base, typ base.PluginType, api, name string, logger hclog.Logger, register func(*grpc.Server, hclog.Logger)) *goplugin.ServeConfig {
 	if logger == nil {
 		logger = NewLogger("plugin")
 	}
@@ -69,9 +79,9 @@ func ServeConfig(d Driver, logger hclog.Logger) *goplugin.ServeConfig {
 		HandshakeConfig: Handshake,
 		Plugins: goplugin.PluginSet{
 			PluginNameBase: &grpcPlugin{register: func(s *grpc.Server) {
-				base.RegisterBasePluginServer(s, &baseServer{d: d, typ: base.PluginType_DRIVER, api: APIVersion, logger: logger})
+				base.RegisterBasePluginServer(s, &baseServer{d: p, typ: typ, api: api, logger: logger})
 			}},
-			PluginNameDriver: &grpcPlugin{register: func(s *grpc.Server) { drivers.RegisterDriverServer(s, &driverServer{d: d, logger: logger}) }},
+			name: &grpcPlugin{register: func(s *grpc.Server) { register(s, logger) }},
 		},
 		GRPCServer: newGRPCServer(logger),
 		Logger:     logger,
