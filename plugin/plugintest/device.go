@@ -1,13 +1,9 @@
 package plugintest
 
 import (
-	"context"
-	"os/exec"
 	"testing"
-	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
-	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 
 	"github.com/agentkernel/agentkernel-pool/plugin"
@@ -29,82 +25,22 @@ type DeviceClient struct {
 // the test ends.
 func ServeDevice(t testing.TB, d plugin.Device) *DeviceClient {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	reattachCh := make(chan *goplugin.ReattachConfig, 1)
-	closed := make(chan struct{})
-	cfg := plugin.ServeDeviceConfig(d, testLogger("plugin"))
-	cfg.Test = &goplugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattachCh, CloseCh: closed}
-	go goplugin.Serve(cfg)
-	var rc *goplugin.ReattachConfig
-	select {
-	case rc = <-reattachCh:
-	case <-closed:
-		cancel()
-		t.Fatal("plugintest: device plugin server stopped before it was ready")
-	case <-time.After(startTimeout):
-		cancel()
-		t.Fatal("plugintest: device plugin server did not start")
-	}
-	rc.ReattachFunc = func() (runner.AttachedRunner, error) { return inProcess{closed: closed}, nil }
-	pc := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig:  plugin.Handshake,
-		Plugins:          devicePlugins(),
-		Reattach:         rc,
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
-		Logger:           testLogger("client"),
-	})
-	c, err := dispenseDevice(pc)
-	if err != nil {
-		cancel()
-		<-closed
-		t.Fatalf("plugintest: connect: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = c.rpc.Close() // as Serve's cleanup: close first, cancel as the fallback
-		select {
-		case <-closed:
-		case <-time.After(5 * time.Second):
-		}
-		cancel()
-		<-closed
-	})
-	return c
+	return serveInProcess(t, "device plugin server", plugin.ServeDeviceConfig(d, testLogger("plugin")), devicePlugins(), dispenseDevice)
 }
 
 // LaunchDevice starts the binary at path as the Nomad client starts a device
 // plugin and connects a client. The process is killed when the test ends.
 func LaunchDevice(t testing.TB, path string, args ...string) *DeviceClient {
 	t.Helper()
-	pc := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig:  plugin.Handshake,
-		Plugins:          devicePlugins(),
-		Cmd:              exec.Command(path, args...),
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
-		StartTimeout:     startTimeout,
-		Logger:           testLogger("client"),
-	})
-	t.Cleanup(pc.Kill)
-	c, err := dispenseDevice(pc)
-	if err != nil {
-		t.Fatalf("plugintest: launch %s: %v", path, err)
-	}
-	return c
+	return launch(t, devicePlugins(), dispenseDevice, path, args)
 }
 
-func dispenseDevice(pc *goplugin.Client) (*DeviceClient, error) {
-	rpc, err := pc.Client()
+func dispenseDevice(rpc goplugin.ClientProtocol) (*DeviceClient, error) {
+	b, d, err := dispenseBoth(rpc, plugin.PluginNameDevice)
 	if err != nil {
 		return nil, err
 	}
-	b, err := rpc.Dispense(plugin.PluginNameBase)
-	if err != nil {
-		return nil, err
-	}
-	d, err := rpc.Dispense(plugin.PluginNameDevice)
-	if err != nil {
-		return nil, err
-	}
-	return &DeviceClient{Base: b.(base.BasePluginClient), Device: d.(device.DevicePluginClient), rpc: rpc}, nil
+	return &DeviceClient{Base: b, Device: d.(device.DevicePluginClient), rpc: rpc}, nil
 }
 
 func devicePlugins() goplugin.PluginSet {

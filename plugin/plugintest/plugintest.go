@@ -40,11 +40,26 @@ func (c *Client) Ping() error { return c.rpc.Ping() }
 // plugin.Serve configures it, and connects a client. Both stop when the test ends.
 func Serve(t testing.TB, d plugin.Driver) *Client {
 	t.Helper()
+	return serveInProcess(t, "plugin server", plugin.ServeConfig(d, testLogger("plugin")), clientPlugins(), dispense)
+}
+
+// Launch starts the plugin binary at path the way the Nomad client does (magic
+// cookie, PLUGIN_PROTOCOL_VERSIONS=2, PLUGIN_MIN_PORT/MAX_PORT, gRPC only) and
+// connects a client. The process is killed when the test ends.
+func Launch(t testing.TB, path string, args ...string) *Client {
+	t.Helper()
+	return launch(t, clientPlugins(), dispense, path, args)
+}
+
+// serveInProcess serves cfg in this process, connects a client with the
+// client-side plugins and hands its connection to dispense. what names the
+// server in failures. Both stop when the test ends.
+func serveInProcess[C any](t testing.TB, what string, cfg *goplugin.ServeConfig, plugins goplugin.PluginSet, dispense func(goplugin.ClientProtocol) (C, error)) C {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	reattachCh := make(chan *goplugin.ReattachConfig, 1)
 	closed := make(chan struct{})
 
-	cfg := plugin.ServeConfig(d, testLogger("plugin"))
 	cfg.Test = &goplugin.ServeTestConfig{Context: ctx, ReattachConfigCh: reattachCh, CloseCh: closed}
 	go goplugin.Serve(cfg)
 
@@ -53,22 +68,26 @@ func Serve(t testing.TB, d plugin.Driver) *Client {
 	case rc = <-reattachCh:
 	case <-closed:
 		cancel()
-		t.Fatal("plugintest: plugin server stopped before it was ready")
+		t.Fatalf("plugintest: %s stopped before it was ready", what)
 	case <-time.After(startTimeout):
 		cancel()
-		t.Fatal("plugintest: plugin server did not start")
+		t.Fatalf("plugintest: %s did not start", what)
 	}
 	// The plugin is this process: waiting means waiting for the server to stop.
 	rc.ReattachFunc = func() (runner.AttachedRunner, error) { return inProcess{closed: closed}, nil }
 
 	pc := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  plugin.Handshake,
-		Plugins:          clientPlugins(),
+		Plugins:          plugins,
 		Reattach:         rc,
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		Logger:           testLogger("client"),
 	})
-	c, err := dispense(pc)
+	rpc, err := pc.Client()
+	var c C
+	if err == nil {
+		c, err = dispense(rpc)
+	}
 	if err != nil {
 		cancel()
 		<-closed
@@ -78,7 +97,7 @@ func Serve(t testing.TB, d plugin.Driver) *Client {
 		// Close asks the server to stop (go-plugin's controller). Cancelling as
 		// well would make go-plugin stop the server twice, racing with itself,
 		// so the context is only the fallback.
-		_ = c.rpc.Close()
+		_ = rpc.Close()
 		select {
 		case <-closed:
 		case <-time.After(5 * time.Second):
@@ -89,21 +108,25 @@ func Serve(t testing.TB, d plugin.Driver) *Client {
 	return c
 }
 
-// Launch starts the plugin binary at path the way the Nomad client does (magic
-// cookie, PLUGIN_PROTOCOL_VERSIONS=2, PLUGIN_MIN_PORT/MAX_PORT, gRPC only) and
-// connects a client. The process is killed when the test ends.
-func Launch(t testing.TB, path string, args ...string) *Client {
+// launch starts the binary at path as the Nomad client starts a plugin,
+// connects a client with the client-side plugins and hands its connection to
+// dispense. The process is killed when the test ends.
+func launch[C any](t testing.TB, plugins goplugin.PluginSet, dispense func(goplugin.ClientProtocol) (C, error), path string, args []string) C {
 	t.Helper()
 	pc := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  plugin.Handshake,
-		Plugins:          clientPlugins(),
+		Plugins:          plugins,
 		Cmd:              exec.Command(path, args...),
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		StartTimeout:     startTimeout,
 		Logger:           testLogger("client"),
 	})
 	t.Cleanup(pc.Kill)
-	c, err := dispense(pc)
+	rpc, err := pc.Client()
+	var c C
+	if err == nil {
+		c, err = dispense(rpc)
+	}
 	if err != nil {
 		t.Fatalf("plugintest: launch %s: %v", path, err)
 	}
@@ -161,20 +184,25 @@ func ReadHandshake(ctx context.Context, path string, args ...string) (string, er
 	}
 }
 
-func dispense(pc *goplugin.Client) (*Client, error) {
-	rpc, err := pc.Client()
+func dispense(rpc goplugin.ClientProtocol) (*Client, error) {
+	b, d, err := dispenseBoth(rpc, plugin.PluginNameDriver)
 	if err != nil {
 		return nil, err
 	}
+	return &Client{Base: b, Driver: d.(drivers.DriverClient), rpc: rpc}, nil
+}
+
+// dispenseBoth dispenses BasePlugin and the plugin's own service, name.
+func dispenseBoth(rpc goplugin.ClientProtocol, name string) (base.BasePluginClient, any, error) {
 	b, err := rpc.Dispense(plugin.PluginNameBase)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	d, err := rpc.Dispense(plugin.PluginNameDriver)
+	own, err := rpc.Dispense(name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &Client{Base: b.(base.BasePluginClient), Driver: d.(drivers.DriverClient), rpc: rpc}, nil
+	return b.(base.BasePluginClient), own, nil
 }
 
 // clientPlugins is the client half of the plugin set: go-plugin's gRPC Dispense
