@@ -305,7 +305,7 @@ func taskStatsToProto(u *TaskResourceUsage, taskID string) *drivers.TaskStatsRes
 		cpu.UserMode = c.UserMode
 		cpu.TotalTicks = c.TotalTicks
 		cpu.Percent = c.Percent
-		cpu.MeasuredFields = cpuFields(c.Measured)
+		cpu.MeasuredFields = measuredFields(c.Measured, cpuFieldNames)
 	}
 	mem := &drivers.MemoryUsage{}
 	if m := u.Memory; m != nil {
@@ -314,7 +314,7 @@ func taskStatsToProto(u *TaskResourceUsage, taskID string) *drivers.TaskStatsRes
 		mem.MaxUsage = m.MaxUsage
 		mem.Usage = m.Usage
 		mem.Swap = m.Swap
-		mem.MeasuredFields = memoryFields(m.Measured)
+		mem.MeasuredFields = measuredFields(m.Measured, memoryFieldNames)
 	}
 	return &drivers.TaskStatsResponse{Stats: &drivers.TaskStats{
 		Id:               taskID,
@@ -345,20 +345,12 @@ var (
 	}
 )
 
-func cpuFields(names []string) []drivers.CPUUsage_Fields {
-	out := make([]drivers.CPUUsage_Fields, 0, len(names))
+// measuredFields maps the names of measured fields to their wire values
+// (cpuFieldNames or memoryFieldNames), in order, dropping unknown names.
+func measuredFields[F any](names []string, known map[string]F) []F {
+	out := make([]F, 0, len(names))
 	for _, n := range names {
-		if f, ok := cpuFieldNames[n]; ok {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func memoryFields(names []string) []drivers.MemoryUsage_Fields {
-	out := make([]drivers.MemoryUsage_Fields, 0, len(names))
-	for _, n := range names {
-		if f, ok := memoryFieldNames[n]; ok {
+		if f, ok := known[n]; ok {
 			out = append(out, f)
 		}
 	}
