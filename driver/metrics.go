@@ -52,45 +52,48 @@ type metrics struct {
 func newMetrics() *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
-		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricsNamespace, Name: "claims_total",
-			Help: "Claims of warm sandboxes by task starts, by pool and outcome (hit, miss, timeout, error).",
-		}, []string{"pool", "outcome"}),
-		claimLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: metricsNamespace, Name: "claim_duration_seconds",
-			Help:    "Time a task start spent claiming a sandbox, by pool and outcome.",
-			Buckets: []float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		}, []string{"pool", "outcome"}),
-		warmup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: metricsNamespace, Name: "warmup_duration_seconds",
-			Help:    "Time a warm sandbox this plugin dispatched took from its dispatch to warm (placed, running, launch session open, ready), by pool.",
-			Buckets: []float64{.25, .5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300},
-		}, []string{"pool"}),
-		ready: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: metricsNamespace, Name: "ready_duration_seconds",
-			Help:    "Time a sandbox of a pool with a readiness check took from its warm task's start to its first passing check (the preparation part of the warm-up), by pool.",
-			Buckets: []float64{.1, .25, .5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600},
-		}, []string{"pool"}),
-		dispatches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricsNamespace, Name: "dispatches_total",
-			Help: "Warm sandboxes dispatched, by pool and result (ok, error).",
-		}, []string{"pool", "result"}),
-		purges: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricsNamespace, Name: "purges_total",
-			Help: "Sandbox jobs purged (used, dead, surplus or stale), by pool and result (ok, error).",
-		}, []string{"pool", "result"}),
-		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricsNamespace, Name: "nomad_api_requests_total",
-			Help: "Requests this plugin sent to the Nomad API (each retry counts), by operation (jobs.dispatch, variables.create, allocations.watch, alloc.exec, ...) and result (ok, 4xx, 5xx, error: no answer).",
-		}, []string{"operation", "result"}),
-		apiLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: metricsNamespace, Name: "nomad_api_request_duration_seconds",
-			Help:    "Time a Nomad API request took to its answer, by operation and result. A *.watch is a blocking query (it waits for a change) and alloc.exec.session an exec held open: theirs is the wait or the session.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
-		}, []string{"operation", "result"}),
+		claims: counterVec("claims_total",
+			"Claims of warm sandboxes by task starts, by pool and outcome (hit, miss, timeout, error).",
+			"pool", "outcome"),
+		claimLatency: histogramVec("claim_duration_seconds",
+			"Time a task start spent claiming a sandbox, by pool and outcome.",
+			[]float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+			"pool", "outcome"),
+		warmup: histogramVec("warmup_duration_seconds",
+			"Time a warm sandbox this plugin dispatched took from its dispatch to warm (placed, running, launch session open, ready), by pool.",
+			[]float64{.25, .5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300},
+			"pool"),
+		ready: histogramVec("ready_duration_seconds",
+			"Time a sandbox of a pool with a readiness check took from its warm task's start to its first passing check (the preparation part of the warm-up), by pool.",
+			[]float64{.1, .25, .5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600},
+			"pool"),
+		dispatches: counterVec("dispatches_total",
+			"Warm sandboxes dispatched, by pool and result (ok, error).",
+			"pool", "result"),
+		purges: counterVec("purges_total",
+			"Sandbox jobs purged (used, dead, surplus or stale), by pool and result (ok, error).",
+			"pool", "result"),
+		apiRequests: counterVec("nomad_api_requests_total",
+			"Requests this plugin sent to the Nomad API (each retry counts), by operation (jobs.dispatch, variables.create, allocations.watch, alloc.exec, ...) and result (ok, 4xx, 5xx, error: no answer).",
+			"operation", "result"),
+		apiLatency: histogramVec("nomad_api_request_duration_seconds",
+			"Time a Nomad API request took to its answer, by operation and result. A *.watch is a blocking query (it waits for a change) and alloc.exec.session an exec held open: theirs is the wait or the session.",
+			[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+			"operation", "result"),
 	}
 	m.reg.MustRegister(m.claims, m.claimLatency, m.warmup, m.ready, m.dispatches, m.purges, m.apiRequests, m.apiLatency, poolCollector{m})
 	return m
+}
+
+// counterVec is a counter of the plugin's namespace with the given labels.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Name: name, Help: help}, labels)
+}
+
+// histogramVec is a histogram of the plugin's namespace with the given
+// buckets and labels.
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: metricsNamespace, Name: name, Help: help, Buckets: buckets}, labels)
 }
 
 var (
