@@ -162,9 +162,6 @@ func (a *Agent) config(ports []int) string {
 	if a.opts.name != "" {
 		fmt.Fprintf(&b, "name = %q\n", a.opts.name)
 	}
-	if a.opts.role == roleServer {
-		return a.serverConfig(&b, ports)
-	}
 	fmt.Fprintf(&b, `data_dir  = %q
 bind_addr = "127.0.0.1"
 log_level = "DEBUG"
@@ -178,7 +175,23 @@ advertise {
   rpc  = "127.0.0.1"
   serf = "127.0.0.1"
 }
-client {
+`, a.DataDir, ports[0], ports[1], ports[2])
+	if a.opts.role == roleServer {
+		b.WriteString(serverOnly)
+	} else {
+		a.clientConfig(&b, ports)
+	}
+	if a.opts.ACL {
+		b.WriteString("acl {\n  enabled = true\n}\n")
+	}
+	b.WriteString(a.opts.ExtraConfig)
+	return b.String()
+}
+
+// clientConfig is the config of an agent with a client, after the part every
+// agent has.
+func (a *Agent) clientConfig(b *strings.Builder, ports []int) {
+	b.WriteString(`client {
   enabled = true
   network_interface = "lo"
   options = {
@@ -190,24 +203,19 @@ plugin "raw_exec" {
     enabled = true
   }
 }
-`, a.DataDir, ports[0], ports[1], ports[2])
+`)
 	switch {
 	case a.opts.role == roleClient:
-		fmt.Fprintf(&b, "client {\n  servers = [%q]\n}\n", strings.Join(a.opts.servers, `", "`))
+		fmt.Fprintf(b, "client {\n  servers = [%q]\n}\n", strings.Join(a.opts.servers, `", "`))
 	case a.opts.Persistent:
-		fmt.Fprintf(&b, "server {\n  enabled = true\n  bootstrap_expect = 1\n}\nclient {\n  servers = [\"127.0.0.1:%d\"]\n}\n", ports[1])
+		fmt.Fprintf(b, "server {\n  enabled = true\n  bootstrap_expect = 1\n}\nclient {\n  servers = [\"127.0.0.1:%d\"]\n}\n", ports[1])
 	}
 	if a.opts.PluginDir != "" {
-		fmt.Fprintf(&b, "plugin_dir = %q\n", a.opts.PluginDir)
+		fmt.Fprintf(b, "plugin_dir = %q\n", a.opts.PluginDir)
 	}
 	if a.opts.PluginConfig != "" {
-		fmt.Fprintf(&b, "plugin \"agentkernel-pool\" {\n%s\n}\n", a.opts.PluginConfig)
+		fmt.Fprintf(b, "plugin \"agentkernel-pool\" {\n%s\n}\n", a.opts.PluginConfig)
 	}
-	if a.opts.ACL {
-		b.WriteString("acl {\n  enabled = true\n}\n")
-	}
-	b.WriteString(a.opts.ExtraConfig)
-	return b.String()
 }
 
 func (a *Agent) launch() error {

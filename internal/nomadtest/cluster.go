@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,29 +97,10 @@ func (a *Agent) ready(ctx context.Context) (bool, error) {
 	return false, err
 }
 
-// serverConfig is the config of a server-only agent, after what b holds.
-func (a *Agent) serverConfig(b *strings.Builder, ports []int) string {
-	fmt.Fprintf(b, `data_dir  = %q
-bind_addr = "127.0.0.1"
-log_level = "DEBUG"
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-server {
+// serverOnly is the config of a server-only agent, after the part every
+// agent has.
+const serverOnly = `server {
   enabled          = true
   bootstrap_expect = 1
 }
-`, a.DataDir, ports[0], ports[1], ports[2])
-	if a.opts.ACL {
-		b.WriteString("acl {\n  enabled = true\n}\n")
-	}
-	b.WriteString(a.opts.ExtraConfig)
-	return b.String()
-}
+`
