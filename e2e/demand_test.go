@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -25,15 +24,8 @@ func TestDemandDrivenTarget(t *testing.T) {
 	if _, err := nomadtest.Binary(); err != nil {
 		t.Skipf("skipping e2e: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	block := strings.Replace(poolBlock("dev", rawExecTemplate(t), 1, 10), "size = 1",
-		"size = 1\n    max_warm = 4\n    scale_down_after = \"20s\"", 1)
-	block = strings.Replace(block, "config {", "config {\n  metrics_address = \""+addr+"\"", 1)
+	block, addr := withMetricsAddress(t, strings.Replace(poolBlock("dev", rawExecTemplate(t), 1, 10), "size = 1",
+		"size = 1\n    max_warm = 4\n    scale_down_after = \"20s\"", 1))
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), PluginConfig: block})
 	waitWarm(t, a, "dev", 1)
 	if got := attr(t, a, nodeattr.Target); got != "1" {
