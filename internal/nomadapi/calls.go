@@ -134,11 +134,11 @@ func Operation(method string, u *url.URL) string {
 		case len(seg) == 3 && jobSubOps[seg[2]]:
 			op = "jobs." + seg[2]
 		}
-	case "allocations":
-		op = "allocations.list"
-	case "allocation":
+	case "allocations", "nodes": // /v1/<resource>s lists them
+		op = seg[0] + ".list"
+	case "allocation", "node": // /v1/<resource>/<id> reads one
 		if len(seg) == 2 {
-			op = "allocations.info"
+			op = seg[0] + "s.info"
 		}
 	case "client":
 		if len(seg) == 4 && seg[1] == "allocation" && (seg[3] == "stats" || seg[3] == "exec" || seg[3] == "checks") {
@@ -156,12 +156,6 @@ func Operation(method string, u *url.URL) string {
 			op = "variables.create"
 		default:
 			op = "variables.update"
-		}
-	case "nodes":
-		op = "nodes.list"
-	case "node":
-		if len(seg) == 2 {
-			op = "nodes.info"
 		}
 	case "agent":
 		if len(seg) == 2 && seg[1] == "self" {
