@@ -16,7 +16,8 @@ import (
 // The client encodes the HCL value with go-cty's msgpack encoder: objects and
 // maps as maps with string keys, lists as arrays, strings as str, null as nil.
 // DecodeConfig fills what a schema of strings, bools, lists and blocks needs:
-// struct fields tagged `codec:"name"` (untagged: the Go name), string-keyed
+// struct fields tagged `codec:"name"` (untagged: the Go name; an untagged
+// embedded struct's fields are the outer struct's, see field), string-keyed
 // maps, slices, strings and bools. Numbers are left out on purpose: cty sends
 // one in whichever of several encodings fits its value, while an attribute
 // declared as a string receives it as decimal text that the driver validates
@@ -137,17 +138,32 @@ func decodeEntries(d *msgpack.Decoder, path string, entry func(key string) error
 	return nil
 }
 
-// field returns the exported field of struct v that key names.
+// field returns the exported field of struct v that key names. The fields of
+// an anonymous struct field without a codec tag count as v's own, as
+// encoding/json promotes them, so a block's shared attributes can be one
+// embedded struct (nomadapi.Block). v's own fields come first: an outer
+// field shadows an embedded one of the same name. Embedding is part of the
+// type, so this recursion is bounded by the type, not by the data.
 func field(v reflect.Value, key string) (reflect.Value, bool) {
 	t := v.Type()
+	var embedded []int
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("codec"), ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			embedded = append(embedded, i)
+			continue
+		}
 		if name == "" {
 			name = f.Name
 		}
 		if f.IsExported() && name != "-" && name == key {
 			return v.Field(i), true
+		}
+	}
+	for _, i := range embedded {
+		if f, ok := field(v.Field(i), key); ok {
+			return f, true
 		}
 	}
 	return reflect.Value{}, false

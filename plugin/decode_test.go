@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/agentkernel/agentkernel-pool/plugin"
 )
 
@@ -187,5 +189,70 @@ func TestDecodeUnsupportedFieldType(t *testing.T) {
 	var m map[int]string
 	if err := plugin.DecodeConfig(mustHex(t, "80"), &m); err == nil || !strings.Contains(err.Error(), "unsupported field type map[int]string") {
 		t.Errorf("int-keyed map: err = %v", err)
+	}
+}
+
+// Conn stands for a group of attributes two plugin blocks share, embedded
+// in each block's struct.
+type Conn struct {
+	Address string `codec:"address"`
+	Token   string `codec:"token_file"`
+}
+
+type embeddingConfig struct {
+	Conn
+	Namespace string `codec:"namespace"`
+	Nested    Conn   `codec:"nested"`
+}
+
+// An untagged embedded struct's keys sit beside the outer struct's in the
+// block; keys neither knows are skipped as before, and a tagged struct
+// field is still a nested map.
+func TestDecodeEmbeddedStruct(t *testing.T) {
+	data, err := msgpack.Marshal(map[string]any{
+		"address":    "http://x",
+		"token_file": "/t",
+		"namespace":  "agents",
+		"Conn":       "not a field: the embedded struct has no key of its own",
+		"unknown":    []any{1, "x"},
+		"nested":     map[string]any{"address": "http://y"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg embeddingConfig
+	if err := plugin.DecodeConfig(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := embeddingConfig{Conn: Conn{Address: "http://x", Token: "/t"}, Namespace: "agents", Nested: Conn{Address: "http://y"}}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("config = %+v, want %+v", cfg, want)
+	}
+
+	// An error in an embedded field is named by its key alone.
+	data, err = msgpack.Marshal(map[string]any{"token_file": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plugin.DecodeConfig(data, &cfg); err == nil || err.Error() != "token_file: cannot decode number 3 as string" {
+		t.Fatalf("err = %v, want token_file named", err)
+	}
+}
+
+// The outer struct's own field wins over an embedded one of the same key.
+func TestDecodeOuterFieldShadowsEmbedded(t *testing.T) {
+	var cfg struct {
+		Conn
+		Address string `codec:"address"`
+	}
+	data, err := msgpack.Marshal(map[string]any{"address": "http://outer", "token_file": "/t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plugin.DecodeConfig(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Address != "http://outer" || cfg.Conn.Address != "" || cfg.Conn.Token != "/t" {
+		t.Fatalf("config = %+v: want address outside, token_file inside", cfg)
 	}
 }
