@@ -2,7 +2,10 @@
 // address (NOMAD_ADDR or the local agent), TLS (CA, client certificate and
 // key, server name), the ACL token that can be rotated while calls are in
 // flight (Token), and the per-call observer that feeds the API metrics
-// (CallObserver, Operation). The pool core, the task driver, the device
+// (CallObserver, Operation). The plugin blocks' attributes that say all this
+// (address, token_file, ca_file, cert_file, key_file, tls_server_name) are
+// one schema, struct and validation here (Block), shared by the driver and
+// the device plugin. The pool core, the task driver, the device
 // plugin and the status command make their clients here; what each does
 // with a client (deadlines, retries, ACL hints) is its own.
 package nomadapi
@@ -19,11 +22,11 @@ import (
 // nor NOMAD_ADDR is set: the local agent.
 const DefaultAddress = "http://127.0.0.1:4646"
 
-// Config is how to reach the Nomad API; it mirrors the plugin block's
-// address, token_file, ca_file, cert_file, key_file and tls_server_name.
+// Config is how to reach the Nomad API; a plugin block's Block.Config
+// makes one, the status command another from its flags and NOMAD_*.
 type Config struct {
 	Address       string // default NOMAD_ADDR, else DefaultAddress
-	Token         string // the token itself (the driver reads token_file); default NOMAD_TOKEN
+	Token         string // the token itself (Block.Config reads token_file); default NOMAD_TOKEN
 	CAFile        string
 	CertFile      string
 	KeyFile       string
