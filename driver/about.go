@@ -59,13 +59,9 @@ func (d *Driver) Capabilities() plugin.Capabilities {
 // our validation (driver unhealthy, field named) instead of failing Nomad's schema
 // check, which would stop the whole agent. They cannot be `any`: Nomad's HCL decoder
 // panics on `any` inside a block map, killing the agent.
-var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
-	"address":         hclspec.NewAttr("address", "string", false),
-	"token_file":      hclspec.NewAttr("token_file", "string", false),
-	"ca_file":         hclspec.NewAttr("ca_file", "string", false),
-	"cert_file":       hclspec.NewAttr("cert_file", "string", false),
-	"key_file":        hclspec.NewAttr("key_file", "string", false),
-	"tls_server_name": hclspec.NewAttr("tls_server_name", "string", false),
+// The connection attributes (address, token_file, TLS) are the device
+// plugin's too: nomadapi.BlockSpec adds them.
+var configSpec = hclspec.NewObject(nomadapi.BlockSpec(map[string]*hclspec.Spec{
 	"namespace":       hclspec.NewAttr("namespace", "string", false),
 	"metrics_address": hclspec.NewAttr("metrics_address", "string", false),
 	"pool": hclspec.NewBlockMap("pool", []string{"name"}, hclspec.NewObject(map[string]*hclspec.Spec{
@@ -79,19 +75,14 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"ready_timeout":    hclspec.NewAttr("ready_timeout", "string", false),
 		"device":           hclspec.NewAttr("device", "string", false),
 	})),
-})
+}))
 
 // rawConfig is the plugin block as Nomad encodes it.
 type rawConfig struct {
-	Address       string             `codec:"address"`
-	TokenFile     string             `codec:"token_file"`
-	CAFile        string             `codec:"ca_file"`
-	CertFile      string             `codec:"cert_file"`
-	KeyFile       string             `codec:"key_file"`
-	TLSServerName string             `codec:"tls_server_name"`
-	Namespace     string             `codec:"namespace"`
-	MetricsAddr   string             `codec:"metrics_address"`
-	Pools         map[string]rawPool `codec:"pool"`
+	nomadapi.Block                    // address, token_file and TLS, decoded from the block's top level
+	Namespace      string             `codec:"namespace"`
+	MetricsAddr    string             `codec:"metrics_address"`
+	Pools          map[string]rawPool `codec:"pool"`
 }
 
 type rawPool struct {
@@ -109,7 +100,6 @@ type rawPool struct {
 // Config is the validated plugin configuration.
 type Config struct {
 	API       nomadapi.Config
-	TokenFile string
 	Namespace string
 	Pools     []pool.Config // sorted by name
 	// Namespaces lists, per pool, the Nomad namespaces whose tasks may use

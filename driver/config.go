@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 	"github.com/agentkernel/agentkernel-pool/pool"
 )
 
@@ -50,47 +48,18 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	c := &Config{
-		API: nomadapi.Config{
-			Address:       strings.TrimSpace(raw.Address),
-			CAFile:        raw.CAFile,
-			CertFile:      raw.CertFile,
-			KeyFile:       raw.KeyFile,
-			TLSServerName: raw.TLSServerName,
-		},
-		TokenFile: raw.TokenFile,
-		Namespace: raw.Namespace,
+	api, err := raw.Block.Config()
+	if err != nil {
+		errs = append(errs, err)
 	}
+	c := &Config{API: api, Namespace: raw.Namespace}
 	if c.Namespace == "" {
 		c.Namespace = DefaultNamespace
-	}
-	if c.API.Address != "" {
-		if u, err := url.Parse(c.API.Address); err != nil || u.Scheme == "" || u.Host == "" {
-			bad("address %q: want a URL such as http://127.0.0.1:4646", c.API.Address)
-		}
 	}
 	if c.MetricsAddress = strings.TrimSpace(raw.MetricsAddr); c.MetricsAddress != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
 			bad("metrics_address %q: want host:port such as 127.0.0.1:9464: %v", c.MetricsAddress, err)
 		}
-	}
-	if c.TokenFile != "" {
-		tok, err := nomadapi.ReadTokenFile(c.TokenFile)
-		if err != nil {
-			bad("token_file: %v", err)
-		}
-		c.API.Token = tok
-	}
-	for _, f := range []struct{ name, path string }{{"ca_file", raw.CAFile}, {"cert_file", raw.CertFile}, {"key_file", raw.KeyFile}} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			bad("%s: %v", f.name, err)
-		}
-	}
-	if (raw.CertFile == "") != (raw.KeyFile == "") {
-		bad("cert_file and key_file: set both or neither")
 	}
 
 	names := make([]string, 0, len(raw.Pools))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentkernel/agentkernel-pool/hclspec/hclspectest"
+	"github.com/agentkernel/agentkernel-pool/internal/nomadapi"
 )
 
 func TestConfigValidationNamesPoolAndField(t *testing.T) {
@@ -38,11 +39,11 @@ func TestConfigValidationNamesPoolAndField(t *testing.T) {
 		{"bad duration", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ClaimTimeout: "soon"}}}, []string{`pool "py": claim_timeout: "soon": want a duration`}},
 		{"zero duration", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, ClaimTimeout: "0s"}}}, []string{`pool "py": claim_timeout: 0s: must be positive`}},
 		{"bad name", rawConfig{Pools: map[string]rawPool{"Py.3": {Jobspec: spec}}}, []string{`pool "Py.3": name`}},
-		{"bad address", rawConfig{Address: "127.0.0.1:4646", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{`address "127.0.0.1:4646"`}},
-		{"empty token file", rawConfig{TokenFile: empty, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"token_file: ", "is empty"}},
-		{"endless token file", rawConfig{TokenFile: "/dev/zero", Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"token_file: /dev/zero is larger than"}},
-		{"cert without key", rawConfig{CertFile: spec, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"cert_file and key_file: set both or neither"}},
-		{"missing ca", rawConfig{CAFile: filepath.Join(dir, "ca.pem"), Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"ca_file: ", "no such file"}},
+		{"bad address", rawConfig{Block: nomadapi.Block{Address: "127.0.0.1:4646"}, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{`address "127.0.0.1:4646"`}},
+		{"empty token file", rawConfig{Block: nomadapi.Block{TokenFile: empty}, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"token_file: ", "is empty"}},
+		{"endless token file", rawConfig{Block: nomadapi.Block{TokenFile: "/dev/zero"}, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"token_file: /dev/zero is larger than"}},
+		{"cert without key", rawConfig{Block: nomadapi.Block{CertFile: spec}, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"cert_file and key_file: set both or neither"}},
+		{"missing ca", rawConfig{Block: nomadapi.Block{CAFile: filepath.Join(dir, "ca.pem")}, Pools: map[string]rawPool{"py": {Jobspec: spec}}}, []string{"ca_file: ", "no such file"}},
 		{"namespaces", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"team-a", "default"}}}}, nil},
 		{"bad namespace", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"team a", ""}}}}, []string{`pool "py": namespaces: "team a" is not a Nomad namespace name`, `namespaces: "" is not`}},
 		{"namespace twice", rawConfig{Pools: map[string]rawPool{"py": {Jobspec: spec, Namespaces: []string{"a", "a"}}}}, []string{`pool "py": namespaces: "a" is listed twice`}},
@@ -111,7 +112,7 @@ func TestTokenNeverInErrors(t *testing.T) {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "tok")
 	_ = os.WriteFile(tok, []byte("s3cr3t-token-value\n"), 0o600)
-	c, err := parseConfig(&rawConfig{TokenFile: tok, Address: "bad", Pools: map[string]rawPool{"py": {}}})
+	c, err := parseConfig(&rawConfig{Block: nomadapi.Block{TokenFile: tok, Address: "bad"}, Pools: map[string]rawPool{"py": {}}})
 	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
 		t.Fatalf("error %v", err)
 	}

@@ -66,7 +66,7 @@ func (d *Driver) reload() {
 // filesState sums up the files a config names (size and time of each), so a
 // rebuild that failed is tried again only once one of them changed.
 func filesState(raw *rawConfig, cfg *Config) string {
-	paths := []string{raw.TokenFile, raw.CAFile, raw.CertFile, raw.KeyFile}
+	paths := raw.Block.Files()
 	for _, p := range cfg.Pools {
 		paths = append(paths, p.Jobspec)
 	}
