@@ -2,9 +2,6 @@ package device
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 
@@ -23,25 +20,10 @@ const Name = "agentkernel-pool-device"
 // (`args = ["device"]` in its plugin block).
 const Arg = "device"
 
-// configSpec is the plugin block's schema: how to reach the local agent. Its
-// pools come from the driver (the state file), so there is nothing else.
-var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
-	"address":         hclspec.NewAttr("address", "string", false),
-	"token_file":      hclspec.NewAttr("token_file", "string", false),
-	"ca_file":         hclspec.NewAttr("ca_file", "string", false),
-	"cert_file":       hclspec.NewAttr("cert_file", "string", false),
-	"key_file":        hclspec.NewAttr("key_file", "string", false),
-	"tls_server_name": hclspec.NewAttr("tls_server_name", "string", false),
-})
-
-type rawConfig struct {
-	Address       string `codec:"address"`
-	TokenFile     string `codec:"token_file"`
-	CAFile        string `codec:"ca_file"`
-	CertFile      string `codec:"cert_file"`
-	KeyFile       string `codec:"key_file"`
-	TLSServerName string `codec:"tls_server_name"`
-}
+// configSpec is the plugin block's schema: how to reach the local agent, the
+// driver's connection attributes (nomadapi.BlockSpec). Its pools come from
+// the driver (the state file), so there is nothing else.
+var configSpec = hclspec.NewObject(nomadapi.BlockSpec(nil))
 
 // Plugin implements plugin.Device.
 type Plugin struct {
@@ -91,34 +73,18 @@ func (p *Plugin) SetConfig(_ context.Context, msgpackConfig []byte, agent *plugi
 	return nil
 }
 
-// parseConfig validates the block; each problem names its field.
+// parseConfig validates the block as the driver does its connection
+// attributes (nomadapi.Block.Config); each problem names its field.
 func parseConfig(b []byte) (*nomadapi.Config, error) {
-	var raw rawConfig
+	var raw nomadapi.Block
 	if err := plugin.DecodeConfig(b, &raw); err != nil {
 		return nil, err
 	}
-	var errs []error
-	c := &nomadapi.Config{Address: strings.TrimSpace(raw.Address), CAFile: raw.CAFile, CertFile: raw.CertFile,
-		KeyFile: raw.KeyFile, TLSServerName: raw.TLSServerName}
-	if c.Address != "" {
-		if u, err := url.Parse(c.Address); err != nil || u.Scheme == "" || u.Host == "" {
-			errs = append(errs, fmt.Errorf("address %q: want a URL such as http://127.0.0.1:4646", c.Address))
-		}
-	}
-	if raw.TokenFile != "" {
-		tok, err := nomadapi.ReadTokenFile(raw.TokenFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("token_file: %w", err))
-		}
-		c.Token = tok
-	}
-	if (raw.CertFile == "") != (raw.KeyFile == "") {
-		errs = append(errs, errors.New("cert_file and key_file: set both or neither"))
-	}
-	if err := errors.Join(errs...); err != nil {
+	c, err := raw.Config()
+	if err != nil {
 		return nil, err
 	}
-	return c, nil
+	return &c, nil
 }
 
 // config returns the usable config, or nil, and a channel closed when it changes.

@@ -1,12 +1,14 @@
 package device
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -199,6 +201,23 @@ func TestBadConfigKeepsTheAgentUp(t *testing.T) {
 		if api, _ := p.config(); api != nil {
 			t.Fatalf("config %v accepted", cfg)
 		}
+	}
+}
+
+// A TLS file that is not there is refused when the block arrives, in the
+// log naming the attribute and the path, as the driver refuses it: not
+// found out later as a client that cannot be built.
+func TestMissingCAFileIsNamed(t *testing.T) {
+	var log bytes.Buffer
+	p := New(hclog.New(&hclog.LoggerOptions{Output: &log}), "0.1.0")
+	p.memoDir = t.TempDir()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	configure(t, p, map[string]any{"address": "https://127.0.0.1:4646", "ca_file": ca})
+	if api, _ := p.config(); api != nil {
+		t.Fatalf("config with a missing ca_file accepted: %+v", api)
+	}
+	if want := "ca_file: stat " + ca + ": no such file"; !strings.Contains(log.String(), want) {
+		t.Fatalf("log does not say %q:\n%s", want, log.String())
 	}
 }
 
