@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // RunState is what the host can see of a run without an API call: its
@@ -98,11 +99,28 @@ func runProcess(ref Ref, pid int) bool {
 	if st := statState(pid); st == "" || st == "Z" {
 		return false
 	}
-	environ, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
-	if err != nil {
-		return false
+	return carriesAllocDir(environOf(pid), filepath.Join(ref.HostAllocDir, "alloc"))
+}
+
+// environOf reads a process's environment (NUL-separated) from /proc, or nil.
+// A process in the middle of an execve shows an empty environment for that
+// while (its old memory is gone, its new stack not yet set up), and a run's
+// commands exec all the time: an empty read is tried again a few times, so
+// such a process is not taken for one without the sandbox's variables. A
+// process whose environment is really empty costs the retries and is not
+// the sandbox's.
+func environOf(pid int) []byte {
+	p := filepath.Join("/proc", strconv.Itoa(pid), "environ")
+	for try := 0; ; try++ {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		if len(b) > 0 || try == 3 {
+			return b
+		}
+		time.Sleep(time.Millisecond)
 	}
-	return carriesAllocDir(environ, filepath.Join(ref.HostAllocDir, "alloc"))
 }
 
 // carriesAllocDir reports whether an environment (NUL-separated) gives dir as

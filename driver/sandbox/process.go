@@ -37,7 +37,7 @@ func Reap(ref Ref, runID string) int {
 		if err != nil || groupOf(pid) != pgid {
 			continue
 		}
-		if environ, err := os.ReadFile(filepath.Join(d, "environ")); err == nil && carriesAllocDir(environ, dir) {
+		if carriesAllocDir(environOf(pid), dir) {
 			found++
 		}
 	}
