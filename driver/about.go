@@ -12,8 +12,8 @@ import (
 )
 
 // The plugin's identity and the plugin block's defaults. A default that a
-// pool.Manager applies too has its home in package pool (pool/pool.go): the
-// driver's name for it refers there.
+// pool.Manager applies too has its home in package pool (pool/config.go;
+// readiness's in pool/ready.go): the driver's name for it refers there.
 const (
 	// Name is the driver name, the binary name and the plugin block label;
 	// its node attributes are named after it (package nodeattr).

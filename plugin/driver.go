@@ -1,6 +1,7 @@
-// Package plugin speaks Nomad's driver-plugin wire protocol (go-plugin handshake,
-// the BasePlugin and Driver gRPC services, msgpack config decoding) and routes
-// every RPC to the plain Go interface Driver. It knows nothing about pools.
+// Package plugin speaks Nomad's task driver and device plugin wire protocols
+// (go-plugin handshake, the BasePlugin, Driver and DevicePlugin gRPC services,
+// msgpack config decoding) and routes every RPC to the plain Go interface
+// Driver (Serve) or Device (ServeDevice). It knows nothing about pools.
 package plugin
 
 import (

@@ -16,7 +16,8 @@ import (
 // defaults, and how they are checked.
 
 // Defaults for optional Config and Options fields: the one home of each,
-// which the driver's plugin block refers to (driver/about.go).
+// which the driver's plugin block refers to (driver/about.go). Readiness's
+// defaults live with readiness (DefaultReadyTimeout, ready.go).
 const (
 	// DefaultNamespace is where warm jobs and claim records live.
 	DefaultNamespace = "default"
