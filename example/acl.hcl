@@ -15,7 +15,7 @@ namespace "agentkernel-pool" {
   capabilities = [
     "submit-job",   # register each pool's parameterized warm job; purge used sandboxes
     "dispatch-job", # dispatch warm instances
-    "read-job",     # read warm jobs, their allocations and allocation stats
+    "read-job",     # read warm jobs, their allocations, allocation stats and service check results (readiness)
     "list-jobs",    # list dispatched warm instances for inventory and reconcile
     "alloc-exec",   # start the task's command and redirect `nomad alloc exec` into a sandbox
     # "alloc-node-exec", # only for pools on drivers without filesystem isolation (raw_exec)
@@ -34,7 +34,8 @@ agent {
   policy = "read"
 }
 
-# `agentkernel-pool status` and reconcile read node status.
+# The pool reads its own node (datacenter, node pool, name) to complete the
+# templates; `agentkernel-pool status` lists the nodes and their attributes.
 node {
   policy = "read"
 }

@@ -9,7 +9,7 @@ plugin_dir=${2:?usage: dev.sh NOMAD PLUGIN_DIR}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 if ! command -v "$nomad_bin" >/dev/null 2>&1; then
-  echo "make dev needs a nomad binary (tested: 1.10.5, 1.11.3, 2.0.5; see the README): put it on PATH (or set NOMAD_BIN=/path/to/nomad)" >&2
+  echo "make dev needs a nomad binary (a release README's Compatibility lists): put it on PATH (or set NOMAD_BIN=/path/to/nomad)" >&2
   exit 1
 fi
 nomad_bin=$(command -v "$nomad_bin")

@@ -1,5 +1,6 @@
 # Warm sandbox template on Nomad's isolated `exec` driver (chroot, namespaces,
-# cgroups). Starting one cold takes about 10 s; the pool pays that ahead of time.
+# cgroups). Starting one cold takes seconds (BENCHMARKS.md has the figure); the
+# pool pays that ahead of time.
 # The pool core overlays only its mechanics: job ID, parameterized batch type,
 # a constraint pinning it to the node, meta, and no restarts or reschedules.
 job "sandbox-exec" {
