@@ -1,8 +1,9 @@
 // Package pool keeps per-node pools of pre-warmed Nomad allocations and hands
 // them out atomically. It talks to Nomad only through the HTTP API
 // (github.com/hashicorp/nomad/api) and can be used without the driver: New,
-// Start, Claim (and Claim.Wait), Adopt, Release, Stats and Stop; Status and
-// PrintStatus serve `agentkernel-pool status`.
+// Start, Claim or ClaimAlloc (a given allocation: claimalloc.go), Claim.Wait,
+// Adopt, Release, Stats and Stop; Status and PrintStatus serve
+// `agentkernel-pool status`.
 //
 // # Objects in Nomad
 //
