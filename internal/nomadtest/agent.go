@@ -1,6 +1,7 @@
-// Package nomadtest starts a real Nomad dev agent on loopback for tests, with the
-// plugin under test in its plugin_dir. Tests skip with a clear message when no
-// nomad binary exists (NOMAD_BIN, else nomad on PATH).
+// Package nomadtest starts a real Nomad agent on loopback for tests (a dev
+// agent, a one-node server+client agent, or a server and N clients:
+// cluster.go), with the plugin under test in its plugin_dir. Tests skip with
+// a clear message when no nomad binary exists (NOMAD_BIN, else nomad on PATH).
 package nomadtest
 
 import (

@@ -1,6 +1,7 @@
-// Package plugintest serves a plugin.Driver behind a real go-plugin gRPC server,
-// in-process or as a built binary, and hands back the gRPC clients the Nomad
-// client would use, so tests drive the wire protocol exactly as Nomad does.
+// Package plugintest serves a plugin.Driver or a plugin.Device (device.go)
+// behind a real go-plugin gRPC server, in-process or as a built binary, and
+// hands back the gRPC clients the Nomad client would use, so tests drive the
+// wire protocol exactly as Nomad does.
 package plugintest
 
 import (
