@@ -28,7 +28,7 @@ test: ## unit tests only (-short: no real agent, whether or not nomad is on PATH
 e2e: ## every test, with those against a real Nomad dev agent (needs nomad; about 50 min on 2 cores)
 	@command -v $(NOMAD) >/dev/null || { echo "make e2e needs nomad: put it on PATH or set NOMAD_BIN" >&2; exit 1; }
 	@mkdir -p $(AGENT_TMP)
-	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) go test -count=1 -timeout 60m ./...
+	TMPDIR=$(AGENT_TMP) NOMAD_BIN=$$(command -v $(NOMAD)) go test -count=1 -timeout 100m ./...
 
 # The soak is e2e/TestSoak (its doc says what it runs and checks, and the short
 # one make e2e runs); make soak runs it long, with these counts per runtime.
@@ -61,7 +61,7 @@ bench: ## benchmarks against a real Nomad dev agent: prints the table, writes BE
 	go test -run '^$$' -bench StartTaskWarm -benchtime 20x -timeout 40m ./e2e/ 2>&1 | tee $(BENCH_OUT)/2-starttask.txt || status=1; \
 	go test -run '^$$' -bench Tree -benchtime 3x -timeout 20m ./driver/taskfiles/ 2>&1 | tee $(BENCH_OUT)/2-taskfiles.txt || status=1; \
 	go test -run '^$$' -bench InSmall -benchtime 300x -timeout 20m ./driver/taskfiles/ 2>&1 | tee -a $(BENCH_OUT)/2-taskfiles.txt || status=1; \
-	go test -run '^$$' -bench 'JobStart|JobStartPrepared|Storm|StepLoad|ClusterBurst|IdleTasks|MetricsOverhead' -benchtime 1x -timeout 90m ./e2e/ 2>&1 | tee $(BENCH_OUT)/3-jobs.txt || status=1; \
+	go test -run '^$$' -bench 'JobStart|JobStartPrepared|Storm|StepLoad|ClusterBurst|IdleTasks|MetricsOverhead' -benchtime 1x -timeout 150m ./e2e/ 2>&1 | tee $(BENCH_OUT)/3-jobs.txt || status=1; \
 	go run ./e2e/benchreport -nomad "$$NOMAD_BIN" -notes e2e/benchreport/notes.md -o BENCHMARKS.md $(BENCH_OUT)/*.txt || status=1; \
 	exit $$status
 
