@@ -208,16 +208,21 @@ func (d *Driver) copyOut(h *taskHandle) {
 	begin := time.Now()
 	st, err := h.files().Out()
 	if err != nil {
-		msg := fmt.Sprintf("Results not copied back from sandbox %s: %v", short(h.state.Claim.AllocID), err)
-		if errors.Is(err, taskfiles.ErrLimit) {
-			msg = fmt.Sprintf("Results not copied back from sandbox %s, nothing written: %v", short(h.state.Claim.AllocID), err)
-		}
 		d.logger.Warn("copying the task's files back failed", "task_id", h.cfg.ID, "error", err)
-		d.emit(h.cfg, msg, map[string]string{"sandbox_alloc_id": h.state.Claim.AllocID})
+		d.emit(h.cfg, copyOutFailed(h.state.Claim.AllocID, st, err), map[string]string{"sandbox_alloc_id": h.state.Claim.AllocID})
 		return
 	}
 	d.emit(h.cfg, fmt.Sprintf("Copied results back from sandbox %s: %s, %d removed, in %s%s", short(h.state.Claim.AllocID), countFiles(st),
 		st.Removed, time.Since(begin).Round(time.Microsecond), skipped(st)), map[string]string{"sandbox_alloc_id": h.state.Claim.AllocID})
+}
+
+// copyOutFailed is the task event of a write-back that failed with err after
+// writing st: nothing written when a bound stopped it before it began.
+func copyOutFailed(sandbox string, st taskfiles.Stats, err error) string {
+	if errors.Is(err, taskfiles.ErrLimit) && !errors.Is(err, taskfiles.ErrPartial) {
+		return fmt.Sprintf("Results not copied back from sandbox %s, nothing written: %v", short(sandbox), err)
+	}
+	return fmt.Sprintf("Results not copied back from sandbox %s: %v (written before it stopped: %s, %d removed)", short(sandbox), err, countFiles(st), st.Removed)
 }
 
 // refreshFiles brings what Nomad changed in the task's files (a re-rendered

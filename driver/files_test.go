@@ -2,14 +2,17 @@ package driver
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/agentkernel/agentkernel-pool/driver/sandbox"
+	"github.com/agentkernel/agentkernel-pool/driver/taskfiles"
 	"github.com/agentkernel/agentkernel-pool/plugin/proto/drivers"
 )
 
@@ -60,5 +63,20 @@ func TestTaskFilesInAndOut(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(idle.AllocDir, "idle/local/notes.md")); err != nil || string(b) != "from exec" {
 		t.Errorf("idle task's result after stop: %q %v", b, err)
+	}
+}
+
+// A write-back stopped by a bound before it began says nothing was written;
+// one that failed part way (a tree that grew past a bound while it was
+// copied) says what it wrote, not "nothing written".
+func TestCopyOutFailedSaysWhatWasWritten(t *testing.T) {
+	limit := fmt.Errorf("%w: local holds more than 10 entries", taskfiles.ErrLimit)
+	if got := copyOutFailed("0123456789abcdef", taskfiles.Stats{}, limit); !strings.Contains(got, "nothing written") {
+		t.Errorf("over a bound before writing: %q, want it to say nothing was written", got)
+	}
+	partial := fmt.Errorf("copy local back from the sandbox, %w: %w", taskfiles.ErrPartial, limit)
+	got := copyOutFailed("0123456789abcdef", taskfiles.Stats{Files: 3, Bytes: 42, Removed: 1}, partial)
+	if strings.Contains(got, "nothing written") || !strings.Contains(got, "3 files, 42 bytes, 1 removed") {
+		t.Errorf("over a bound part way: %q, want what was written and no \"nothing written\"", got)
 	}
 }

@@ -69,8 +69,15 @@ type Limits struct {
 var DefaultLimits = Limits{Bytes: 2 << 30, Entries: 100_000, NameBytes: 32 << 20}
 
 // ErrLimit is returned (wrapped, naming the bound) when a copy would exceed
-// its Limits or MaxDepth; a write-back then wrote nothing.
+// its Limits or MaxDepth; a write-back then wrote nothing, unless the error
+// also wraps ErrPartial.
 var ErrLimit = errors.New("task files limit exceeded")
+
+// ErrPartial is wrapped in a write-back's error when it failed part way,
+// after it had begun to write: what it wrote before the failure stays. A
+// tree within its bounds when counted can grow past them while it is copied
+// (a process the command left behind writes on).
+var ErrPartial = errors.New("stopped part way")
 
 // Stats say what a sync did.
 type Stats struct {
@@ -212,7 +219,9 @@ func (s *Sync) Refresh() (Stats, error) {
 
 // Out copies what the command created or changed in the trees copied back
 // into the task's, and removes there what it deleted. When the changes exceed
-// the Limits it writes nothing and returns an error wrapping ErrLimit.
+// the Limits it writes nothing and returns an error wrapping ErrLimit; an
+// error once it has begun to write wraps ErrPartial, with the Stats of what
+// it wrote.
 func (s *Sync) Out() (Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,12 +274,12 @@ func (s *Sync) Out() (Stats, error) {
 		err := c.copyTree(s.Sandbox, t.Sandbox, s.Task, t.Task, t.Name)
 		total.add(c.st)
 		if err != nil {
-			return total, fmt.Errorf("copy %s back from the sandbox: %w", t.Name, err)
+			return total, fmt.Errorf("copy %s back from the sandbox, %w: %w", t.Name, ErrPartial, err)
 		}
 		n, err := s.removeDeleted(t, seen[t.Name], lim)
 		total.Removed += n
 		if err != nil {
-			return total, fmt.Errorf("remove from %s what the command deleted: %w", t.Name, err)
+			return total, fmt.Errorf("remove from %s what the command deleted, %w: %w", t.Name, ErrPartial, err)
 		}
 	}
 	return total, nil
