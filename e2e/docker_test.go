@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,12 +28,13 @@ import (
 // here from the busybox-static package (no registry is needed).
 const e2eImage = "local/agentkernel-pool-e2e:1"
 
-// dockerPluginConfig lets Nomad's docker driver run both runtimes, and keeps
+// dockerPluginConfig lets Nomad's docker driver run the runtimes the tests
+// use (runsc-host: gVisor with host networking, dockerHostGVisor), and keeps
 // it from deleting the local image once no task uses it (its image GC would,
 // and with no registry the next task could not start).
 const dockerPluginConfig = `plugin "docker" {
   config {
-    allow_runtimes = ["runc", "runsc"]
+    allow_runtimes = ["runc", "runsc", "` + dockerHostGVisor + `"]
     gc {
       image = false
     }
@@ -39,26 +42,63 @@ const dockerPluginConfig = `plugin "docker" {
 }
 `
 
+// dockerHostGVisor is the runtime name the tests expect for gVisor with host
+// networking (runsc --network=host), which a server in the sandbox needs to
+// be reachable from the host: the default runsc here runs with
+// --network=none, as its own netstack refuses the root network namespace.
+const dockerHostGVisor = "runsc-host"
+
 // dockerReady reports why docker tests cannot run here, or "".
 func dockerReady() string {
-	c := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", "/var/run/docker.sock")
-		}}}
-	resp, err := c.Get("http://docker/info")
+	runtimes, err := dockerRuntimes()
 	if err != nil {
-		return "no docker daemon answers on /var/run/docker.sock (start dockerd; example/pools/docker-gvisor.nomad.hcl says how)"
+		return "no docker daemon answers on /var/run/docker.sock (start dockerd; example/pools/docker-gvisor.nomad.hcl says how): " + err.Error()
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	_, _ = b.ReadFrom(resp.Body)
-	if !strings.Contains(b.String(), `"runsc"`) {
+	if !runtimes["runsc"] {
 		return "dockerd has no runsc runtime (register /usr/bin/runsc in /etc/docker/daemon.json; example/pools/docker-gvisor.nomad.hcl says how)"
 	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		return "no /bin/busybox to build the test image from (apt-get install busybox-static)"
 	}
 	return ""
+}
+
+// dockerRuntimes is the set of runtimes dockerd has registered (GET /info).
+func dockerRuntimes() (map[string]bool, error) {
+	c := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", "/var/run/docker.sock")
+		}}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://docker/info")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var info struct{ Runtimes map[string]json.RawMessage }
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
+		return nil, fmt.Errorf("decode docker info: %w", err)
+	}
+	set := map[string]bool{}
+	for name := range info.Runtimes {
+		set[name] = true
+	}
+	return set, nil
+}
+
+// dockerLacks reports why dockerd cannot run runtime, or "".
+func dockerLacks(runtime string) string {
+	runtimes, err := dockerRuntimes()
+	switch {
+	case err != nil:
+		return "docker info: " + err.Error()
+	case runtimes[runtime]:
+		return ""
+	case runtime == dockerHostGVisor:
+		return "dockerd has no runtime " + runtime + ` (gVisor with host networking: add "` + runtime +
+			`": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=host"]} to "runtimes" in /etc/docker/daemon.json and send dockerd SIGHUP; README, Development)`
+	}
+	return "dockerd has no runtime " + runtime
 }
 
 var imageOnce sync.Once

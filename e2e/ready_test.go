@@ -20,7 +20,8 @@ import (
 // readyAgent starts an agent with one pool "ready" of the template text
 // (written to a file) and the pool options opts, without waiting for it to
 // turn warm. runtime is the template's: raw_exec, exec (needs root), or
-// docker's runc or runsc (needs dockerd; the test image is loaded).
+// docker's runc, runsc or runsc-host (needs dockerd with that runtime; the
+// test image is loaded).
 func readyAgent(t *testing.T, template, opts, runtime string) *nomadtest.Agent {
 	t.Helper()
 	if _, err := nomadtest.Binary(); err != nil {
@@ -32,9 +33,12 @@ func readyAgent(t *testing.T, template, opts, runtime string) *nomadtest.Agent {
 		if os.Geteuid() != 0 {
 			t.Skip("skipping: the exec driver needs root")
 		}
-	case "runc", "runsc":
+	case "runc", "runsc", dockerHostGVisor:
 		if why := dockerReady(); why != "" {
 			t.Skipf("skipping docker e2e: %s", why)
+		}
+		if why := dockerLacks(runtime); why != "" {
+			t.Skipf("skipping: %s", why)
 		}
 		ensureImage(t)
 		extra = dockerPluginConfig
@@ -207,71 +211,38 @@ func TestReadyCommandGatesHandOut(t *testing.T) {
 // test image, preparing for 3 s before it writes its marker in its /tmp (a
 // tmpfs: the root is read-only), with the ready command for the marker.
 func readyDockerTemplate(t *testing.T, runtime string) string {
+	return sandboxTemplate(t, runtime, "sleep 3; echo done > /tmp/prepared; while :; do sleep 3600; done", `meta {
+        agentkernel_pool_ready          = "test -f /tmp/prepared"
+        agentkernel_pool_ready_interval = "200ms"
+      }`)
+}
+
+// sandboxTemplate is the example template of runtime (raw_exec, exec, or
+// docker-gvisor.nomad.hcl on a docker runtime, with the test image) whose
+// sandbox runs script under /bin/sh instead of idling, with task (HCL) added
+// to its task block.
+func sandboxTemplate(t *testing.T, runtime, script, task string) string {
 	t.Helper()
-	b, err := os.ReadFile(dockerTemplate(t, runtime))
+	path, idle := dockerTemplate(t, runtime), `command         = "/bin/sh"
+        args            = ["-c", "while :; do sleep 3600; done"]`
+	if runtime == "raw_exec" || runtime == "exec" {
+		path, idle = "../example/pools/"+runtime+".nomad.hcl", `command = "/bin/sleep"
+        args    = ["infinity"]`
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const idle = `args            = ["-c", "while :; do sleep 3600; done"]`
-	s := string(b)
-	if !strings.Contains(s, idle) || !strings.Contains(s, `driver = "docker"`) {
-		t.Fatalf("example/pools/docker-gvisor.nomad.hcl changed shape: no %s", idle)
+	s, at := string(b), "\n    task \"sandbox\" {\n"
+	if !strings.Contains(s, idle) || !strings.Contains(s, at) {
+		t.Fatalf("%s changed shape: no %s", path, idle)
 	}
-	s = strings.Replace(s, idle, `args            = ["-c", "sleep 3; echo done > /tmp/prepared; while :; do sleep 3600; done"]`, 1)
-	return strings.Replace(s, `driver = "docker"`, `driver = "docker"
-      meta {
-        agentkernel_pool_ready          = "test -f /tmp/prepared"
-        agentkernel_pool_ready_interval = "200ms"
-      }`, 1)
-}
-
-// TestServiceCheckGatesHandOut: an exec template with a Nomad service and
-// an http check on a server it starts after 3 s. Tasks submitted while the
-// sandboxes prepare get only sandboxes whose server answers.
-func TestServiceCheckGatesHandOut(t *testing.T) {
-	const template = `job "ready-web" {
-  group "sandbox" {
-    network {
-      port "http" {}
-    }
-    service {
-      provider = "nomad"
-      name     = "ready-web"
-      port     = "http"
-      check {
-        type     = "http"
-        path     = "/"
-        interval = "1s"
-        timeout  = "1s"
-      }
-    }
-    task "sandbox" {
-      driver = "exec"
-      config {
-        command = "/bin/sh"
-        args    = ["-c", "cd \"$NOMAD_TASK_DIR/..\"; echo $NOMAD_PORT_http > port; mkdir -p www; echo served > www/index.html; sleep 3; exec busybox httpd -f -p 127.0.0.1:$NOMAD_PORT_http -h www"]
-      }
-      resources {
-        cpu    = 50
-        memory = 32
-      }
-    }
-  }
-}
-`
-	a := readyAgent(t, template, "    size = 2\n    max = 4\n    claim_timeout = \"5m\"\n    ready_timeout = \"3m\"", "exec")
-	const n = 4
-	runJob(t, a, batchJob("web-tasks", "ready", n,
-		`if busybox wget -q -O - "http://127.0.0.1:$(cat port)/"; then exit 0; else echo NOT-SERVING; exit 7; fi`))
-	allocs := finishedAllocs(t, a, "web-tasks", n, 6*time.Minute)
-	for _, al := range allocs {
-		ts := al.TaskStates["agent"]
-		code, ok := exitCode(ts)
-		out := logs(t, a, al.ID, "agent")
-		if !ok || code != 0 || !strings.Contains(out, "served") {
-			t.Errorf("task %s: exit %d (%v), output %q; events:\n%s", al.ID[:8], code, ok, out, events(ts))
-		}
+	s = strings.Replace(s, idle, `command = "/bin/sh"
+        args    = ["-c", `+hclString(script)+`]`, 1)
+	if task != "" {
+		s = strings.Replace(s, at, at+"      "+task+"\n", 1)
 	}
+	return s
 }
 
 // TestReadyNeverPasses: a ready command that never passes, on raw_exec and
