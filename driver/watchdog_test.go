@@ -17,11 +17,11 @@ import (
 )
 
 // watchdogEnv is a driver whose watchdog looks every 20 ms and reports after
-// 300 ms, with its task events collected.
-func watchdogEnv(t *testing.T) (*env, <-chan plugin.TaskEvent) {
+// grace, with its task events collected.
+func watchdogEnv(t *testing.T, grace time.Duration) (*env, <-chan plugin.TaskEvent) {
 	t.Helper()
 	e := newEnv(t)
-	e.drv.watchdogEvery, e.drv.watchdogGrace = 20*time.Millisecond, 300*time.Millisecond
+	e.drv.watchdogEvery, e.drv.watchdogGrace = 20*time.Millisecond, grace
 	e.configure(e.devPool())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -69,7 +69,7 @@ func watchdogEvent(t *testing.T, events <-chan plugin.TaskEvent, taskID string) 
 // that failed, once the sandbox's processes are ended (as the watcher would). A running task beside it is never touched, and its exit is
 // its watcher's to report.
 func TestWatchdogReportsAnExitNobodyReported(t *testing.T) {
-	e, events := watchdogEnv(t)
+	e, events := watchdogEnv(t, 300*time.Millisecond)
 	stuck, stuckSt := e.startNamed("stuck", 1)
 	healthy, _ := e.startNamed("healthy", 2)
 	writeRecord(t, stuckSt, "exit", "7\n") // the command exited 7; Follow never sees it
@@ -105,7 +105,7 @@ func TestWatchdogReportsAnExitNobodyReported(t *testing.T) {
 // processes are gone without an exit record (its supervisor killed) is
 // reported too; one whose process lives is not.
 func TestWatchdogReportsACommandWhoseProcessesAreGone(t *testing.T) {
-	e, events := watchdogEnv(t)
+	e, events := watchdogEnv(t, 300*time.Millisecond)
 	e.runner.hostDir = e.dir
 	gone, goneSt := e.startNamed("gone", 1)
 	alive, aliveSt := e.startNamed("alive", 2)
@@ -148,7 +148,10 @@ func TestWatchdogReportsACommandWhoseProcessesAreGone(t *testing.T) {
 // shipper saves its offsets as output moves) is left to its shipper; once
 // output stops moving, the watchdog reports it.
 func TestWatchdogWaitsWhileOutputMoves(t *testing.T) {
-	e, events := watchdogEnv(t)
+	// A grace well above the 50 ms between saves: under -race on a loaded
+	// 2-core machine this loop stalled past 300 ms, and output that moved
+	// looked still.
+	e, events := watchdogEnv(t, 1500*time.Millisecond)
 	tc, st := e.startNamed("draining", 1)
 	writeRecord(t, st, "exit", "0\n")
 	moving := time.Now().Add(3 * e.drv.watchdogGrace)
