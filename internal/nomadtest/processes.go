@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/nomad/api"
 )
 
 // Kill ends the agent process alone with SIGKILL, as a crash would, and
@@ -143,8 +145,17 @@ const dockerAllocLabel = "com.hashicorp.nomad.alloc_id"
 // absent. A dev agent destroys its allocations when it stops, unless it
 // takes longer than Stop waits: Stop removes what is left.
 func (a *Agent) Containers() []string {
-	allocs, _ := os.ReadDir(filepath.Join(a.DataDir, "alloc"))
-	if len(allocs) == 0 {
+	mine := map[string]bool{}
+	entries, _ := os.ReadDir(filepath.Join(a.DataDir, "alloc"))
+	for _, e := range entries {
+		mine[e.Name()] = true
+	}
+	a.mu.Lock()
+	for id := range a.allocs {
+		mine[id] = true
+	}
+	a.mu.Unlock()
+	if len(mine) == 0 {
 		return nil
 	}
 	if _, err := exec.LookPath("docker"); err != nil {
@@ -157,10 +168,6 @@ func (a *Agent) Containers() []string {
 	if err != nil {
 		return nil
 	}
-	mine := make(map[string]bool, len(allocs))
-	for _, e := range allocs {
-		mine[e.Name()] = true
-	}
 	var ids []string
 	for _, l := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(l); len(f) == 2 && mine[f[1]] {
@@ -168,6 +175,29 @@ func (a *Agent) Containers() []string {
 		}
 	}
 	return ids
+}
+
+// rememberAllocs asks the node's API which allocations it holds, so that
+// Containers finds their containers once the stopped agent has removed its
+// alloc dirs (a 1.10 dev agent does, and leaves gVisor containers running).
+func (a *Agent) rememberAllocs() {
+	if a.NodeID == "" || a.Client == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	allocs, _, err := a.Client.Nodes().Allocations(a.NodeID, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return // a killed agent: its alloc dirs are still there
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.allocs == nil {
+		a.allocs = map[string]bool{}
+	}
+	for _, al := range allocs {
+		a.allocs[al.ID] = true
+	}
 }
 
 // removeContainers removes the agent's docker containers.
