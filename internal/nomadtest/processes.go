@@ -141,8 +141,8 @@ func unmountBelow(dir string) {
 const dockerAllocLabel = "com.hashicorp.nomad.alloc_id"
 
 // Containers lists the docker containers, running or not, of the agent's
-// allocations (those with a dir in its data dir); none where docker is
-// absent. A dev agent destroys its allocations when it stops, unless it
+// allocations (those with a dir in its data dir, and those its API listed
+// when Stop began: rememberAllocs); none where docker is absent. A dev agent destroys its allocations when it stops, unless it
 // takes longer than Stop waits: Stop removes what is left.
 func (a *Agent) Containers() []string {
 	mine := map[string]bool{}
