@@ -222,26 +222,13 @@ func (d *Driver) probeWhileStarting(ctx context.Context, b Backend, first bool) 
 	go func() {
 		defer d.wg.Done()
 		defer close(done)
-		t := time.NewTicker(startProbeEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case <-t.C:
-			}
-			cctx, ccancel := context.WithTimeout(pctx, apiCallTimeout)
-			err := b.Check(cctx)
-			ccancel()
-			if pctx.Err() != nil {
-				return
-			}
+		checkAPIEvery(pctx, b, startProbeEvery, func(err error) {
 			if err != nil {
 				d.health.set(plugin.HealthUnhealthy, "starting: "+oneLine(err))
 			} else if first {
 				d.health.set(plugin.HealthUnhealthy, "starting: connecting to the nomad api")
 			}
-		}
+		})
 	}()
 	return func() {
 		cancel()
@@ -252,7 +239,20 @@ func (d *Driver) probeWhileStarting(ctx context.Context, b Backend, first bool) 
 // watchAPI re-checks the Nomad API so the driver turns unhealthy while it is down
 // and healthy again once it is back, with no restart.
 func (d *Driver) watchAPI(ctx context.Context, b Backend) {
-	t := time.NewTicker(apiCheckInterval)
+	checkAPIEvery(ctx, b, apiCheckInterval, func(err error) {
+		if err != nil {
+			d.health.set(plugin.HealthUnhealthy, oneLine(err))
+		} else {
+			d.health.set(plugin.HealthHealthy, "ready")
+		}
+	})
+}
+
+// checkAPIEvery checks the Nomad API every interval, each check within
+// apiCallTimeout, and reports its answer (nil: the API answered) until ctx
+// ends; no report follows the end of ctx.
+func checkAPIEvery(ctx context.Context, b Backend, every time.Duration, report func(error)) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -266,11 +266,7 @@ func (d *Driver) watchAPI(ctx context.Context, b Backend) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil {
-			d.health.set(plugin.HealthUnhealthy, oneLine(err))
-		} else {
-			d.health.set(plugin.HealthHealthy, "ready")
-		}
+		report(err)
 	}
 }
 

@@ -201,13 +201,12 @@ func stepRun(b *testing.B, a *nomadtest.Agent, pool string, arrivals []time.Dura
 	return samples, errs, start.Add(arrivals[len(arrivals)-1])
 }
 
+// sleepUntil waits until at or until ctx ends; it reports whether at came.
 func sleepUntil(ctx context.Context, at time.Time) bool {
-	t := time.NewTimer(time.Until(at))
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-time.After(time.Until(at)):
 		return true
 	}
 }

@@ -111,10 +111,7 @@ func (m *Manager) listJobs(ctx context.Context, index uint64) (uint64, error) {
 			jobs[j.ID] = j
 		}
 	}
-	m.mu.Lock()
-	m.inv.jobs, m.inv.jobsIndex = jobs, qm.LastIndex
-	m.rebuildLocked()
-	m.mu.Unlock()
+	m.store(func(inv *inventory) { inv.jobs, inv.jobsIndex = jobs, qm.LastIndex })
 	return qm.LastIndex, nil
 }
 
@@ -144,10 +141,7 @@ func (m *Manager) listAllocs(ctx context.Context, index uint64) (uint64, error) 
 			allocs[a.JobID] = append(allocs[a.JobID], a)
 		}
 	}
-	m.mu.Lock()
-	m.inv.allocs, m.inv.allocsIndex = allocs, qm.LastIndex
-	m.rebuildLocked()
-	m.mu.Unlock()
+	m.store(func(inv *inventory) { inv.allocs, inv.allocsIndex = allocs, qm.LastIndex })
 	return qm.LastIndex, nil
 }
 
@@ -165,11 +159,17 @@ func (m *Manager) listClaims(ctx context.Context, index uint64) (uint64, error) 
 			claims[allocID] = claimRef{pool: pool, path: v.Path, index: v.ModifyIndex}
 		}
 	}
-	m.mu.Lock()
-	m.inv.claims, m.inv.claimsIndex = claims, qm.LastIndex
-	m.rebuildLocked()
-	m.mu.Unlock()
+	m.store(func(inv *inventory) { inv.claims, inv.claimsIndex = claims, qm.LastIndex })
 	return qm.LastIndex, nil
+}
+
+// store puts one list's answer into the inventory and rebuilds the pools'
+// views from it.
+func (m *Manager) store(set func(*inventory)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	set(&m.inv)
+	m.rebuildLocked()
 }
 
 // listNeeds names the ACL capability an inventory list needs.
