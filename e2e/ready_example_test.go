@@ -17,7 +17,9 @@ func TestExampleRepoTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := readyAgent(t, string(template), "    size = 2\n    max = 4\n    claim_timeout = \"5m\"\n    ready_timeout = \"5m\"", "exec")
+	// Nomad's default chroot_env, as an operator who installs the example
+	// has: git needs more of /usr than slimChroot holds.
+	a := readyAgentWith(t, string(template), "    size = 2\n    max = 4\n    claim_timeout = \"5m\"\n    ready_timeout = \"5m\"", "exec", "")
 	const n = 2
 	runJob(t, a, batchJob("repo-tasks", "ready", n, `git -C repo log -1 --format='commit: %s' && cat repo/main.py`))
 	for _, al := range finishedAllocs(t, a, "repo-tasks", n, 6*time.Minute) {

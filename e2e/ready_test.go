@@ -19,15 +19,27 @@ import (
 
 // readyAgent starts an agent with one pool "ready" of the template text
 // (written to a file) and the pool options opts, without waiting for it to
-// turn warm. runtime is the template's: raw_exec, exec (needs root), or
-// docker's runc, runsc or runsc-host (needs dockerd with that runtime; the
-// test image is loaded).
+// turn warm. runtime is the template's: raw_exec, exec (needs root; its
+// sandboxes get slimChroot, a shell, coreutils and busybox), or docker's
+// runc, runsc or runsc-host (needs dockerd with that runtime; the test image
+// is loaded).
 func readyAgent(t *testing.T, template, opts, runtime string) *nomadtest.Agent {
+	t.Helper()
+	var client string
+	if runtime == "exec" {
+		client = "client {\n" + slimChroot + "}\n"
+	}
+	return readyAgentWith(t, template, opts, runtime, client)
+}
+
+// readyAgentWith is readyAgent with the agent config client appended (""
+// for Nomad's default chroot_env under exec).
+func readyAgentWith(t *testing.T, template, opts, runtime, client string) *nomadtest.Agent {
 	t.Helper()
 	if _, err := nomadtest.Binary(); err != nil {
 		t.Skipf("skipping e2e: %v", err)
 	}
-	var extra string
+	extra := client
 	switch runtime {
 	case "exec":
 		if os.Geteuid() != 0 {
@@ -41,7 +53,7 @@ func readyAgent(t *testing.T, template, opts, runtime string) *nomadtest.Agent {
 			t.Skipf("skipping: %s", why)
 		}
 		ensureImage(t)
-		extra = dockerPluginConfig
+		extra += dockerPluginConfig
 	}
 	spec := filepath.Join(t.TempDir(), "ready.nomad.hcl")
 	if err := os.WriteFile(spec, []byte(template), 0o644); err != nil {
@@ -177,9 +189,9 @@ func TestReadyCommandGatesHandOut(t *testing.T) {
 			if runtime != "exec" {
 				template, marker = readyDockerTemplate(t, runtime), "/tmp/prepared"
 			}
-			// An exec sandbox took 1.5 minutes to start with 8 at once on
-			// a saturated 2-core machine: two rounds of 12 fit in
-			// claim_timeout there.
+			// An exec sandbox in Nomad's default chroot_env took 1.5
+			// minutes to start with 8 at once on a saturated 2-core
+			// machine: two rounds of 12 fit in claim_timeout even there.
 			a := readyAgent(t, template, "    size = 4\n    max = 12\n    claim_timeout = \"10m\"\n    ready_timeout = \"5m\"", runtime)
 			preparing := watchPreparing(t, a, "ready")
 			if w := readyAttr(a, "ready", "warm"); w != "" && w != "0" {
