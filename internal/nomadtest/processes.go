@@ -3,6 +3,7 @@ package nomadtest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,9 +185,12 @@ func (a *Agent) rememberAllocs() {
 	if a.NodeID == "" || a.Client == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// The list's stubs, not the node's full allocations: after a soak the
+	// node holds thousands, each with its job.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	allocs, _, err := a.Client.Nodes().Allocations(a.NodeID, (&api.QueryOptions{}).WithContext(ctx))
+	q := &api.QueryOptions{Filter: fmt.Sprintf("NodeID == %q", a.NodeID)}
+	allocs, _, err := a.Client.Allocations().List(q.WithContext(ctx))
 	if err != nil {
 		return // a killed agent: its alloc dirs are still there
 	}
