@@ -35,7 +35,9 @@ var about = map[string]string{
 		"a call that does nothing (Capabilities) over the same gRPC connection from the same idle state (at least 250 ms idle), " +
 		"timed just before each start. Goal: p50 at most 15 ms on every runtime. " +
 		"The `-10-files` rows start a task with 10 small files in local/ (copied in; goal: at most 3 ms above the same runtime without); " +
-		"the `-10k-files-200MiB-data` rows add a 10,000-file, 200 MiB alloc/data, which exec and runc sandboxes get by a mount " +
-		"in their own mount namespace (goal: p50 at most 100 ms, flat in the tree's size). raw_exec sandboxes use the task's own " +
-		"dirs (nothing copied), and gVisor ones copy (BenchmarkTree is that copy's cost).",
+		"the `-10k-files-200MiB-data` rows add a 10,000-file, 200 MiB alloc/data. A sandbox whose processes are unprivileged on " +
+		"the host gets it by a mount in its own mount namespace (goal: p50 at most 100 ms, flat in the tree's size); the example " +
+		"exec and runc templates are privileged (exec runs with group root and capabilities, the runc one as root), so theirs is " +
+		"copied, as README's \"What a sandbox task sees and leaves\" says, and costs what BenchmarkTree measures. raw_exec sandboxes " +
+		"use the task's own dirs (nothing copied), and gVisor ones copy.",
 }
