@@ -54,8 +54,15 @@ func TestServiceCheckGatesHandOut(t *testing.T) {
 			template = strings.Replace(template, none, `network_mode = "host"`, 1)
 			a := readyAgent(t, template, "    size = 2\n    max = 4\n    claim_timeout = \"5m\"\n    ready_timeout = \"3m\"", runtime)
 			const n = 4
+			// A refused connection (nothing listens) fails at once: that
+			// is an unready sandbox. Any other failed fetch is printed and
+			// tried again, twice: connects from gVisor on the host network
+			// fail now and then ("Resource temporarily unavailable").
 			runJob(t, a, batchJob("web-tasks", "ready", n,
-				`uname -r; if printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 5 127.0.0.1 "$(cat `+portFile+`)" | grep served; then exit 0; else echo NOT-SERVING; exit 7; fi`))
+				`uname -r; for try in 1 2 3; do `+
+					`out=$(printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 5 127.0.0.1 "$(cat `+portFile+`)" 2>&1); `+
+					`case $out in *served*) echo served; exit 0 ;; esac; echo "fetch $try: $out"; `+
+					`case $out in *[Rr]efused*) break ;; esac; sleep 0.2; done; echo NOT-SERVING; exit 7`))
 			allocs := finishedAllocs(t, a, "web-tasks", n, 6*time.Minute)
 			for _, al := range allocs {
 				ts := al.TaskStates["agent"]
