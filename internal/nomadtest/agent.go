@@ -75,10 +75,6 @@ type Agent struct {
 	// killed holds the process groups of agents Kill ended: their plugins
 	// and helpers outlive them, and Stop ends them too.
 	killed []int
-	// allocs are the allocations the node held when Stop asked its API: a
-	// dev agent removes its alloc dirs as it stops, and their containers
-	// may outlive it (Containers).
-	allocs map[string]bool
 }
 
 // Binary finds the nomad binary: NOMAD_BIN, else nomad on PATH; none in a

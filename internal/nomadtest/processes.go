@@ -3,7 +3,6 @@ package nomadtest
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/hashicorp/nomad/api"
 )
 
 // Kill ends the agent process alone with SIGKILL, as a crash would, and
@@ -142,66 +139,38 @@ func unmountBelow(dir string) {
 const dockerAllocLabel = "com.hashicorp.nomad.alloc_id"
 
 // Containers lists the docker containers, running or not, of the agent's
-// allocations (those with a dir in its data dir, and those its API listed
-// when Stop began: rememberAllocs); none where docker is absent. A dev agent destroys its allocations when it stops, unless it
-// takes longer than Stop waits: Stop removes what is left.
+// allocations: those that bind-mount a dir of its data dir. None where
+// docker is absent. Neither the agent's API nor its alloc dirs can say: a
+// stopping dev agent removes its alloc dirs, and a purged sandbox leaves the
+// API's list while its container may still run (a gVisor container whose
+// stop was in flight when the agent stopped).
 func (a *Agent) Containers() []string {
-	mine := map[string]bool{}
-	entries, _ := os.ReadDir(filepath.Join(a.DataDir, "alloc"))
-	for _, e := range entries {
-		mine[e.Name()] = true
-	}
-	a.mu.Lock()
-	for id := range a.allocs {
-		mine[id] = true
-	}
-	a.mu.Unlock()
-	if len(mine) == 0 {
-		return nil
-	}
 	if _, err := exec.LookPath("docker"); err != nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label="+dockerAllocLabel,
-		"--format", `{{.ID}} {{.Label "`+dockerAllocLabel+`"}}`).Output()
+	out, err := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label="+dockerAllocLabel).Output()
 	if err != nil {
 		return nil
 	}
+	all := strings.Fields(string(out))
+	if len(all) == 0 {
+		return nil
+	}
+	out, err = exec.CommandContext(ctx, "docker", append([]string{"inspect", "--format", "{{.ID}}{{range .Mounts}} {{.Source}}{{end}}"}, all...)...).Output()
+	if err != nil {
+		return nil
+	}
+	mine := filepath.Clean(a.DataDir) + string(filepath.Separator)
 	var ids []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && mine[f[1]] {
+		f := strings.Fields(l)
+		if len(f) > 1 && slices.ContainsFunc(f[1:], func(src string) bool { return strings.HasPrefix(src, mine) }) {
 			ids = append(ids, f[0])
 		}
 	}
 	return ids
-}
-
-// rememberAllocs asks the node's API which allocations it holds, so that
-// Containers finds their containers once the stopped agent has removed its
-// alloc dirs (a 1.10 dev agent does, and leaves gVisor containers running).
-func (a *Agent) rememberAllocs() {
-	if a.NodeID == "" || a.Client == nil {
-		return
-	}
-	// The list's stubs, not the node's full allocations: after a soak the
-	// node holds thousands, each with its job.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	q := &api.QueryOptions{Filter: fmt.Sprintf("NodeID == %q", a.NodeID)}
-	allocs, _, err := a.Client.Allocations().List(q.WithContext(ctx))
-	if err != nil {
-		return // a killed agent: its alloc dirs are still there
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.allocs == nil {
-		a.allocs = map[string]bool{}
-	}
-	for _, al := range allocs {
-		a.allocs[al.ID] = true
-	}
 }
 
 // removeContainers removes the agent's docker containers.

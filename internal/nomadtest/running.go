@@ -103,7 +103,6 @@ func (a *Agent) Stop() {
 	if cmd == nil {
 		return
 	}
-	a.rememberAllocs()
 	a.stopAgentOnly()
 	// Tasks and plugins were started in the agent's process group; end them too.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
