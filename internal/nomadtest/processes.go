@@ -3,6 +3,7 @@ package nomadtest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,24 +144,25 @@ const dockerAllocLabel = "com.hashicorp.nomad.alloc_id"
 // docker is absent. Neither the agent's API nor its alloc dirs can say: a
 // stopping dev agent removes its alloc dirs, and a purged sandbox leaves the
 // API's list while its container may still run (a gVisor container whose
-// stop was in flight when the agent stopped).
-func (a *Agent) Containers() []string {
+// stop was in flight when the agent stopped). Docker present but not
+// answering is an error, not "none": a leak check must not pass unread.
+func (a *Agent) Containers() ([]string, error) {
 	if _, err := exec.LookPath("docker"); err != nil {
-		return nil
+		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label="+dockerAllocLabel).Output()
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("docker ps: %w", err)
 	}
 	all := strings.Fields(string(out))
 	if len(all) == 0 {
-		return nil
+		return nil, nil
 	}
 	out, err = exec.CommandContext(ctx, "docker", append([]string{"inspect", "--format", "{{.ID}}{{range .Mounts}} {{.Source}}{{end}}"}, all...)...).Output()
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("docker inspect: %w", err)
 	}
 	mine := filepath.Clean(a.DataDir) + string(filepath.Separator)
 	var ids []string
@@ -170,12 +172,15 @@ func (a *Agent) Containers() []string {
 			ids = append(ids, f[0])
 		}
 	}
-	return ids
+	return ids, nil
 }
 
 // removeContainers removes the agent's docker containers.
 func (a *Agent) removeContainers() {
-	ids := a.Containers()
+	ids, err := a.Containers()
+	if err != nil {
+		a.t.Logf("cannot list the stopped agent's docker containers: %v", err)
+	}
 	if len(ids) == 0 {
 		return
 	}
