@@ -73,6 +73,8 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	owner := runJob(b, a, jobHCL(b, "bench-owner.nomad.hcl"))
+	waitTask(b, a, owner.ID, "agent", "running", 60*time.Second)
 	// Every pool full first: an exec or gVisor pool filling up would load the
 	// CPUs under another pool's measurements.
 	for name := range templates {
@@ -82,7 +84,7 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		if templates[name] == "" {
 			continue
 		}
-		b.Run(name, func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size, benchFiles{}) })
+		b.Run(name, func(b *testing.B) { startTaskWarm(b, a, d, c, events, owner.ID, name, size, benchFiles{}) })
 	}
 	// The same start for a task with files (raw_exec uses the task's own
 	// dirs, so only isolated pools show their cost): 10 small files in local/
@@ -93,13 +95,13 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		if templates[name] == "" {
 			continue
 		}
-		b.Run(name+"-10-files", func(b *testing.B) { startTaskWarm(b, a, d, c, events, name, size, benchFiles{local: 10}) })
+		b.Run(name+"-10-files", func(b *testing.B) { startTaskWarm(b, a, d, c, events, owner.ID, name, size, benchFiles{local: 10}) })
 		if name == "docker-runsc" {
 			continue // a copy per start: BenchmarkTree in driver/taskfiles measures it
 		}
 		tree := bigTree(b)
 		b.Run(name+"-10k-files-200MiB-data", func(b *testing.B) {
-			startTaskWarm(b, a, d, c, events, name, size, benchFiles{local: 10, data: tree})
+			startTaskWarm(b, a, d, c, events, owner.ID, name, size, benchFiles{local: 10, data: tree})
 		})
 	}
 }
@@ -147,8 +149,9 @@ func benchPool(names ...string) bool {
 }
 
 // startTaskWarm times b.N warm starts on one pool of the driver d, each task
-// with the files given.
-func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugintest.Client, events <-chan plugin.TaskEvent, pool string, size int, files benchFiles) {
+// with the files given and owned by the allocation ownerID (a real one: the
+// pool frees claims whose owner Nomad does not know), in an alloc dir of its own.
+func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugintest.Client, events <-chan plugin.TaskEvent, ownerID, pool string, size int, files benchFiles) {
 	ctx := context.Background()
 	waitWarmAttr(b, d, pool, size)
 	taskCfg := mustMsgpack(b, map[string]any{"pool": pool, "command": "/bin/true", "args": nil})
@@ -160,8 +163,8 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 		b.StopTimer()
 		waitWarmAttr(b, d, pool, size)
 		waitIdleCPU(30 * time.Second) // the last refill (an exec chroot, a container) is done
-		allocID := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, time.Now().UnixNano()&0xffffffffffff)
-		allocDir := filepath.Join(root, allocID) // beside the sandboxes, as a real task's is
+		run := fmt.Sprintf("bench-%08x-%012x", i, time.Now().UnixNano()&0xffffffffffff)
+		allocDir := filepath.Join(root, run) // beside the sandboxes, as a real task's is
 		for _, sub := range []string{"agent/private", "agent/local", "agent/secrets", "alloc"} {
 			if err := os.MkdirAll(filepath.Join(allocDir, sub), 0o777); err != nil {
 				b.Fatal(err)
@@ -180,7 +183,7 @@ func startTaskWarm(b *testing.B, a *nomadtest.Agent, d *driver.Driver, c *plugin
 				b.Fatal(err)
 			}
 		}
-		tc := &drivers.TaskConfig{Id: allocID + "/agent/0000000" + fmt.Sprint(i%10), Name: "agent", AllocId: allocID, JobId: "bench",
+		tc := &drivers.TaskConfig{Id: ownerID + "/agent/" + run, Name: "agent", AllocId: ownerID, JobId: "e2e-bench-owner",
 			Namespace: "default", MsgpackDriverConfig: taskCfg, AllocDir: allocDir}
 		// The floor under any StartTask: a call that does nothing, through
 		// the same gRPC connection, from the same idle state.
