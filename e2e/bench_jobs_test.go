@@ -76,7 +76,7 @@ func BenchmarkJobStartGVisor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	gvTmpl := dockerTemplate(b, "runsc")
+	gvTmpl := dockerTemplate(b, "runsc", "")
 	const pool, size = "gv", 2
 	a := nomadtest.Start(b, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(b), PluginConfig: poolBlock(pool, gvTmpl, size, 2*size),
 		ExtraConfig: dockerPluginConfig})

@@ -27,8 +27,9 @@ import (
 // the command in the sandbox, through the plugin's gRPC surface against a real
 // agent, with the pool refilled between starts so every start is a hit: one
 // sub-benchmark per runtime this machine has (raw_exec; exec as root; docker
-// with runc and with gVisor's runsc where dockerd has them), all pools on one
-// agent. BENCH_POOLS (a comma-separated list of those names) limits it.
+// with runc, with runc as an unprivileged user and with gVisor's runsc where
+// dockerd has them), all pools on one agent. BENCH_POOLS (a comma-separated
+// list of those names) limits it.
 func BenchmarkStartTaskWarm(b *testing.B) {
 	if _, err := nomadtest.Binary(); err != nil {
 		b.Skipf("skipping: %v", err)
@@ -40,9 +41,10 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 		templates["exec"], _ = filepath.Abs("../example/pools/exec.nomad.hcl")
 	}
 	extra := ""
-	if why := dockerReady(); why == "" && benchPool("docker-runc", "docker-runsc") {
+	if why := dockerReady(); why == "" && benchPool("docker-runc", "docker-runsc", "docker-runc-nobody") {
 		ensureImage(b)
-		templates["docker-runc"], templates["docker-runsc"] = dockerTemplate(b, "runc"), dockerTemplate(b, "runsc")
+		templates["docker-runc"], templates["docker-runsc"] = dockerTemplate(b, "runc", ""), dockerTemplate(b, "runsc", "")
+		templates["docker-runc-nobody"] = dockerTemplate(b, "runc", "nobody") // unprivileged: alloc/data mounted
 		extra = dockerPluginConfig
 	} else {
 		b.Logf("no docker pools: %s", why)
@@ -80,7 +82,7 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 	for name := range templates {
 		waitWarmAttr(b, d, name, size)
 	}
-	for _, name := range []string{"raw_exec", "exec", "docker-runc", "docker-runsc"} {
+	for _, name := range []string{"raw_exec", "exec", "docker-runc", "docker-runc-nobody", "docker-runsc"} {
 		if templates[name] == "" {
 			continue
 		}
@@ -90,8 +92,9 @@ func BenchmarkStartTaskWarm(b *testing.B) {
 	// dirs, so only isolated pools show their cost): 10 small files in local/
 	// (a payload, templates, a script), copied on the start path; and beside
 	// them a 10,000-file, 200 MiB alloc/data (a cloned repository), which an
-	// exec or runc sandbox gets by a mount, a gVisor one by copy.
-	for _, name := range []string{"exec", "docker-runc", "docker-runsc"} {
+	// unprivileged sandbox (docker-runc-nobody) gets by a mount, a privileged
+	// one (exec, docker-runc: root's files) or a gVisor one by copy.
+	for _, name := range []string{"exec", "docker-runc", "docker-runc-nobody", "docker-runsc"} {
 		if templates[name] == "" {
 			continue
 		}

@@ -18,7 +18,7 @@ import (
 func TestDockerSandboxLeavesNothingPrivileged(t *testing.T) {
 	for _, runtime := range []string{"runsc", "runc"} {
 		t.Run(runtime, func(t *testing.T) {
-			a := dockerAgent(t, runtime, 2, 6, false)
+			a := dockerAgent(t, runtime, "", 2, 6, false)
 			script := `id; cp /bin/sh local/evil && chmod 4755 local/evil; cp /bin/sh local/rootevil && chown 0:0 local/rootevil && chmod 6755 local/rootevil; ` +
 				`mkdir local/sg && chmod 2777 local/sg && cp /bin/sh local/sg/evil && chmod 4755 local/sg/evil; ` +
 				`cp /bin/sh /alloc/data/evil && chmod 6755 /alloc/data/evil; ` +

@@ -163,22 +163,28 @@ type importError struct {
 func (e *importError) Error() string { return e.err.Error() + ": " + e.out }
 
 // dockerTemplate is example/pools/docker-gvisor.nomad.hcl on the given
-// runtime with the test image, in a temp file.
-func dockerTemplate(t testing.TB, runtime string) string {
+// runtime with the test image, in a temp file. With user set, its task runs as
+// that user with no_new_privs (and, as in the example, no capabilities): a
+// sandbox the host sees as unprivileged, which gets alloc/data by a mount.
+func dockerTemplate(t testing.TB, runtime, user string) string {
 	t.Helper()
 	b, err := os.ReadFile("../example/pools/docker-gvisor.nomad.hcl")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(b)
-	for _, want := range []string{`runtime      = "runsc"`, `image        = "local/busybox:1"`} {
+	for _, want := range []string{`runtime      = "runsc"`, `image        = "local/busybox:1"`, `driver = "docker"`, `cap_drop        = ["all"]`} {
 		if !strings.Contains(s, want) {
 			t.Fatalf("example/pools/docker-gvisor.nomad.hcl changed shape: no %s", want)
 		}
 	}
 	s = strings.Replace(s, `runtime      = "runsc"`, `runtime      = "`+runtime+`"`, 1)
 	s = strings.Replace(s, `image        = "local/busybox:1"`, `image        = "`+e2eImage+`"`, 1)
-	p := filepath.Join(t.TempDir(), runtime+".nomad.hcl")
+	if user != "" {
+		s = strings.Replace(s, `driver = "docker"`, `driver = "docker"`+"\n      user   = "+hclString(user), 1)
+		s = strings.Replace(s, `cap_drop        = ["all"]`, `cap_drop        = ["all"]`+"\n        security_opt    = [\"no-new-privileges\"]", 1)
+	}
+	p := filepath.Join(t.TempDir(), runtime+user+".nomad.hcl")
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -186,8 +192,9 @@ func dockerTemplate(t testing.TB, runtime string) string {
 }
 
 // dockerAgent starts an agent with a warm pool "box" of the docker template on
-// runtime, and waits until it has size warm allocations.
-func dockerAgent(t testing.TB, runtime string, size, max int, persistent bool) *nomadtest.Agent {
+// runtime (as user, if set: see dockerTemplate), and waits until it has size
+// warm allocations.
+func dockerAgent(t testing.TB, runtime, user string, size, max int, persistent bool) *nomadtest.Agent {
 	t.Helper()
 	if _, err := nomadtest.Binary(); err != nil {
 		t.Skipf("skipping e2e: %v", err)
@@ -197,20 +204,30 @@ func dockerAgent(t testing.TB, runtime string, size, max int, persistent bool) *
 	}
 	ensureImage(t)
 	a := nomadtest.Start(t, nomadtest.Options{PluginDir: nomadtest.BuildPlugin(t), Persistent: persistent,
-		PluginConfig: poolBlock("box", dockerTemplate(t, runtime), size, max), ExtraConfig: dockerPluginConfig})
+		PluginConfig: poolBlock("box", dockerTemplate(t, runtime, user), size, max), ExtraConfig: dockerPluginConfig})
 	waitWarm(t, a, "box", size)
 	return a
 }
 
-// TestDockerPools: on docker pools (runc and gVisor's runsc) the pool fills, a
-// sandbox task claims a warm sandbox and runs in it (under runsc, in gVisor's
-// kernel) with its output, its env and its exit code; an idle sandbox task
-// answers nomad alloc exec with stdin, a tty and exit codes; and a command
-// survives the plugin being killed with all its output.
+// TestDockerPools: on docker pools (runc and gVisor's runsc, and runc with an
+// unprivileged user) the pool fills, a sandbox task claims a warm sandbox and
+// runs in it (under runsc, in gVisor's kernel) with its output, its env and
+// its exit code; an idle sandbox task answers nomad alloc exec with stdin, a
+// tty and exit codes; a drop-in job gets its files by the way the sandbox
+// allows; and a command survives the plugin being killed with all its output.
 func TestDockerPools(t *testing.T) {
-	for _, runtime := range []string{"runsc", "runc"} {
-		t.Run(runtime, func(t *testing.T) {
-			a := dockerAgent(t, runtime, 2, 6, false)
+	for _, tc := range []struct{ name, runtime, user, way string }{
+		// Drop-in: gVisor's processes are not the host's, so everything is
+		// copied; under runc as root a mount would leave root's files on
+		// the host (nsmount.ErrPrivileged), so it is copied too; under runc
+		// as nobody with no_new_privs alloc/data is mounted.
+		{"runsc", "runsc", "", "(alloc/data copied: " + nsmount.ErrNotFound.Error()},
+		{"runc", "runc", "", "(alloc/data copied: " + nsmount.ErrPrivileged.Error()},
+		{"runc-nobody", "runc", "nobody", "Mounted alloc/data into sandbox"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime := tc.runtime
+			a := dockerAgent(t, runtime, tc.user, 2, 6, false)
 
 			alloc := runJob(t, a, commandJob(t, "e2e-box", "box", `uname -r; echo out:$GREETING; echo err:$GREETING >&2; exit 3`))
 			ts := waitTask(t, a, alloc.ID, "agent", "dead", 90*time.Second)
@@ -256,13 +273,8 @@ func TestDockerPools(t *testing.T) {
 				t.Fatalf("job stop: %s", errOut)
 			}
 
-			// Drop-in: everything is copied, and the event says why:
-			// gVisor's processes are not the host's; under runc the
-			// template's user is root, whose files a mount would leave
-			// root's on the host (nsmount.ErrPrivileged).
 			waitWarm(t, a, "box", 2)
-			way := map[string]string{"runc": "(alloc/data copied: " + nsmount.ErrPrivileged.Error(), "runsc": "(alloc/data copied: " + nsmount.ErrNotFound.Error()}[runtime]
-			dropIn(t, a, way, true)
+			dropIn(t, a, tc.way, true)
 
 			// The plugin killed mid-task: the command lives on in its
 			// sandbox, and all its output and its exit code arrive.

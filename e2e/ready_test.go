@@ -235,7 +235,7 @@ func readyDockerTemplate(t *testing.T, runtime string) string {
 // to its task block.
 func sandboxTemplate(t *testing.T, runtime, script, task string) string {
 	t.Helper()
-	path, idle := dockerTemplate(t, runtime), `command         = "/bin/sh"
+	path, idle := dockerTemplate(t, runtime, ""), `command         = "/bin/sh"
         args            = ["-c", "while :; do sleep 3600; done"]`
 	if runtime == "raw_exec" || runtime == "exec" {
 		path, idle = "../example/pools/"+runtime+".nomad.hcl", `command = "/bin/sleep"
@@ -268,7 +268,7 @@ func TestReadyNeverPasses(t *testing.T) {
 		t.Run(runtime, func(t *testing.T) {
 			path, driverLine := rawExecTemplate(t), `driver = "raw_exec"`
 			if runtime == "runsc" {
-				path, driverLine = dockerTemplate(t, runtime), `driver = "docker"`
+				path, driverLine = dockerTemplate(t, runtime, ""), `driver = "docker"`
 			}
 			template, err := os.ReadFile(path)
 			if err != nil {

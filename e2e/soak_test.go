@@ -48,7 +48,7 @@ func TestSoak(t *testing.T) {
 	}{
 		{"raw_exec", "SOAK_TASKS", func(t *testing.T) string { return "../example/pools/raw_exec.nomad.hcl" }},
 		{"exec", "SOAK_EXEC_TASKS", func(t *testing.T) string { return "../example/pools/exec.nomad.hcl" }},
-		{"runsc", "SOAK_RUNSC_TASKS", func(t *testing.T) string { return dockerTemplate(t, "runsc") }},
+		{"runsc", "SOAK_RUNSC_TASKS", func(t *testing.T) string { return dockerTemplate(t, "runsc", "") }},
 	}
 	for _, rt := range runtimes {
 		t.Run(rt.name, func(t *testing.T) {

@@ -28,7 +28,8 @@ var about = map[string]string{
 		"per second (1 ms/s is 0.1% of a core), and the helpers' PSS per task. The plugin's share includes answering Nomad's TaskStats stream.",
 	"BenchmarkStartTaskWarm": "StartTask on the warm path (claim plus launch of the command in the sandbox) " +
 		"through the plugin's gRPC surface against a real agent, one pool per runtime on one agent: the " +
-		"`raw_exec`, `exec` and docker templates of example/pools/ (docker with runc and with gVisor's runsc). " +
+		"`raw_exec`, `exec` and docker templates of example/pools/ (docker with runc and with gVisor's runsc; `docker-runc-nobody` is " +
+		"the runc one with `user = \"nobody\"` and no_new_privs, a sandbox unprivileged on the host). " +
 		"The launch is one line on the sandbox's launch session, opened when it turned warm; StartTask returns once it is written " +
 		"(the session's answer is awaited by the task's watcher). The claim hands out a sandbox the pool reserved in memory; " +
 		"its record (a Nomad Variable write) follows in the background. `noop-rpc` is the floor under any StartTask: " +
@@ -36,7 +37,7 @@ var about = map[string]string{
 		"timed just before each start. Goal: p50 at most 15 ms on every runtime. " +
 		"The `-10-files` rows start a task with 10 small files in local/ (copied in; goal: at most 3 ms above the same runtime without); " +
 		"the `-10k-files-200MiB-data` rows add a 10,000-file, 200 MiB alloc/data. A sandbox whose processes are unprivileged on " +
-		"the host gets it by a mount in its own mount namespace (goal: p50 at most 100 ms, flat in the tree's size); the example " +
+		"the host (`docker-runc-nobody`) gets it by a mount in its own mount namespace (goal: p50 at most 100 ms, flat in the tree's size); the example " +
 		"exec and runc templates are privileged (exec runs with group root and capabilities, the runc one as root), so theirs is " +
 		"copied, as README's \"What a sandbox task sees and leaves\" says, and costs what BenchmarkTree measures. raw_exec sandboxes " +
 		"use the task's own dirs (nothing copied), and gVisor ones copy.",
